@@ -1,0 +1,334 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/outrigger/outrigger/proxy/route"
+)
+
+// Headers the sidecars add on the mesh. The dapr-* ones reach the callee as
+// daprd's do; the outrigger-* ones are for the callee's sidecar only and are
+// removed before the app sees the request.
+const (
+	hdrCallerAppID     = "Dapr-Caller-App-Id"
+	hdrCallerNamespace = "Dapr-Caller-Namespace"
+	hdrCalleeAppID     = "Dapr-Callee-App-Id"
+	hdrCalleeNamespace = "Outrigger-Callee-Namespace"
+	hdrGRPCProxy       = "Outrigger-Grpc-Proxy"
+	hdrDataTypeURL     = "Outrigger-Data-Type-Url"
+)
+
+// invocation is one outbound call in flight, carried in the request context
+// from the API handler to the reverse proxy's hooks.
+type invocation struct {
+	addr      string
+	appID     string
+	namespace string
+	method    string // escaped, no leading slash
+	body      *limitedBody
+}
+
+type invocationKey struct{}
+
+var invocationPool = sync.Pool{New: func() any { return new(invocation) }}
+
+func (s *Sidecar) serveAPI(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if s.cfg.EnableAPILogging {
+		s.log.Info("API call", "method", r.Method, "path", p, "caller", r.RemoteAddr)
+	}
+	if strings.HasPrefix(p, "/v1.0/") {
+		switch {
+		case strings.HasPrefix(p, "/v1.0/invoke/"):
+			t, ok := route.FromHeaders(r.URL.EscapedPath(), r.Header)
+			if !ok {
+				t, ok = route.InvokePath(r.URL.EscapedPath())
+			}
+			if !ok {
+				writeError(w, apiError{http.StatusNotFound, errCodeDirectInvoke, route.ErrNoAppID.Error()})
+				return
+			}
+			s.invokeHTTP(w, r, t)
+			return
+		case p == "/v1.0/healthz" && r.Method == http.MethodGet:
+			s.serveHealthz(w, r)
+			return
+		case p == "/v1.0/healthz/outbound" && r.Method == http.MethodGet:
+			if !s.outbound.Load() {
+				writeError(w, apiError{http.StatusInternalServerError, errCodeOutboundNotReady, "dapr outbound is not ready"})
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		case p == "/v1.0/metadata" && r.Method == http.MethodGet:
+			s.serveGetMetadata(w)
+			return
+		case strings.HasPrefix(p, "/v1.0/metadata/") && r.Method == http.MethodPut:
+			s.servePutMetadata(w, r)
+			return
+		case p == "/v1.0/shutdown" && (r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodGet):
+			w.WriteHeader(http.StatusNoContent)
+			s.Shutdown()
+			return
+		}
+	}
+	if t, ok := route.FromHeaders(r.URL.EscapedPath(), r.Header); ok {
+		s.invokeHTTP(w, r, t)
+		return
+	}
+	writeError(w, apiError{http.StatusNotFound, errCodeDirectInvoke, route.ErrNoAppID.Error()})
+}
+
+// invokeHTTP sends one invocation to the callee's sidecar, streaming the
+// request and response bodies.
+func (s *Sidecar) invokeHTTP(w http.ResponseWriter, r *http.Request, t route.Target) {
+	name, ns, err := route.SplitAppID(t.AppID, s.cfg.Namespace)
+	if err != nil {
+		writeError(w, apiError{http.StatusBadRequest, errCodeDirectInvoke, "failed to invoke, id: " + t.AppID + ", err: " + err.Error()})
+		return
+	}
+	if r.ContentLength > s.cfg.MaxBodySize {
+		writeError(w, bodyTooLargeError())
+		return
+	}
+	addr, err := s.cfg.Resolver.Resolve(r.Context(), name, ns)
+	if err != nil {
+		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
+		writeError(w, directInvokeError(t.AppID, err))
+		return
+	}
+	inv := invocationPool.Get().(*invocation)
+	*inv = invocation{addr: addr, appID: name, namespace: ns, method: t.Method}
+	if r.Body != nil && r.Body != http.NoBody {
+		inv.body = &limitedBody{rc: r.Body, left: s.cfg.MaxBodySize}
+		r.Body = inv.body
+	}
+	r = r.WithContext(context.WithValue(r.Context(), invocationKey{}, inv))
+	s.peerProxy().ServeHTTP(w, r)
+	*inv = invocation{}
+	invocationPool.Put(inv)
+}
+
+func (s *Sidecar) peerProxy() *httputil.ReverseProxy {
+	if p := s.peerRP.Load(); p != nil {
+		return p
+	}
+	p := &httputil.ReverseProxy{
+		Rewrite:        s.rewriteToPeer,
+		Transport:      s.peers.transport,
+		FlushInterval:  0,
+		ErrorHandler:   s.peerError,
+		ModifyResponse: s.countOutbound,
+		BufferPool:     bufferPool{},
+		ErrorLog:       nil,
+	}
+	s.peerRP.CompareAndSwap(nil, p)
+	return s.peerRP.Load()
+}
+
+func (s *Sidecar) rewriteToPeer(pr *httputil.ProxyRequest) {
+	inv := pr.In.Context().Value(invocationKey{}).(*invocation)
+	out := pr.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = inv.addr
+	out.Host = inv.addr
+	setEscapedPath(out.URL, "/"+inv.method)
+	h := out.Header
+	h[hdrCalleeAppID] = []string{inv.appID}
+	h[hdrCalleeNamespace] = []string{inv.namespace}
+	h[hdrCallerAppID] = []string{s.cfg.AppID}
+	h[hdrCallerNamespace] = []string{s.cfg.Namespace}
+	delete(h, hdrGRPCProxy)
+}
+
+func setEscapedPath(u *url.URL, escaped string) {
+	if strings.IndexByte(escaped, '%') < 0 {
+		u.Path, u.RawPath = escaped, ""
+		return
+	}
+	if p, err := url.PathUnescape(escaped); err == nil {
+		u.Path, u.RawPath = p, escaped
+		return
+	}
+	u.Path, u.RawPath = escaped, ""
+}
+
+func (s *Sidecar) countOutbound(resp *http.Response) error {
+	if inv, ok := resp.Request.Context().Value(invocationKey{}).(*invocation); ok {
+		s.stats.outbound.WithLabelValues(inv.appID, statusLabel(resp.StatusCode)).Inc()
+	}
+	return nil
+}
+
+func (s *Sidecar) peerError(w http.ResponseWriter, r *http.Request, err error) {
+	inv, _ := r.Context().Value(invocationKey{}).(*invocation)
+	if inv != nil && inv.body != nil && inv.body.exceeded.Load() {
+		writeError(w, bodyTooLargeError())
+		return
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The caller went away; nobody reads an answer.
+		return
+	}
+	appID := ""
+	if inv != nil {
+		appID = inv.appID
+		s.stats.outbound.WithLabelValues(appID, "error").Inc()
+	}
+	s.log.Debug("invocation failed", "app_id", appID, "err", err)
+	writeError(w, directInvokeError(appID, err))
+}
+
+func (s *Sidecar) serveHealthz(w http.ResponseWriter, r *http.Request) {
+	if !s.outbound.Load() {
+		writeError(w, apiError{http.StatusInternalServerError, errCodeHealthNotReady, "dapr is not ready: [outbound]"})
+		return
+	}
+	if s.app != nil && !s.app.reachable.Load() {
+		writeError(w, apiError{http.StatusInternalServerError, errCodeHealthNotReady, "dapr is not ready: [app-channel]"})
+		return
+	}
+	if q := r.URL.RawQuery; q != "" {
+		if v := r.URL.Query(); v.Has("appid") && v.Get("appid") != s.cfg.AppID {
+			writeError(w, apiError{http.StatusInternalServerError, errCodeHealthAppIDMismatch, "dapr app-id does not match"})
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// metadataJSON is the HTTP metadata API's answer, in daprd's JSON shape.
+type metadataJSON struct {
+	ID                      string            `json:"id"`
+	RuntimeVersion          string            `json:"runtimeVersion,omitempty"`
+	EnabledFeatures         []string          `json:"enabledFeatures,omitempty"`
+	Extended                map[string]string `json:"extended,omitempty"`
+	AppConnectionProperties *appConnJSON      `json:"appConnectionProperties,omitempty"`
+	ActorRuntime            actorRuntimeJSON  `json:"actorRuntime"`
+}
+
+type appConnJSON struct {
+	Port           int32          `json:"port,omitempty"`
+	Protocol       string         `json:"protocol,omitempty"`
+	ChannelAddress string         `json:"channelAddress,omitempty"`
+	MaxConcurrency int32          `json:"maxConcurrency,omitempty"`
+	Health         *appHealthJSON `json:"health,omitempty"`
+}
+
+type appHealthJSON struct {
+	HealthCheckPath     string `json:"healthCheckPath,omitempty"`
+	HealthProbeInterval string `json:"healthProbeInterval,omitempty"`
+	HealthProbeTimeout  string `json:"healthProbeTimeout,omitempty"`
+	HealthThreshold     int32  `json:"healthThreshold,omitempty"`
+}
+
+type actorRuntimeJSON struct {
+	RuntimeStatus string `json:"runtimeStatus"`
+	HostReady     bool   `json:"hostReady"`
+}
+
+func (s *Sidecar) serveGetMetadata(w http.ResponseWriter) {
+	m := s.metadata()
+	out := metadataJSON{
+		ID:             m.GetId(),
+		RuntimeVersion: m.GetRuntimeVersion(),
+		Extended:       m.GetExtendedMetadata(),
+		ActorRuntime:   actorRuntimeJSON{RuntimeStatus: "DISABLED"},
+	}
+	if acp := m.GetAppConnectionProperties(); acp != nil {
+		out.AppConnectionProperties = &appConnJSON{
+			Port: acp.GetPort(), Protocol: acp.GetProtocol(), ChannelAddress: acp.GetChannelAddress(), MaxConcurrency: acp.GetMaxConcurrency(),
+		}
+		if h := acp.GetHealth(); h != nil {
+			out.AppConnectionProperties.Health = &appHealthJSON{
+				HealthCheckPath: h.GetHealthCheckPath(), HealthProbeInterval: h.GetHealthProbeInterval(),
+				HealthProbeTimeout: h.GetHealthProbeTimeout(), HealthThreshold: h.GetHealthThreshold(),
+			}
+		}
+	}
+	body, _ := json.Marshal(out)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+func (s *Sidecar) servePutMetadata(w http.ResponseWriter, r *http.Request) {
+	key := strings.TrimPrefix(r.URL.Path, "/v1.0/metadata/")
+	if key == "" || strings.Contains(key, "/") {
+		writeError(w, apiError{http.StatusBadRequest, errCodeMalformedRequest, "metadata key must be one non-empty path segment"})
+		return
+	}
+	val, err := io.ReadAll(io.LimitReader(r.Body, 64<<10+1))
+	if err != nil {
+		writeError(w, apiError{http.StatusBadRequest, errCodeMetadataSet, "failed reading the metadata value: " + err.Error()})
+		return
+	}
+	if len(val) > 64<<10 {
+		writeError(w, apiError{http.StatusRequestEntityTooLarge, errCodeMetadataSet, "metadata value is larger than 64 KiB"})
+		return
+	}
+	s.setExtended(key, string(val))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Sidecar) setExtended(key, val string) {
+	s.metaMu.Lock()
+	s.extended[key] = val
+	s.metaMu.Unlock()
+}
+
+// limitedBody is a request body that fails once it has given more than its
+// limit, remembering that it did so the error can become a 413.
+type limitedBody struct {
+	rc       io.ReadCloser
+	left     int64
+	exceeded atomic.Bool
+}
+
+var errBodyTooLarge = errors.New("request body is larger than --max-body-size")
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errBodyTooLarge
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		b.exceeded.Store(true)
+		return n - 1, errBodyTooLarge
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
+
+func bodyTooLargeError() apiError {
+	return apiError{http.StatusRequestEntityTooLarge, errCodeDirectInvoke, "failed to invoke: " + errBodyTooLarge.Error()}
+}
+
+func tooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.Is(err, errBodyTooLarge) || errors.As(err, &mbe)
+}
+
+// bufferPool lends the reverse proxies their copy buffers.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(copyBuffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }

@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// App protocols accepted by --app-protocol.
+const (
+	ProtocolHTTP = "http"
+	ProtocolH2C  = "h2c"
+	ProtocolGRPC = "grpc"
+)
+
+// Resolver is what the sidecar needs from name resolution: the mesh address
+// ("host:port") of one instance of an app. nameresolution.Resolver satisfies it.
+type Resolver interface {
+	Resolve(ctx context.Context, appID, namespace string) (string, error)
+}
+
+// Announcer makes this sidecar findable; nameresolution.Announcer satisfies it
+// through AnnouncerFunc in cmd/. Announce blocks until ctx is done.
+type Announcer interface {
+	Announce(ctx context.Context, appID, namespace string, meshPort int) error
+}
+
+// AppHealth configures daprd-style app health probing.
+type AppHealth struct {
+	Enabled   bool
+	Path      string        // HTTP path probed (default /healthz)
+	Interval  time.Duration // between probes (default 5s)
+	Timeout   time.Duration // per probe (default 500ms)
+	Threshold int           // consecutive failures before the app is unhealthy (default 3)
+}
+
+// Config is everything a sidecar needs; cmd/outrigger fills it from daprd's flags.
+type Config struct {
+	AppID     string
+	Namespace string
+
+	// AppPort is the app's port; 0 means the sidecar has no app to call.
+	AppPort           int
+	AppProtocol       string // http, h2c or grpc
+	AppChannelAddress string // host of the app (default 127.0.0.1)
+	AppMaxConcurrency int    // 0 or less: unlimited
+	AppHealth         AppHealth
+
+	// ListenAddress is the host the API listeners (HTTP, gRPC, metrics) bind (default 127.0.0.1).
+	ListenAddress string
+	// MeshListenAddress is the host the mesh listener binds (default: all interfaces).
+	MeshListenAddress string
+
+	HTTPPort         int // Dapr HTTP API (3500)
+	GRPCPort         int // Dapr gRPC API (50001)
+	InternalGRPCPort int // mesh port other sidecars call (50002)
+	MetricsPort      int // Prometheus metrics (9090); 0 with MetricsDisabled
+
+	MetricsDisabled bool
+
+	// ProfilePort, when not zero, serves Go's pprof profiles (daprd's --enable-profiling).
+	ProfilePort int
+
+	ResourcesPaths []string
+	ConfigPath     string
+
+	MaxBodySize      int64 // bytes (default 4 MiB)
+	ReadBufferSize   int64 // bytes of request headers accepted (default 4 KiB as daprd)
+	EnableAPILogging bool
+
+	// Resolver finds other apps. Required.
+	Resolver Resolver
+	// Announcer, if set, is started once the listeners are up.
+	Announcer Announcer
+
+	Logger *slog.Logger
+}
+
+// Defaults for fields left zero.
+const (
+	DefaultHTTPPort         = 3500
+	DefaultGRPCPort         = 50001
+	DefaultInternalGRPCPort = 50002
+	DefaultMetricsPort      = 9090
+	DefaultMaxBodySize      = 4 << 20
+	DefaultNamespace        = "default"
+)
+
+func (c *Config) setDefaults() {
+	if c.Namespace == "" {
+		c.Namespace = DefaultNamespace
+	}
+	if c.AppProtocol == "" {
+		c.AppProtocol = ProtocolHTTP
+	}
+	if c.AppChannelAddress == "" {
+		c.AppChannelAddress = "127.0.0.1"
+	}
+	if c.ListenAddress == "" {
+		c.ListenAddress = "127.0.0.1"
+	}
+	if c.MaxBodySize == 0 {
+		c.MaxBodySize = DefaultMaxBodySize
+	}
+	if c.AppHealth.Path == "" {
+		c.AppHealth.Path = "/healthz"
+	}
+	if c.AppHealth.Interval == 0 {
+		c.AppHealth.Interval = 5 * time.Second
+	}
+	if c.AppHealth.Timeout == 0 {
+		c.AppHealth.Timeout = 500 * time.Millisecond
+	}
+	if c.AppHealth.Threshold == 0 {
+		c.AppHealth.Threshold = 3
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports the first thing wrong with c, naming the flag.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.AppID == "" {
+		errs = append(errs, errors.New("--app-id is required"))
+	}
+	switch c.AppProtocol {
+	case ProtocolHTTP, ProtocolH2C, ProtocolGRPC, "":
+	default:
+		errs = append(errs, fmt.Errorf("--app-protocol %q: want http, h2c or grpc", c.AppProtocol))
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"--app-port", c.AppPort}, {"--dapr-http-port", c.HTTPPort}, {"--dapr-grpc-port", c.GRPCPort}, {"--dapr-internal-grpc-port", c.InternalGRPCPort}, {"--metrics-port", c.MetricsPort}} {
+		if p.v < 0 || p.v > 65535 {
+			errs = append(errs, fmt.Errorf("%s %d: want a port between 0 and 65535", p.name, p.v))
+		}
+	}
+	if c.MaxBodySize < 0 {
+		errs = append(errs, fmt.Errorf("--max-body-size %d: must not be negative", c.MaxBodySize))
+	}
+	if c.AppHealth.Interval < 0 || c.AppHealth.Timeout < 0 || c.AppHealth.Threshold < 0 {
+		errs = append(errs, errors.New("app health probe interval, timeout and threshold must not be negative"))
+	}
+	if c.Resolver == nil {
+		errs = append(errs, errors.New("proxy: a name resolver is required"))
+	}
+	return errors.Join(errs...)
+}

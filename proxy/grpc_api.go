@@ -1,0 +1,322 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
+	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/outrigger/outrigger/proxy/route"
+)
+
+// daprAPI is the sidecar's dapr.proto.runtime.v1.Dapr service. Methods of
+// building blocks that are not built yet answer Unimplemented.
+type daprAPI struct {
+	runtimev1pb.UnimplementedDaprServer
+	s *Sidecar
+}
+
+func (s *Sidecar) newGRPCServer() *grpc.Server {
+	srv := grpc.NewServer(
+		grpc.ForceServerCodecV2(frameCodec{}),
+		grpc.UnknownServiceHandler(s.proxyGRPC),
+		grpc.MaxRecvMsgSize(int(s.cfg.MaxBodySize)),
+		grpc.MaxSendMsgSize(int(s.cfg.MaxBodySize)),
+		grpc.MaxConcurrentStreams(1000),
+		grpc.ChainUnaryInterceptor(s.recoverUnary),
+		grpc.ChainStreamInterceptor(s.recoverStream),
+	)
+	runtimev1pb.RegisterDaprServer(srv, &daprAPI{s: s})
+	return srv
+}
+
+// recoverUnary turns a panic in a handler into an Internal status, so one
+// bad call never takes the sidecar down.
+func (s *Sidecar) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic in a gRPC handler", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "internal error in %s", info.FullMethod)
+		}
+	}()
+	return handler(ctx, req)
+}
+
+func (s *Sidecar) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic in a gRPC handler", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "internal error in %s", info.FullMethod)
+		}
+	}()
+	return handler(srv, ss)
+}
+
+// InvokeService sends an invocation to another app and waits for its whole answer.
+func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServiceRequest) (*commonv1pb.InvokeResponse, error) {
+	s := d.s
+	msg := in.GetMessage()
+	if in.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "failed to invoke: the app id is empty")
+	}
+	if msg == nil {
+		return nil, status.Errorf(codes.InvalidArgument, "failed to invoke, id: %s, err: the message is empty", in.GetId())
+	}
+	name, ns, err := route.SplitAppID(in.GetId(), s.cfg.Namespace)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "failed to invoke, id: %s, err: %v", in.GetId(), err)
+	}
+	addr, err := s.cfg.Resolver.Resolve(ctx, name, ns)
+	if err != nil {
+		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
+		return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: %v", in.GetId(), err)
+	}
+	target := "http://" + addr + "/" + route.CleanMethod(msg.GetMethod())
+	if qs := msg.GetHttpExtension().GetQuerystring(); qs != "" {
+		target += "?" + qs
+	}
+	req, err := http.NewRequestWithContext(ctx, methodFromVerb(msg.GetHttpExtension().GetVerb()), target, bytes.NewReader(msg.GetData().GetValue()))
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "failed to invoke, id: %s, err: %v", in.GetId(), err)
+	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		for k, vs := range md {
+			if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || k == "content-type" || k == "user-agent" || k == "te" || k == route.AppIDHeader {
+				continue
+			}
+			for _, v := range vs {
+				req.Header.Add(k, v)
+			}
+		}
+	}
+	if ct := msg.GetContentType(); ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	if tu := msg.GetData().GetTypeUrl(); tu != "" {
+		req.Header.Set(hdrDataTypeURL, tu)
+	}
+	h := req.Header
+	h[hdrCalleeAppID] = []string{name}
+	h[hdrCalleeNamespace] = []string{ns}
+	h[hdrCallerAppID] = []string{s.cfg.AppID}
+	h[hdrCallerNamespace] = []string{s.cfg.Namespace}
+	resp, err := s.peers.transport.RoundTrip(req)
+	if err != nil {
+		s.stats.outbound.WithLabelValues(name, "error").Inc()
+		return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: %v", in.GetId(), err)
+	}
+	defer resp.Body.Close()
+	s.stats.outbound.WithLabelValues(name, statusLabel(resp.StatusCode)).Inc()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxBodySize+1))
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: reading the answer: %v", in.GetId(), err)
+	}
+	if int64(len(body)) > s.cfg.MaxBodySize {
+		return nil, status.Errorf(codes.ResourceExhausted, "failed to invoke, id: %s, err: the answer is larger than --max-body-size", in.GetId())
+	}
+	outMD := metadata.MD{"dapr-http-status": []string{statusLabel(resp.StatusCode)}}
+	for k, vs := range resp.Header {
+		lk := strings.ToLower(k)
+		if lk == "content-length" || lk == "connection" || lk == "transfer-encoding" || strings.HasPrefix(lk, "outrigger-") {
+			continue
+		}
+		outMD[lk] = vs
+	}
+	_ = grpc.SetHeader(ctx, outMD)
+	if code := grpcCodeFromHTTP(resp.StatusCode); code != codes.OK {
+		return nil, status.Error(code, strings.TrimSpace(string(body)))
+	}
+	return &commonv1pb.InvokeResponse{
+		Data:        &anypb.Any{TypeUrl: resp.Header.Get(hdrDataTypeURL), Value: body},
+		ContentType: resp.Header.Get("Content-Type"),
+	}, nil
+}
+
+func (d *daprAPI) GetMetadata(context.Context, *runtimev1pb.GetMetadataRequest) (*runtimev1pb.GetMetadataResponse, error) {
+	return d.s.metadata(), nil
+}
+
+func (d *daprAPI) SetMetadata(_ context.Context, in *runtimev1pb.SetMetadataRequest) (*emptypb.Empty, error) {
+	if in.GetKey() == "" {
+		return nil, status.Error(codes.InvalidArgument, "metadata key is empty")
+	}
+	d.s.setExtended(in.GetKey(), in.GetValue())
+	return &emptypb.Empty{}, nil
+}
+
+func (d *daprAPI) Shutdown(context.Context, *runtimev1pb.ShutdownRequest) (*emptypb.Empty, error) {
+	go func() {
+		// Let the answer leave before the listeners close.
+		time.Sleep(10 * time.Millisecond)
+		d.s.Shutdown()
+	}()
+	return &emptypb.Empty{}, nil
+}
+
+// metadata builds the metadata API's answer.
+func (s *Sidecar) metadata() *runtimev1pb.GetMetadataResponse {
+	s.metaMu.RLock()
+	ext := make(map[string]string, len(s.extended))
+	for k, v := range s.extended {
+		ext[k] = v
+	}
+	s.metaMu.RUnlock()
+	m := &runtimev1pb.GetMetadataResponse{
+		Id:               s.cfg.AppID,
+		RuntimeVersion:   Version,
+		ExtendedMetadata: ext,
+		ActorRuntime:     &runtimev1pb.ActorRuntime{RuntimeStatus: runtimev1pb.ActorRuntime_DISABLED},
+	}
+	if s.cfg.AppPort > 0 {
+		acp := &runtimev1pb.AppConnectionProperties{
+			Port:           int32(s.cfg.AppPort),
+			Protocol:       s.cfg.AppProtocol,
+			ChannelAddress: s.cfg.AppChannelAddress,
+		}
+		if s.cfg.AppMaxConcurrency > 0 {
+			acp.MaxConcurrency = int32(s.cfg.AppMaxConcurrency)
+		}
+		if s.cfg.AppHealth.Enabled {
+			acp.Health = &runtimev1pb.AppConnectionHealthProperties{
+				HealthCheckPath:     s.cfg.AppHealth.Path,
+				HealthProbeInterval: s.cfg.AppHealth.Interval.String(),
+				HealthProbeTimeout:  s.cfg.AppHealth.Timeout.String(),
+				HealthThreshold:     int32(s.cfg.AppHealth.Threshold),
+			}
+		}
+		m.AppConnectionProperties = acp
+	}
+	return m
+}
+
+// frame is one gRPC message carried through the proxy without decoding.
+type frame struct{ data []byte }
+
+// frameCodec passes frames through as raw bytes and encodes everything else
+// with the proto codec, so that one server serves both the Dapr API and
+// proxied calls to any service.
+type frameCodec struct{}
+
+func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if f, ok := v.(*frame); ok {
+		return mem.BufferSlice{mem.SliceBuffer(f.data)}, nil
+	}
+	return encoding.GetCodecV2("proto").Marshal(v)
+}
+
+func (frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if f, ok := v.(*frame); ok {
+		f.data = data.Materialize()
+		return nil
+	}
+	return encoding.GetCodecV2("proto").Unmarshal(data, v)
+}
+
+func (frameCodec) Name() string { return "proto" }
+
+var proxyStreamDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+
+// proxyGRPC forwards a call for any service other than the Dapr API to the
+// app named by its dapr-app-id metadata, through that app's sidecar, in both
+// directions at once.
+func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
+	fullMethod, ok := grpc.MethodFromServerStream(ss)
+	if !ok {
+		return status.Error(codes.Internal, "gRPC proxy: no method in the stream")
+	}
+	md, _ := metadata.FromIncomingContext(ss.Context())
+	ids := md.Get(route.AppIDHeader)
+	if len(ids) == 0 || ids[0] == "" {
+		return status.Errorf(codes.Unimplemented, "unknown service or method %s (a proxied call needs dapr-app-id metadata)", fullMethod)
+	}
+	name, ns, err := route.SplitAppID(ids[0], s.cfg.Namespace)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "gRPC proxy: %v", err)
+	}
+	addr, err := s.cfg.Resolver.Resolve(ss.Context(), name, ns)
+	if err != nil {
+		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
+		return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
+	}
+	conn, err := s.peers.grpcConn(addr)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
+	}
+	out := make(metadata.MD, len(md)+5)
+	for k, v := range md {
+		if strings.HasPrefix(k, ":") || k == "content-type" || k == "user-agent" || k == "te" || strings.HasPrefix(k, "outrigger-") {
+			continue
+		}
+		out[k] = v
+	}
+	out["dapr-callee-app-id"] = []string{name}
+	out["outrigger-callee-namespace"] = []string{ns}
+	out["dapr-caller-app-id"] = []string{s.cfg.AppID}
+	out["dapr-caller-namespace"] = []string{s.cfg.Namespace}
+	out["outrigger-grpc-proxy"] = []string{"1"}
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ss.Context(), out))
+	defer cancel()
+	cs, err := conn.NewStream(ctx, proxyStreamDesc, fullMethod, grpc.ForceCodecV2(frameCodec{}))
+	if err != nil {
+		return err
+	}
+	// Client to server.
+	upErr := make(chan error, 1)
+	go func() {
+		for {
+			f := &frame{}
+			if err := ss.RecvMsg(f); err != nil {
+				if err == io.EOF {
+					upErr <- cs.CloseSend()
+					return
+				}
+				cancel()
+				upErr <- err
+				return
+			}
+			if err := cs.SendMsg(f); err != nil {
+				// The server ended the call; its status arrives on RecvMsg.
+				upErr <- nil
+				return
+			}
+		}
+	}()
+	// Server to client.
+	hdr, err := cs.Header()
+	if err == nil && hdr != nil {
+		if err := ss.SendHeader(hdr); err != nil {
+			cancel()
+			return err
+		}
+	}
+	for {
+		f := &frame{}
+		if err := cs.RecvMsg(f); err != nil {
+			ss.SetTrailer(cs.Trailer())
+			if err == io.EOF {
+				s.stats.outbound.WithLabelValues(name, "grpc_ok").Inc()
+				return nil
+			}
+			s.stats.outbound.WithLabelValues(name, "grpc_error").Inc()
+			return err
+		}
+		if err := ss.SendMsg(f); err != nil {
+			cancel()
+			return err
+		}
+	}
+}

@@ -1,0 +1,191 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
+	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/interop"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// callbackApp is a gRPC app: AppCallback echoes, TestService is grpc's interop server.
+type callbackApp struct {
+	runtimev1pb.UnimplementedAppCallbackServer
+}
+
+func (callbackApp) OnInvoke(ctx context.Context, in *commonv1pb.InvokeRequest) (*commonv1pb.InvokeResponse, error) {
+	if in.GetMethod() == "fail" {
+		return nil, status.Error(codes.NotFound, "no such thing")
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	caller := ""
+	if v := md.Get("dapr-caller-app-id"); len(v) > 0 {
+		caller = v[0]
+	}
+	return &commonv1pb.InvokeResponse{
+		ContentType: "text/plain",
+		Data:        &anypb.Any{TypeUrl: in.GetData().GetTypeUrl(), Value: []byte(in.GetMethod() + "|" + in.GetHttpExtension().GetVerb().String() + "|" + in.GetHttpExtension().GetQuerystring() + "|" + caller + "|" + string(in.GetData().GetValue()))},
+	}, nil
+}
+
+func startGRPCApp(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	runtimev1pb.RegisterAppCallbackServer(srv, callbackApp{})
+	testgrpc.RegisterTestServiceServer(srv, interop.NewTestServer())
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func grpcPair(t *testing.T) (caller *Sidecar) {
+	t.Helper()
+	port := startGRPCApp(t)
+	res := &mapResolver{}
+	callee := startSidecar(t, Config{AppID: "callee", AppPort: port, AppProtocol: ProtocolGRPC, Resolver: res})
+	res.set("callee", "default", "127.0.0.1:"+strconv.Itoa(callee.Ports().Internal))
+	waitHealthy(t, callee)
+	return startSidecar(t, Config{AppID: "caller", Resolver: res})
+}
+
+func dial(t *testing.T, port int) *grpc.ClientConn {
+	t.Helper()
+	c, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestInvokeServiceToGRPCApp(t *testing.T) {
+	caller := grpcPair(t)
+	client := runtimev1pb.NewDaprClient(dial(t, caller.Ports().GRPC))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := client.InvokeService(ctx, &runtimev1pb.InvokeServiceRequest{
+		Id: "callee",
+		Message: &commonv1pb.InvokeRequest{
+			Method: "hello", ContentType: "text/plain",
+			Data:          &anypb.Any{TypeUrl: "type.example/x", Value: []byte("hi")},
+			HttpExtension: &commonv1pb.HTTPExtension{Verb: commonv1pb.HTTPExtension_PUT, Querystring: "a=1"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(resp.GetData().GetValue()), "hello|PUT|a=1|caller|hi"; got != want {
+		t.Errorf("data = %q, want %q", got, want)
+	}
+	if got := resp.GetData().GetTypeUrl(); got != "type.example/x" {
+		t.Errorf("type url = %q", got)
+	}
+	_, err = client.InvokeService(ctx, &runtimev1pb.InvokeServiceRequest{Id: "callee", Message: &commonv1pb.InvokeRequest{Method: "fail"}})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("fail: got %v, want NotFound", err)
+	}
+	// The HTTP API reaches the gRPC app too.
+	hresp, err := http.Post("http://127.0.0.1:"+strconv.Itoa(caller.Ports().HTTP)+"/v1.0/invoke/callee/method/hello?b=2", "text/plain", io.NopCloser(stringsReader("yo")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(hresp.Body)
+	hresp.Body.Close()
+	if string(b) != "hello|POST|b=2|caller|yo" {
+		t.Errorf("HTTP to gRPC app: %d %q", hresp.StatusCode, b)
+	}
+}
+
+func TestInvokeServiceToHTTPApp(t *testing.T) {
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/teapot" {
+			w.WriteHeader(http.StatusConflict)
+			_, _ = w.Write([]byte("taken"))
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/x-echo")
+		_, _ = w.Write([]byte(r.Method + " " + r.URL.RequestURI() + " " + r.Header.Get("x-custom") + " " + string(b)))
+	})
+	caller, _ := pair(t, app, nil)
+	client := runtimev1pb.NewDaprClient(dial(t, caller.Ports().GRPC))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "x-custom", "v1")
+	resp, err := client.InvokeService(ctx, &runtimev1pb.InvokeServiceRequest{Id: "callee", Message: &commonv1pb.InvokeRequest{
+		Method: "items/7", Data: &anypb.Any{Value: []byte("body")},
+		HttpExtension: &commonv1pb.HTTPExtension{Verb: commonv1pb.HTTPExtension_PATCH, Querystring: "q=z"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(resp.GetData().GetValue()), "PATCH /items/7?q=z v1 body"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if resp.GetContentType() != "text/x-echo" {
+		t.Errorf("content type %q", resp.GetContentType())
+	}
+	_, err = client.InvokeService(ctx, &runtimev1pb.InvokeServiceRequest{Id: "callee", Message: &commonv1pb.InvokeRequest{Method: "teapot"}})
+	if status.Code(err) != codes.Aborted {
+		t.Errorf("409: got %v, want Aborted", err)
+	}
+}
+
+func TestGRPCProxyStreaming(t *testing.T) {
+	caller := grpcPair(t)
+	tc := testgrpc.NewTestServiceClient(dial(t, caller.Ports().GRPC))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "dapr-app-id", "callee")
+	if _, err := tc.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
+		t.Fatalf("unary: %v", err)
+	}
+	// The interop helpers fail through logger.Fatal; they return only on success.
+	interop.DoServerStreaming(ctx, tc)
+	interop.DoPingPong(ctx, tc)
+	// Without dapr-app-id, an unknown service is Unimplemented.
+	_, err := tc.EmptyCall(context.Background(), &testgrpc.Empty{})
+	if status.Code(err) != codes.Unimplemented {
+		t.Errorf("no app id: %v", err)
+	}
+	// Dapr API still works on the same port.
+	md, err := runtimev1pb.NewDaprClient(dial(t, caller.Ports().GRPC)).GetMetadata(ctx, &runtimev1pb.GetMetadataRequest{})
+	if err != nil || md.GetId() != "caller" {
+		t.Errorf("GetMetadata: %v %v", md, err)
+	}
+	_ = emptypb.Empty{}
+}
+
+func stringsReader(s string) io.Reader { return &sreader{s: s} }
+
+type sreader struct{ s string }
+
+func (r *sreader) Read(p []byte) (int, error) {
+	if r.s == "" {
+		return 0, io.EOF
+	}
+	n := copy(p, r.s)
+	r.s = r.s[n:]
+	return n, nil
+}
+
+var _ = httptest.NewServer

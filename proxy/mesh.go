@@ -1,0 +1,217 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// serveMesh receives calls from other sidecars and delivers them to the app:
+// gRPC proxying as HTTP/2 frames to the app's gRPC server, invocations to an
+// HTTP or h2c app as a streamed request, and invocations to a gRPC app
+// through AppCallback/OnInvoke.
+func (s *Sidecar) serveMesh(w http.ResponseWriter, r *http.Request) {
+	grpcProxy := r.Header.Get(hdrGRPCProxy) != "" && isGRPCRequest(r)
+	caller := r.Header.Get(hdrCallerAppID)
+	if s.app == nil {
+		s.stats.inbound.WithLabelValues(caller, "no_app").Inc()
+		if grpcProxy {
+			writeGRPCError(w, 12, "app "+s.cfg.AppID+" has no app port") // Unimplemented
+			return
+		}
+		writeError(w, apiError{http.StatusInternalServerError, errCodeDirectInvoke, "app channel is not initialized"})
+		return
+	}
+	if !s.app.ready() {
+		s.stats.inbound.WithLabelValues(caller, "unhealthy").Inc()
+		if grpcProxy {
+			writeGRPCError(w, 14, errAppUnhealthy.Error()) // Unavailable
+			return
+		}
+		writeError(w, directInvokeError(s.cfg.AppID, errAppUnhealthy))
+		return
+	}
+	if r.ContentLength > s.cfg.MaxBodySize {
+		writeError(w, bodyTooLargeError())
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &limitedBody{rc: r.Body, left: s.cfg.MaxBodySize}
+	}
+	if err := s.app.acquire(r.Context()); err != nil {
+		return // the caller went away while waiting for a slot
+	}
+	defer s.app.release()
+
+	h := r.Header
+	delete(h, hdrCalleeNamespace)
+	delete(h, hdrGRPCProxy)
+	if grpcProxy {
+		if s.app.protocol != ProtocolGRPC {
+			writeGRPCError(w, 12, "app "+s.cfg.AppID+" does not speak gRPC") // Unimplemented
+			return
+		}
+		s.stats.inbound.WithLabelValues(caller, "grpc").Inc()
+		s.app.proxy.ServeHTTP(w, r)
+		return
+	}
+	if s.app.protocol == ProtocolGRPC {
+		s.invokeGRPCApp(w, r)
+		return
+	}
+	delete(h, hdrDataTypeURL)
+	sw := statusWriter{ResponseWriter: w}
+	s.app.proxy.ServeHTTP(&sw, r)
+	s.stats.inbound.WithLabelValues(caller, statusLabel(sw.code())).Inc()
+}
+
+// invokeGRPCApp turns an invocation into AppCallback/OnInvoke for a gRPC app.
+func (s *Sidecar) invokeGRPCApp(w http.ResponseWriter, r *http.Request) {
+	caller := r.Header.Get(hdrCallerAppID)
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		if tooLarge(err) {
+			writeError(w, bodyTooLargeError())
+			return
+		}
+		writeError(w, apiError{http.StatusBadRequest, errCodeDirectInvoke, "failed reading the request body: " + err.Error()})
+		return
+	}
+	method := strings.TrimPrefix(r.URL.Path, "/")
+	req := &commonv1pb.InvokeRequest{
+		Method:      method,
+		Data:        &anypb.Any{TypeUrl: r.Header.Get(hdrDataTypeURL), Value: body},
+		ContentType: r.Header.Get("Content-Type"),
+		HttpExtension: &commonv1pb.HTTPExtension{
+			Verb:        verbFromMethod(r.Method),
+			Querystring: r.URL.RawQuery,
+		},
+	}
+	ctx := metadata.NewOutgoingContext(r.Context(), headersToMetadata(r.Header))
+	resp, err := s.app.invokeGRPC(ctx, req)
+	if err != nil {
+		st := status.Convert(err)
+		code := httpStatusFromGRPC(st.Code())
+		s.stats.inbound.WithLabelValues(caller, statusLabel(code)).Inc()
+		js, _ := protojson.Marshal(st.Proto())
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_, _ = w.Write(js)
+		return
+	}
+	s.stats.inbound.WithLabelValues(caller, "200").Inc()
+	hdr := w.Header()
+	if ct := resp.GetContentType(); ct != "" {
+		hdr.Set("Content-Type", ct)
+	}
+	if tu := resp.GetData().GetTypeUrl(); tu != "" {
+		hdr.Set(hdrDataTypeURL, tu)
+	}
+	data := resp.GetData().GetValue()
+	hdr.Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.Copy(w, bytes.NewReader(data))
+}
+
+var verbs = map[string]commonv1pb.HTTPExtension_Verb{
+	http.MethodGet: commonv1pb.HTTPExtension_GET, http.MethodHead: commonv1pb.HTTPExtension_HEAD,
+	http.MethodPost: commonv1pb.HTTPExtension_POST, http.MethodPut: commonv1pb.HTTPExtension_PUT,
+	http.MethodDelete: commonv1pb.HTTPExtension_DELETE, http.MethodConnect: commonv1pb.HTTPExtension_CONNECT,
+	http.MethodOptions: commonv1pb.HTTPExtension_OPTIONS, http.MethodTrace: commonv1pb.HTTPExtension_TRACE,
+	http.MethodPatch: commonv1pb.HTTPExtension_PATCH,
+}
+
+func verbFromMethod(m string) commonv1pb.HTTPExtension_Verb {
+	if v, ok := verbs[m]; ok {
+		return v
+	}
+	return commonv1pb.HTTPExtension_NONE
+}
+
+// methodFromVerb is the HTTP method for an InvokeService verb; NONE is POST.
+func methodFromVerb(v commonv1pb.HTTPExtension_Verb) string {
+	if v == commonv1pb.HTTPExtension_NONE {
+		return http.MethodPost
+	}
+	return v.String()
+}
+
+// headersToMetadata carries HTTP headers to gRPC metadata, leaving out the
+// ones gRPC sets itself.
+func headersToMetadata(h http.Header) metadata.MD {
+	md := make(metadata.MD, len(h))
+	for k, vs := range h {
+		lk := strings.ToLower(k)
+		switch {
+		case lk == "content-type", lk == "content-length", lk == "user-agent", lk == "te", lk == "host",
+			lk == "connection", lk == "accept-encoding", strings.HasPrefix(lk, "grpc-"), strings.HasPrefix(lk, "outrigger-"):
+			continue
+		}
+		md[lk] = vs
+	}
+	return md
+}
+
+// isGRPCRequest reports whether r is a gRPC call (HTTP/2 with a gRPC content type).
+func isGRPCRequest(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return r.ProtoMajor == 2 && strings.HasPrefix(ct, "application/grpc")
+}
+
+// writeGRPCError answers a gRPC call with a trailers-only error.
+func writeGRPCError(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", strconv.Itoa(code))
+	h.Set("Grpc-Message", url.PathEscape(msg))
+	w.WriteHeader(http.StatusOK)
+}
+
+// statusWriter remembers the status an http.Handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush keeps streaming responses streaming through the wrapper.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+var _ = fmt.Sprintf

@@ -1,0 +1,299 @@
+// Package proxy is the sidecar's data path: the Dapr HTTP and gRPC API
+// listeners, service invocation towards other sidecars over a multiplexed
+// HTTP/2 mesh, the mesh listener that delivers calls to the local app, the
+// app channel (HTTP/1.1, h2c or gRPC) with its concurrency limit and health
+// checks, and gRPC proxying. Bodies stream end to end; nothing is buffered
+// whole unless the gRPC API's message shape requires it.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/http/pprof"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+)
+
+// Version is reported by the metadata API as the runtime version.
+var Version = "dev"
+
+// Ports are the ports a running sidecar listens on.
+type Ports struct {
+	HTTP     int
+	GRPC     int
+	Internal int
+	Metrics  int
+}
+
+// Sidecar is one running sidecar. Create it with New and start it with Run.
+type Sidecar struct {
+	cfg Config
+	log *slog.Logger
+
+	app    *appChannel // nil without an app port
+	peers  *peers
+	peerRP atomic.Pointer[httputil.ReverseProxy]
+
+	apiServer  *http.Server
+	meshServer *http.Server
+	metrics    *http.Server
+	grpcServer *grpc.Server
+
+	ready    chan struct{}
+	ports    Ports
+	outbound atomic.Bool
+
+	shutdownOnce sync.Once
+	shutdownCh   chan struct{}
+
+	metaMu   sync.RWMutex
+	extended map[string]string
+
+	stats *stats
+}
+
+// New checks cfg and builds a sidecar; nothing listens until Run.
+func New(cfg Config) (*Sidecar, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Sidecar{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		ready:      make(chan struct{}),
+		shutdownCh: make(chan struct{}),
+		extended:   map[string]string{"daprRuntimeVersion": Version},
+		peers:      newPeers(cfg.MaxBodySize),
+	}
+	reg := prometheus.NewRegistry()
+	s.stats = newStats(reg, cfg.AppID)
+	if cfg.AppPort > 0 {
+		app, err := newAppChannel(&s.cfg, s.log)
+		if err != nil {
+			return nil, err
+		}
+		s.app = app
+	}
+	s.grpcServer = s.newGRPCServer()
+	s.apiServer = &http.Server{
+		Handler:           http.HandlerFunc(s.serveAPI),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		Protocols:         h1AndH2C(),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 1000},
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	if cfg.ReadBufferSize > 0 {
+		s.apiServer.MaxHeaderBytes = int(cfg.ReadBufferSize)
+	}
+	s.meshServer = &http.Server{
+		Handler:           http.HandlerFunc(s.serveMesh),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       10 * time.Minute,
+		Protocols:         h1AndH2C(),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          1000,
+			MaxReceiveBufferPerConnection: 8 << 20,
+			MaxReceiveBufferPerStream:     1 << 20,
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	if !cfg.MetricsDisabled {
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	return s, nil
+}
+
+func h1AndH2C() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &p
+}
+
+// Ready is closed once every listener is up (Ports is then valid).
+func (s *Sidecar) Ready() <-chan struct{} { return s.ready }
+
+// Ports returns the bound ports; valid after Ready is closed.
+func (s *Sidecar) Ports() Ports { return s.ports }
+
+// Shutdown asks a running sidecar to stop, as /v1.0/shutdown does.
+func (s *Sidecar) Shutdown() {
+	s.shutdownOnce.Do(func() { close(s.shutdownCh) })
+}
+
+// Run listens on every port and serves until ctx is done or a shutdown is
+// requested; it then drains in-flight requests (bounded) and returns nil.
+// An error means a listener could not be opened.
+func (s *Sidecar) Run(ctx context.Context) error {
+	start := time.Now()
+	lc := net.ListenConfig{}
+	listen := func(host string, port int, what string) (net.Listener, error) {
+		l, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return nil, fmt.Errorf("%s listener: %w", what, err)
+		}
+		return l, nil
+	}
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+	}
+	httpL, err := listen(s.cfg.ListenAddress, s.cfg.HTTPPort, "HTTP API")
+	if err != nil {
+		return err
+	}
+	listeners = append(listeners, httpL)
+	grpcL, err := listen(s.cfg.ListenAddress, s.cfg.GRPCPort, "gRPC API")
+	if err != nil {
+		closeAll()
+		return err
+	}
+	listeners = append(listeners, grpcL)
+	meshL, err := listen(s.cfg.MeshListenAddress, s.cfg.InternalGRPCPort, "mesh")
+	if err != nil {
+		closeAll()
+		return err
+	}
+	listeners = append(listeners, meshL)
+	if s.cfg.ProfilePort > 0 {
+		pl, err := listen(s.cfg.ListenAddress, s.cfg.ProfilePort, "profiling")
+		if err != nil {
+			closeAll()
+			return err
+		}
+		listeners = append(listeners, pl)
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		ps := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = ps.Serve(pl) }()
+		defer ps.Close()
+	}
+	var metricsL net.Listener
+	if s.metrics != nil {
+		metricsL, err = listen(s.cfg.ListenAddress, s.cfg.MetricsPort, "metrics")
+		if err != nil {
+			closeAll()
+			return err
+		}
+	}
+	s.ports = Ports{HTTP: portOf(httpL), GRPC: portOf(grpcL), Internal: portOf(meshL)}
+	if metricsL != nil {
+		s.ports.Metrics = portOf(metricsL)
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 4)
+	serve := func(name string, fn func() error) {
+		wg.Go(func() {
+			if err := fn(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
+				serveErr <- fmt.Errorf("%s: %w", name, err)
+			}
+		})
+	}
+	serve("HTTP API", func() error { return s.apiServer.Serve(httpL) })
+	serve("gRPC API", func() error { return s.grpcServer.Serve(grpcL) })
+	serve("mesh", func() error { return s.meshServer.Serve(meshL) })
+	if metricsL != nil {
+		serve("metrics", func() error { return s.metrics.Serve(metricsL) })
+	}
+	// Other sidecars learn of this one only once its app answers, as daprd
+	// becomes ready only once the app's port is open.
+	appUp := make(chan struct{})
+	if s.app != nil {
+		wg.Go(func() {
+			s.app.waitReachable(runCtx)
+			close(appUp)
+			if s.cfg.AppHealth.Enabled {
+				s.app.probeHealth(runCtx)
+			}
+		})
+	} else {
+		close(appUp)
+	}
+	s.outbound.Store(true)
+	close(s.ready)
+	s.log.Info("sidecar is up", "app_id", s.cfg.AppID, "namespace", s.cfg.Namespace,
+		"http_port", s.ports.HTTP, "grpc_port", s.ports.GRPC, "internal_grpc_port", s.ports.Internal,
+		"metrics_port", s.ports.Metrics, "app_port", s.cfg.AppPort, "app_protocol", s.cfg.AppProtocol,
+		"startup", time.Since(start).String())
+	if s.cfg.Announcer != nil {
+		wg.Go(func() {
+			select {
+			case <-appUp:
+			case <-runCtx.Done():
+				return
+			}
+			if err := s.cfg.Announcer.Announce(runCtx, s.cfg.AppID, s.cfg.Namespace, s.ports.Internal); err != nil && runCtx.Err() == nil {
+				s.log.Error("announcing this sidecar failed; other apps cannot find it", "err", err)
+			}
+		})
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-s.shutdownCh:
+		s.log.Info("shutdown requested through the API")
+	case runErr = <-serveErr:
+	}
+	s.outbound.Store(false)
+	s.log.Info("sidecar stopping")
+	cancel()
+	shCtx, shCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer shCancel()
+	var swg sync.WaitGroup
+	for _, srv := range []*http.Server{s.apiServer, s.meshServer, s.metrics} {
+		if srv == nil {
+			continue
+		}
+		swg.Go(func() { _ = srv.Shutdown(shCtx) })
+	}
+	swg.Go(func() {
+		done := make(chan struct{})
+		go func() { s.grpcServer.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-shCtx.Done():
+			s.grpcServer.Stop()
+		}
+	})
+	swg.Wait()
+	wg.Wait()
+	s.peers.close()
+	if s.app != nil {
+		s.app.close()
+	}
+	return runErr
+}
+
+func portOf(l net.Listener) int {
+	if a, ok := l.Addr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
+}
