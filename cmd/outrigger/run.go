@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/outrigger/outrigger/devmode"
+	"github.com/outrigger/outrigger/proxy"
+)
+
+const runUsage = `Usage:
+  outrigger run --app-id ID [--app-port N] [sidecar flags] [-- CMD ARGS...]
+  outrigger run -f FILE
+
+Runs an app (CMD ARGS...) beside its sidecar, or every app of a run file
+(Dapr's multi-app run template), each beside its own. Apps get
+DAPR_HTTP_PORT, DAPR_GRPC_PORT and APP_ID in their environment; sidecar
+ports not given are picked free. Apps find one another through the
+development control process, which the first run starts in the background
+($OUTRIGGER_HOME, default ~/.outrigger) and ` + "`outrigger stop`" + ` stops.
+Ctrl-C stops the apps, then their sidecars; the run ends when an app exits,
+with that app's exit code.
+
+Flags (every ` + "`outrigger sidecar`" + ` flag is accepted and passed on):
+`
+
+// runCommand runs `outrigger run` and returns the exit code.
+func runCommand(ctx context.Context, args []string) int {
+	code, err := runApps(ctx, args)
+	if err == nil {
+		return code
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "outrigger run: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	if code == 0 {
+		code = 1
+	}
+	return code
+}
+
+func runApps(ctx context.Context, args []string) (int, error) {
+	fs := flag.NewFlagSet("outrigger run", flag.ContinueOnError)
+	f := newSidecarFlags(fs)
+	var runFile string
+	fs.StringVar(&runFile, "f", "", "run file: run every app it lists (Dapr's multi-app run template)")
+	fs.StringVar(&runFile, "run-file", "", "same as -f")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), runUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, err
+		}
+		return 2, usageError{err}
+	}
+
+	var apps []devmode.App
+	controlPlane := ""
+	if runFile != "" {
+		var extra []string
+		fs.Visit(func(fl *flag.Flag) {
+			if fl.Name != "f" && fl.Name != "run-file" {
+				extra = append(extra, "--"+fl.Name)
+			}
+		})
+		if len(extra) > 0 || fs.NArg() > 0 {
+			what := strings.Join(extra, ", ")
+			if fs.NArg() > 0 {
+				what = strings.TrimPrefix(what+", "+fs.Arg(0), ", ")
+			}
+			return 2, usageError{fmt.Errorf("-f takes every setting from the run file; remove %s from the command line", what)}
+		}
+		specs, err := devmode.LoadRunFile(runFile)
+		if err != nil {
+			return 2, usageError{err}
+		}
+		for _, spec := range specs {
+			for _, w := range spec.Warnings {
+				fmt.Fprintf(os.Stderr, "outrigger run: app %s: %s\n", spec.AppID, w)
+			}
+			af, afs, err := parseSidecarFlags("run file app "+spec.AppID, spec.SidecarArgs)
+			if err != nil {
+				return 2, usageError{fmt.Errorf("app %s: %w", spec.AppID, err)}
+			}
+			app, err := devApp(af, afs, spec.Command, spec.Dir, spec.Env)
+			if err != nil {
+				return 2, fmt.Errorf("app %s: %w", spec.AppID, err)
+			}
+			apps = append(apps, app)
+		}
+	} else {
+		app, err := devApp(f, fs, fs.Args(), "", nil)
+		if err != nil {
+			return 2, err
+		}
+		apps = append(apps, app)
+		controlPlane = f.controlPlane
+	}
+
+	home, err := devmode.DefaultHome()
+	if err != nil {
+		return 1, err
+	}
+	return devmode.Run(ctx, devmode.Options{Home: home, ControlPlaneAddress: controlPlane, Version: version}, apps)
+}
+
+// devApp turns parsed sidecar flags and an app's command into a devmode
+// app. Development-mode defaults apply to what the flags leave unset: every
+// port is picked free (not daprd's fixed defaults, nor DAPR_HTTP_PORT from
+// the environment, so several apps run side by side), the mesh listener
+// binds loopback only, and name resolution goes through the development
+// control process.
+func devApp(f *sidecarFlags, fs *flag.FlagSet, command []string, dir string, env []string) (devmode.App, error) {
+	cfg, _, err := f.config()
+	if err != nil {
+		return devmode.App{}, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	for name, port := range map[string]*int{
+		"dapr-http-port":          &cfg.HTTPPort,
+		"dapr-grpc-port":          &cfg.GRPCPort,
+		"dapr-internal-grpc-port": &cfg.InternalGRPCPort,
+		"metrics-port":            &cfg.MetricsPort,
+	} {
+		if !set[name] {
+			*port = 0
+		}
+	}
+	if !set["dapr-internal-listen-address"] {
+		cfg.MeshListenAddress = "127.0.0.1"
+	}
+	sidecar := func(controlPlane string, logs io.Writer) (proxy.Config, io.Closer, error) {
+		c := cfg
+		logger, err := newLogger(logs, f.logLevel, f.logAsJSON, "")
+		if err != nil {
+			return c, nil, err
+		}
+		c.Logger = logger
+		if f.controlPlane == "" {
+			f.controlPlane = controlPlane
+		}
+		resolver, announcer, err := f.nameResolver(logger)
+		if err != nil {
+			return c, nil, err
+		}
+		c.Resolver, c.Announcer = resolver, announcer
+		return c, resolver, nil
+	}
+	return devmode.App{ID: cfg.AppID, Command: command, Dir: dir, Env: env, Sidecar: sidecar}, nil
+}

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/outrigger/outrigger/proxy"
+)
+
+// sidecarFlags holds daprd's flags (and Outrigger's few additions) as parsed
+// from one command line. The same set serves `outrigger sidecar` and
+// `outrigger run`, which passes them on to the sidecar it starts.
+type sidecarFlags struct {
+	cfg proxy.Config
+
+	resourcesPaths  stringsFlag
+	logLevel        string
+	logAsJSON       bool
+	maxBody         quantityFlag
+	maxBodyMB       int
+	readBuffer      quantityFlag
+	readBufferKB    int
+	probeInterval   int // seconds, as daprd
+	probeTimeout    int // milliseconds, as daprd
+	enableMetrics   bool
+	enableProfiling bool
+
+	nameResolution string
+	staticFile     string
+	controlPlane   string
+	mdnsInterface  string
+
+	ignored map[string]*string
+}
+
+// daprdFlagsNotYetImplemented are daprd flags Outrigger accepts so that
+// existing command lines keep working, and warns about.
+var daprdFlagsNotYetImplemented = []string{
+	"mode", "placement-host-address", "scheduler-host-address", "sentry-address", "enable-mtls",
+	"trust-domain", "trust-anchors-file", "dapr-public-port", "dapr-public-listen-address",
+	"dapr-graceful-shutdown-seconds", "dapr-block-shutdown-duration", "app-ssl", "unix-domain-socket", "kubeconfig", "allowed-origins",
+	"dapr-listen-addresses", "components-path", "config-path",
+}
+
+func newSidecarFlags(fs *flag.FlagSet) *sidecarFlags {
+	f := &sidecarFlags{ignored: map[string]*string{}}
+	c := &f.cfg
+	fs.StringVar(&c.AppID, "app-id", "", "the app's id (required)")
+	fs.StringVar(&c.Namespace, "namespace", envOr("NAMESPACE", "default"), "the app's namespace (or NAMESPACE)")
+	fs.IntVar(&c.AppPort, "app-port", 0, "the port the app listens on (0: no app)")
+	fs.StringVar(&c.AppProtocol, "app-protocol", "http", "protocol of the app: http, h2c or grpc")
+	fs.StringVar(&c.AppChannelAddress, "app-channel-address", "127.0.0.1", "host the app listens on")
+	fs.IntVar(&c.AppMaxConcurrency, "app-max-concurrency", -1, "most requests sent to the app at once (-1: unlimited)")
+	fs.IntVar(&c.HTTPPort, "dapr-http-port", envInt("DAPR_HTTP_PORT", proxy.DefaultHTTPPort), "port of the Dapr HTTP API (or DAPR_HTTP_PORT)")
+	fs.IntVar(&c.GRPCPort, "dapr-grpc-port", envInt("DAPR_GRPC_PORT", proxy.DefaultGRPCPort), "port of the Dapr gRPC API (or DAPR_GRPC_PORT)")
+	fs.IntVar(&c.InternalGRPCPort, "dapr-internal-grpc-port", proxy.DefaultInternalGRPCPort, "mesh port that other sidecars call")
+	fs.IntVar(&c.MetricsPort, "metrics-port", proxy.DefaultMetricsPort, "port of the Prometheus metrics endpoint")
+	fs.BoolVar(&f.enableMetrics, "enable-metrics", true, "serve Prometheus metrics")
+	fs.StringVar(&c.ListenAddress, "dapr-listen-address", "127.0.0.1", "host the API listeners bind")
+	fs.StringVar(&c.MeshListenAddress, "dapr-internal-listen-address", "", "host the mesh listener binds (default: all interfaces)")
+	fs.Var(&f.resourcesPaths, "resources-path", "folder of component and resource YAML (repeatable)")
+	fs.StringVar(&c.ConfigPath, "config", "", "path of a Dapr Configuration file")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&f.logAsJSON, "log-as-json", false, "write logs as JSON")
+	fs.BoolVar(&c.EnableAPILogging, "enable-api-logging", false, "log every API call")
+	fs.BoolVar(&f.enableProfiling, "enable-profiling", false, "serve Go's pprof profiles on --profile-port")
+	fs.IntVar(&c.ProfilePort, "profile-port", 7777, "port of the pprof endpoint")
+	f.maxBody = quantityFlag{bytes: &c.MaxBodySize}
+	c.MaxBodySize = proxy.DefaultMaxBodySize
+	fs.Var(&f.maxBody, "max-body-size", "largest request body accepted, e.g. 4Mi (default 4Mi)")
+	fs.IntVar(&f.maxBodyMB, "dapr-http-max-request-size", 0, "largest request body in MB (older spelling of --max-body-size)")
+	f.readBuffer = quantityFlag{bytes: &c.ReadBufferSize}
+	fs.Var(&f.readBuffer, "read-buffer-size", "largest request header block, e.g. 4Ki (default 4Ki)")
+	fs.IntVar(&f.readBufferKB, "dapr-http-read-buffer-size", 0, "largest request header block in KB (older spelling of --read-buffer-size)")
+	fs.BoolVar(&c.AppHealth.Enabled, "enable-app-health-check", false, "probe the app's health")
+	fs.StringVar(&c.AppHealth.Path, "app-health-check-path", "/healthz", "HTTP path probed for app health")
+	fs.IntVar(&f.probeInterval, "app-health-probe-interval", 5, "seconds between app health probes")
+	fs.IntVar(&f.probeTimeout, "app-health-probe-timeout", 500, "milliseconds before an app health probe fails")
+	fs.IntVar(&c.AppHealth.Threshold, "app-health-threshold", 3, "failed probes in a row before the app is unhealthy")
+	fs.StringVar(&f.nameResolution, "name-resolution", "", "name resolution: mdns (daprd's default), static, or registry (default: registry with --control-plane-address, else mdns)")
+	fs.StringVar(&f.staticFile, "static-resolution-file", "", "YAML file of app addresses for --name-resolution static")
+	fs.StringVar(&f.controlPlane, "control-plane-address", "", "address of the Outrigger control plane")
+	fs.StringVar(&f.mdnsInterface, "mdns-interface", "", "network interface mDNS uses (default: all multicast interfaces)")
+	for _, name := range daprdFlagsNotYetImplemented {
+		f.ignored[name] = fs.String(name, "", "daprd flag accepted for compatibility; not used yet")
+	}
+	return f
+}
+
+// config validates the parsed flags and returns the sidecar's configuration
+// (without its resolver, which wiring adds).
+func (f *sidecarFlags) config() (proxy.Config, *slog.Logger, error) {
+	c := f.cfg
+	c.ResourcesPaths = append([]string(nil), f.resourcesPaths...)
+	if f.maxBodyMB != 0 && !f.maxBody.set {
+		if f.maxBodyMB < 0 {
+			return c, nil, usageError{fmt.Errorf("--dapr-http-max-request-size %d: must not be negative", f.maxBodyMB)}
+		}
+		c.MaxBodySize = int64(f.maxBodyMB) << 20
+	}
+	if f.readBufferKB != 0 && !f.readBuffer.set {
+		if f.readBufferKB < 0 {
+			return c, nil, usageError{fmt.Errorf("--dapr-http-read-buffer-size %d: must not be negative", f.readBufferKB)}
+		}
+		c.ReadBufferSize = int64(f.readBufferKB) << 10
+	}
+	if f.probeInterval <= 0 {
+		return c, nil, usageError{fmt.Errorf("--app-health-probe-interval %d: must be at least 1 second", f.probeInterval)}
+	}
+	if f.probeTimeout <= 0 {
+		return c, nil, usageError{fmt.Errorf("--app-health-probe-timeout %d: must be at least 1 millisecond", f.probeTimeout)}
+	}
+	if c.AppHealth.Threshold <= 0 {
+		return c, nil, usageError{fmt.Errorf("--app-health-threshold %d: must be at least 1", c.AppHealth.Threshold)}
+	}
+	c.AppHealth.Interval = time.Duration(f.probeInterval) * time.Second
+	c.AppHealth.Timeout = time.Duration(f.probeTimeout) * time.Millisecond
+	c.MetricsDisabled = !f.enableMetrics
+	if !f.enableProfiling {
+		c.ProfilePort = 0
+	}
+	if c.AppMaxConcurrency < -1 || c.AppMaxConcurrency == 0 {
+		return c, nil, usageError{fmt.Errorf("--app-max-concurrency %d: want -1 (unlimited) or a positive number", c.AppMaxConcurrency)}
+	}
+	logger, err := newLogger(os.Stderr, f.logLevel, f.logAsJSON, c.AppID)
+	if err != nil {
+		return c, nil, usageError{err}
+	}
+	for name, v := range f.ignored {
+		if *v != "" {
+			logger.Warn("daprd flag accepted but not used by this version", "flag", "--"+name, "value", *v)
+		}
+	}
+	switch f.nameResolution {
+	case "", "mdns", "registry":
+	case "static":
+		if f.staticFile == "" {
+			return c, nil, usageError{errors.New("--name-resolution static needs --static-resolution-file")}
+		}
+	default:
+		return c, nil, usageError{fmt.Errorf("--name-resolution %q: want mdns, static or registry", f.nameResolution)}
+	}
+	if f.nameResolution == "registry" && f.controlPlane == "" {
+		return c, nil, usageError{errors.New("--name-resolution registry needs --control-plane-address")}
+	}
+	c.Logger = logger
+	// Resolver is wired by the caller; validate everything else now.
+	probe := c
+	probe.Resolver = noResolver{}
+	if err := probe.Validate(); err != nil {
+		return c, nil, usageError{err}
+	}
+	return c, logger, nil
+}
+
+type noResolver struct{}
+
+func (noResolver) Resolve(context.Context, string, string) (string, error) {
+	return "", errors.New("no resolver")
+}
+
+func newLogger(w io.Writer, level string, asJSON bool, appID string) (*slog.Logger, error) {
+	var lv slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		lv = slog.LevelDebug
+	case "info", "":
+		lv = slog.LevelInfo
+	case "warn", "warning":
+		lv = slog.LevelWarn
+	case "error", "fatal":
+		lv = slog.LevelError
+	default:
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler
+	if asJSON {
+		h = slog.NewJSONHandler(w, opts)
+	} else {
+		h = slog.NewTextHandler(w, opts)
+	}
+	l := slog.New(h)
+	if appID != "" {
+		l = l.With("app_id", appID)
+	}
+	return l, nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v := os.Getenv(name); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+// parseSidecarFlags parses args as `outrigger sidecar` does.
+func parseSidecarFlags(name string, args []string) (*sidecarFlags, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	f := newSidecarFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, fs, err
+		}
+		return nil, fs, usageError{err}
+	}
+	return f, fs, nil
+}
+
+func sidecarCommand(ctx context.Context, args []string) error {
+	f, fs, err := parseSidecarFlags("outrigger sidecar", args)
+	if err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	cfg, logger, err := f.config()
+	if err != nil {
+		return err
+	}
+	resolver, announcer, err := f.nameResolver(logger)
+	if err != nil {
+		return err
+	}
+	defer resolver.Close()
+	cfg.Resolver = resolver
+	cfg.Announcer = announcer
+	sc, err := proxy.New(cfg)
+	if err != nil {
+		return err
+	}
+	return sc.Run(ctx)
+}
