@@ -1,0 +1,418 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Ports inside the namespace: fixed, and below Linux's ephemeral range so
+// that no client connection's source port can take one between rounds.
+const appPort = 20080
+
+type sidecarPorts struct{ http, grpc, internal, metrics int }
+
+var (
+	callerPorts = sidecarPorts{http: 20500, grpc: 20501, internal: 20502, metrics: 20503}
+	calleePorts = sidecarPorts{http: 20510, grpc: 20511, internal: 20512, metrics: 20513}
+)
+
+const (
+	callerID   = "caller"
+	calleeID   = "callee"
+	stopGrace  = 3 * time.Second
+	pollEvery  = time.Millisecond
+	rssEvery   = 100 * time.Millisecond
+	logTailLen = 60
+)
+
+// roundResult is one target's measurements in one round. Sidecar fields are
+// zero for the direct target.
+type roundResult struct {
+	Target        string        `json:"target"`
+	Round         int           `json:"round"`
+	Fixed         *loadResult   `json:"fixed,omitempty"`
+	Max           *loadResult   `json:"max,omitempty"`
+	CallerStartup time.Duration `json:"caller_startup_ns,omitempty"`
+	CalleeStartup time.Duration `json:"callee_startup_ns,omitempty"`
+	CallerIdleKiB int64         `json:"caller_idle_rss_kib,omitempty"`
+	CallerPeakKiB int64         `json:"caller_peak_rss_kib,omitempty"`
+	CalleeIdleKiB int64         `json:"callee_idle_rss_kib,omitempty"`
+	CalleePeakKiB int64         `json:"callee_peak_rss_kib,omitempty"`
+}
+
+func (r roundResult) errors() int64 {
+	var n int64
+	if r.Fixed != nil {
+		n += r.Fixed.Errors
+	}
+	if r.Max != nil {
+		n += r.Max.Errors
+	}
+	return n
+}
+
+// bench runs the measurements inside the namespace.
+type bench struct {
+	cfg     *config
+	workdir string
+	verbose bool
+	body    []byte
+	app     *process
+}
+
+func (b *bench) logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
+}
+
+// measure starts the app, then runs every round: each target once per
+// round, in the order of allTargets.
+func (b *bench) measure(ctx context.Context) ([]roundResult, error) {
+	b.body = bytes.Repeat([]byte("x"), b.cfg.bodySize)
+	if err := b.startApp(ctx); err != nil {
+		return nil, err
+	}
+	defer b.app.stop(stopGrace)
+
+	var results []roundResult
+	for round := 1; round <= b.cfg.rounds; round++ {
+		for _, t := range b.cfg.targets {
+			var (
+				r   roundResult
+				err error
+			)
+			b.logf("round %d/%d: %s", round, b.cfg.rounds, t)
+			if t == targetDirect {
+				r, err = b.directRound(ctx)
+			} else {
+				r, err = b.sidecarRound(ctx, t, round)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("round %d, target %s: %w", round, t, err)
+			}
+			if b.app.exited() {
+				return nil, b.app.failure(fmt.Errorf("the app exited during round %d, target %s", round, t))
+			}
+			r.Target, r.Round = t, round
+			b.logf("round %d/%d: %s: %s", round, b.cfg.rounds, t, r.summary())
+			results = append(results, r)
+		}
+	}
+	return results, nil
+}
+
+func (b *bench) startApp(ctx context.Context) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(appPort)
+	b.app, err = startProcess("app", filepath.Join(b.workdir, "app.log"),
+		[]string{roleEnv + "=app", appAddrEnv + "=" + addr}, self)
+	if err != nil {
+		return err
+	}
+	if _, err := b.app.waitStatus(ctx, http.MethodGet, "http://"+addr+appPath, http.StatusOK, pollEvery, b.cfg.startTimeout); err != nil {
+		b.app.stop(stopGrace)
+		return err
+	}
+	return nil
+}
+
+func (b *bench) directRound(ctx context.Context) (roundResult, error) {
+	var r roundResult
+	err := b.scenarios(ctx, fmt.Sprintf("http://127.0.0.1:%d%s", appPort, appPath), &r, nil)
+	return r, err
+}
+
+// sidecarRound starts a fresh callee and caller sidecar of the given kind,
+// times the caller's start, reads idle RSS, and runs the scenarios through
+// them while sampling RSS.
+func (b *bench) sidecarRound(ctx context.Context, kind string, round int) (roundResult, error) {
+	var r roundResult
+	dir := filepath.Join(b.workdir, fmt.Sprintf("%s-round%d", kind, round))
+	resources := filepath.Join(dir, "resources")
+	if err := os.MkdirAll(resources, 0o755); err != nil {
+		return r, err
+	}
+	resolution := filepath.Join(dir, "resolution.yaml")
+	file := fmt.Sprintf("apps:\n  - appID: %s\n    addresses: [\"127.0.0.1:%d\"]\n", calleeID, calleePorts.internal)
+	if err := os.WriteFile(resolution, []byte(file), 0o644); err != nil {
+		return r, err
+	}
+
+	callee, err := b.startSidecar(kind, calleeID, calleePorts, appPort, dir, resources, resolution)
+	if err != nil {
+		return r, err
+	}
+	defer callee.stop(stopGrace)
+	if r.CalleeStartup, err = callee.waitStatus(ctx, http.MethodGet, sidecarURL(calleePorts, "/v1.0/healthz/outbound"), http.StatusNoContent, pollEvery, b.cfg.startTimeout); err != nil {
+		return r, err
+	}
+	// /v1.0/healthz answers 204 once the app channel is up as well.
+	if _, err := callee.waitStatus(ctx, http.MethodGet, sidecarURL(calleePorts, "/v1.0/healthz"), http.StatusNoContent, pollEvery, b.cfg.startTimeout); err != nil {
+		return r, err
+	}
+
+	caller, err := b.startSidecar(kind, callerID, callerPorts, 0, dir, resources, resolution)
+	if err != nil {
+		return r, err
+	}
+	defer caller.stop(stopGrace)
+	if r.CallerStartup, err = caller.waitStatus(ctx, http.MethodGet, sidecarURL(callerPorts, "/v1.0/healthz/outbound"), http.StatusNoContent, pollEvery, b.cfg.startTimeout); err != nil {
+		return r, err
+	}
+
+	if err := sleepCtx(ctx, b.cfg.idleSettle); err != nil {
+		return r, err
+	}
+	if r.CallerIdleKiB, err = caller.rssKiB(); err != nil {
+		return r, caller.failure(err)
+	}
+	if r.CalleeIdleKiB, err = callee.rssKiB(); err != nil {
+		return r, callee.failure(err)
+	}
+
+	url := sidecarURL(callerPorts, "/v1.0/invoke/"+calleeID+"/method"+appPath)
+	// Name resolution may need a moment (mDNS); wait for one good answer.
+	if err := b.firstCall(ctx, url, caller, callee); err != nil {
+		return r, err
+	}
+	sampler := startRSSSampler(caller, callee)
+	err = b.scenarios(ctx, url, &r, []*process{caller, callee})
+	peaks := sampler.stop()
+	r.CallerPeakKiB, r.CalleePeakKiB = peaks[0], peaks[1]
+	for _, p := range []*process{caller, callee} {
+		if p.exited() {
+			return r, p.failure(fmt.Errorf("exited during the load"))
+		}
+	}
+	return r, err
+}
+
+func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int, dir, resources, resolution string) (*process, error) {
+	args := []string{
+		"--app-id", appID,
+		"--dapr-http-port", strconv.Itoa(ports.http),
+		"--dapr-grpc-port", strconv.Itoa(ports.grpc),
+		"--dapr-internal-grpc-port", strconv.Itoa(ports.internal),
+		"--metrics-port", strconv.Itoa(ports.metrics),
+		"--resources-path", resources,
+	}
+	if appPort != 0 {
+		args = append(args, "--app-port", strconv.Itoa(appPort))
+	}
+	var (
+		bin string
+		env []string
+	)
+	switch kind {
+	case targetOutrigger:
+		bin = b.cfg.outrigger
+		args = append([]string{"sidecar"}, args...)
+		args = append(args, "--name-resolution", b.cfg.resolution)
+		if b.cfg.resolution == "static" {
+			args = append(args, "--static-resolution-file", resolution)
+		}
+		home := filepath.Join(dir, "home-"+appID)
+		if err := os.MkdirAll(home, 0o755); err != nil {
+			return nil, err
+		}
+		env = []string{"OUTRIGGER_HOME=" + home}
+	case targetDaprd:
+		bin = b.cfg.daprd // default name resolution: mDNS
+		// daprd looks for a non-loopback address to announce and stops
+		// when there is none; the namespace has only loopback.
+		env = []string{"DAPR_HOST_IP=127.0.0.1"}
+	default:
+		return nil, fmt.Errorf("unknown sidecar kind %q", kind)
+	}
+	name := fmt.Sprintf("%s sidecar %s", kind, appID)
+	return startProcess(name, filepath.Join(dir, appID+".log"), env, bin, args...)
+}
+
+func sidecarURL(p sidecarPorts, path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", p.http, path)
+}
+
+// firstCall invokes the app through the sidecars until one call answers 200.
+func (b *bench) firstCall(ctx context.Context, url string, caller, callee *process) error {
+	deadline := time.Now().Add(b.cfg.startTimeout)
+	var last string
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b.body))
+		if err != nil {
+			return err
+		}
+		resp, err := pollClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = "status " + strconv.Itoa(resp.StatusCode)
+		} else {
+			last = err.Error()
+		}
+		for _, p := range []*process{caller, callee} {
+			if p.exited() {
+				return p.failure(fmt.Errorf("exited before the first invocation succeeded"))
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			err := fmt.Errorf("POST %s did not answer 200 within %v (last: %s)", url, b.cfg.startTimeout, last)
+			if ctx.Err() != nil {
+				err = fmt.Errorf("POST %s: %v", url, ctx.Err())
+			}
+			return errors.Join(caller.failure(err), callee.failure(err))
+		}
+		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// scenarios runs the warm-up and the measured scenarios against url, and
+// counts the CPU time the sidecars use in each measured scenario.
+func (b *bench) scenarios(ctx context.Context, url string, r *roundResult, sidecars []*process) error {
+	spec := loadSpec{
+		url:         url,
+		body:        b.body,
+		qps:         b.cfg.qps,
+		connections: b.cfg.connections,
+		reqTimeout:  b.cfg.reqTimeout,
+		uniform:     b.cfg.uniform,
+	}
+	if b.cfg.warmup > 0 {
+		spec.duration = b.cfg.warmup
+		w, err := runLoad(ctx, spec)
+		if err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		if w.Errors > 0 {
+			b.logf("warm-up: %d of %d requests failed (codes %v)", w.Errors, w.Requests, w.Codes)
+		}
+	}
+	if b.cfg.fixedDuration > 0 {
+		spec.duration = b.cfg.fixedDuration
+		res, err := runLoadCPU(ctx, spec, sidecars)
+		if err != nil {
+			return fmt.Errorf("fixed-rate scenario: %w", err)
+		}
+		r.Fixed = res
+	}
+	if b.cfg.maxDuration > 0 {
+		spec.duration, spec.qps = b.cfg.maxDuration, 0
+		res, err := runLoadCPU(ctx, spec, sidecars)
+		if err != nil {
+			return fmt.Errorf("maximum-throughput scenario: %w", err)
+		}
+		r.Max = res
+	}
+	return nil
+}
+
+// runLoadCPU is runLoad that also counts the CPU time of procs.
+func runLoadCPU(ctx context.Context, spec loadSpec, procs []*process) (*loadResult, error) {
+	cpu := func() (time.Duration, error) {
+		var sum time.Duration
+		for _, p := range procs {
+			t, err := p.cpuTime()
+			if err != nil {
+				return 0, p.failure(err)
+			}
+			sum += t
+		}
+		return sum, nil
+	}
+	before, err := cpu()
+	if err != nil {
+		return nil, err
+	}
+	res, err := runLoad(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	after, err := cpu()
+	if err != nil {
+		return nil, err
+	}
+	res.SidecarCPU = after - before
+	return res, nil
+}
+
+func (r roundResult) summary() string {
+	var s string
+	if f := r.Fixed; f != nil {
+		s += fmt.Sprintf("fixed %.0f req/s p50 %s p90 %s p99 %s ms; ", f.QPS, ms(f.P50), ms(f.P90), ms(f.P99))
+	}
+	if m := r.Max; m != nil {
+		s += fmt.Sprintf("max %.0f req/s p50 %s p99 %s ms; ", m.QPS, ms(m.P50), ms(m.P99))
+	}
+	if r.CallerStartup > 0 {
+		s += fmt.Sprintf("sidecar CPU ms/1k req fixed %s max %s; ", cpuPer1k(r.Fixed), cpuPer1k(r.Max))
+		s += fmt.Sprintf("caller ready in %s ms, RSS idle %s/%s peak %s/%s MiB (caller/callee); ",
+			ms(r.CallerStartup), mib(r.CallerIdleKiB), mib(r.CalleeIdleKiB), mib(r.CallerPeakKiB), mib(r.CalleePeakKiB))
+	}
+	s += fmt.Sprintf("errors %d", r.errors())
+	return s
+}
+
+// rssSampler reads the processes' RSS every rssEvery and keeps the peaks.
+type rssSampler struct {
+	procs []*process
+	done  chan struct{}
+	wg    sync.WaitGroup
+	peaks []int64
+}
+
+func startRSSSampler(procs ...*process) *rssSampler {
+	s := &rssSampler{procs: procs, done: make(chan struct{}), peaks: make([]int64, len(procs))}
+	s.sample()
+	s.wg.Go(func() {
+		t := time.NewTicker(rssEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.done:
+				return
+			case <-t.C:
+				s.sample()
+			}
+		}
+	})
+	return s
+}
+
+func (s *rssSampler) sample() {
+	for i, p := range s.procs {
+		if kib, err := p.rssKiB(); err == nil {
+			s.peaks[i] = max(s.peaks[i], kib)
+		}
+	}
+}
+
+func (s *rssSampler) stop() []int64 {
+	close(s.done)
+	s.wg.Wait()
+	s.sample()
+	return s.peaks
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Target names, in the order rounds interleave them.
+const (
+	targetDirect    = "direct"
+	targetOutrigger = "outrigger"
+	targetDaprd     = "daprd"
+)
+
+var allTargets = []string{targetDirect, targetOutrigger, targetDaprd}
+
+// config is the harness's parsed command line.
+type config struct {
+	targets       []string
+	rounds        int
+	qps           float64
+	fixedDuration time.Duration
+	maxDuration   time.Duration
+	warmup        time.Duration
+	connections   int
+	bodySize      int
+	uniform       bool
+
+	daprd      string
+	daprdSet   bool // --daprd was given: a missing binary is an error, not a skip
+	outrigger  string
+	resolution string // name resolution of the Outrigger sidecars: static or mdns
+
+	out          string
+	jsonOut      string
+	startTimeout time.Duration
+	reqTimeout   time.Duration
+	idleSettle   time.Duration
+	timeout      time.Duration
+	netns        bool
+	keep         bool
+	verbose      bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: go run ./bench [flags]\n\n"+
+			"Measures client -> app directly, through two Outrigger sidecars and through two\n"+
+			"daprd sidecars, in interleaved rounds, inside a network namespace (needs root).\n\n")
+		fs.PrintDefaults()
+	}
+	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to measure: direct, outrigger, daprd")
+	fs.IntVar(&c.rounds, "rounds", 5, "interleaved rounds (each target once per round)")
+	fs.Float64Var(&c.qps, "qps", 1000, "request rate of the fixed-rate scenario, requests/s over all connections")
+	fs.DurationVar(&c.fixedDuration, "fixed-duration", 15*time.Second, "length of the fixed-rate scenario per round (0 skips it)")
+	fs.DurationVar(&c.maxDuration, "max-duration", 10*time.Second, "length of the maximum-throughput scenario per round (0 skips it)")
+	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "warm-up at the fixed rate before each target's measurements, not recorded")
+	fs.IntVar(&c.connections, "connections", 16, "concurrent connections (fortio -c) in both scenarios")
+	fs.IntVar(&c.bodySize, "body-size", 1024, "bytes in each POST body (the app echoes it back)")
+	fs.BoolVar(&c.uniform, "uniform", false, "stagger the fixed-rate requests uniformly across connections (fortio -uniform)")
+	fs.StringVar(&c.daprd, "daprd", defaultDaprd(), "daprd binary (built by scripts/tools.sh daprd); the daprd target is skipped when the default is missing")
+	fs.StringVar(&c.outrigger, "outrigger", "", "outrigger binary (default: go build ./cmd/outrigger into a temporary folder)")
+	fs.StringVar(&c.resolution, "outrigger-resolution", "static", "name resolution of the Outrigger sidecars: static or mdns (daprd always uses its default, mDNS)")
+	fs.StringVar(&c.out, "out", "", "also write the markdown report to this file")
+	fs.StringVar(&c.jsonOut, "json", "", "write every round's raw results to this JSON file")
+	fs.DurationVar(&c.startTimeout, "start-timeout", 30*time.Second, "longest a process may take to become ready")
+	fs.DurationVar(&c.reqTimeout, "request-timeout", 5*time.Second, "timeout of one request under load (counted as an error)")
+	fs.DurationVar(&c.idleSettle, "idle-settle", time.Second, "wait after a sidecar is ready before reading its idle RSS")
+	fs.DurationVar(&c.timeout, "timeout", 0, "bound on the whole run (0: computed from rounds, targets and durations)")
+	fs.BoolVar(&c.netns, "netns", true, "run inside a fresh network namespace; false only where the machine is already isolated (daprd's mDNS multicasts)")
+	fs.BoolVar(&c.keep, "keep", false, "keep the working folder (process logs, resources) after the run")
+	fs.BoolVar(&c.verbose, "v", false, "log progress details")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "daprd" {
+			c.daprdSet = true
+		}
+	})
+	for t := range strings.SplitSeq(*targets, ",") {
+		t = strings.TrimSpace(t)
+		if t == "" {
+			continue
+		}
+		if !slices.Contains(allTargets, t) {
+			return nil, fmt.Errorf("--targets: unknown target %q (want %s)", t, strings.Join(allTargets, ", "))
+		}
+		if !slices.Contains(c.targets, t) {
+			c.targets = append(c.targets, t)
+		}
+	}
+	// Interleave in the canonical order whatever order the flag gave.
+	slices.SortFunc(c.targets, func(a, b string) int {
+		return slices.Index(allTargets, a) - slices.Index(allTargets, b)
+	})
+	switch {
+	case len(c.targets) == 0:
+		return nil, errors.New("--targets: no target")
+	case c.rounds < 1:
+		return nil, errors.New("--rounds: want at least 1")
+	case c.connections < 1:
+		return nil, errors.New("--connections: want at least 1")
+	case c.bodySize < 0:
+		return nil, errors.New("--body-size: must not be negative")
+	case c.fixedDuration < 0 || c.maxDuration < 0 || c.warmup < 0:
+		return nil, errors.New("durations must not be negative")
+	case c.fixedDuration == 0 && c.maxDuration == 0:
+		return nil, errors.New("--fixed-duration and --max-duration are both 0: nothing to measure")
+	case c.fixedDuration > 0 && c.qps <= 0:
+		return nil, errors.New("--qps: want a positive rate for the fixed-rate scenario")
+	case c.resolution != "static" && c.resolution != "mdns":
+		return nil, fmt.Errorf("--outrigger-resolution %q: want static or mdns", c.resolution)
+	case c.startTimeout <= 0 || c.reqTimeout <= 0:
+		return nil, errors.New("--start-timeout and --request-timeout must be positive")
+	}
+	return c, nil
+}
+
+// defaultDaprd is where scripts/tools.sh puts daprd.
+func defaultDaprd() string {
+	cache := os.Getenv("OUTRIGGER_TOOLS")
+	if cache == "" {
+		base := os.Getenv("XDG_CACHE_HOME")
+		if base == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return ""
+			}
+			base = filepath.Join(home, ".cache")
+		}
+		cache = filepath.Join(base, "outrigger-tools")
+	}
+	return filepath.Join(cache, "daprd-"+daprdVersion, "daprd")
+}
+
+// daprdVersion is the daprd scripts/tools.sh builds.
+const daprdVersion = "1.18.1"
+
+// budget bounds the whole run when --timeout is 0: every phase's length plus
+// generous start and stop allowances.
+func (c *config) budget() time.Duration {
+	if c.timeout > 0 {
+		return c.timeout
+	}
+	perTarget := c.warmup + c.fixedDuration + c.maxDuration + 2*c.startTimeout + c.idleSettle + 20*time.Second
+	return time.Duration(c.rounds*len(c.targets))*perTarget + 2*time.Minute
+}
+
+// handoff is what the harness outside the network namespace passes to the
+// copy of itself it starts inside, in the environment variable handoffEnv.
+type handoff struct {
+	Netns     string    `json:"netns,omitempty"`
+	Workdir   string    `json:"workdir"`
+	Outrigger string    `json:"outrigger,omitempty"`
+	Targets   []string  `json:"targets"`
+	Skipped   []string  `json:"skipped,omitempty"`
+	Command   []string  `json:"command"`
+	Deadline  time.Time `json:"deadline"`
+}
+
+const (
+	handoffEnv = "OUTRIGGER_BENCH_HANDOFF"
+	roleEnv    = "OUTRIGGER_BENCH_ROLE" // "app": serve the echo app
+	appAddrEnv = "OUTRIGGER_BENCH_APP_ADDR"
+)
+
+func (h *handoff) encode() string {
+	b, err := json.Marshal(h)
+	if err != nil {
+		panic(err) // plain strings and a time: cannot fail
+	}
+	return string(b)
+}
+
+func decodeHandoff(s string) (*handoff, error) {
+	h := &handoff{}
+	if err := json.Unmarshal([]byte(s), h); err != nil {
+		return nil, fmt.Errorf("%s: %w", handoffEnv, err)
+	}
+	return h, nil
+}

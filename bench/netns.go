@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// netns is a network namespace the harness made and must delete.
+type netns struct {
+	name string
+}
+
+// newNetns makes a uniquely named namespace with loopback up and able to
+// multicast, so mDNS works there and stays there.
+func newNetns() (*netns, error) {
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, fmt.Errorf("the ip command (iproute2) is needed for the network namespace: %v", err)
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	ns := &netns{name: fmt.Sprintf("outrigger-bench-%d-%s", os.Getpid(), hex.EncodeToString(b[:]))}
+	if err := ip("netns", "add", ns.name); err != nil {
+		return nil, fmt.Errorf("making network namespace (needs root): %v", err)
+	}
+	steps := [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "set", "lo", "multicast", "on"},
+		// Multicast to a group with no route fails with "network is
+		// unreachable" when a sender does not pin the interface; the
+		// namespace has only loopback, so send all multicast there.
+		{"route", "add", "224.0.0.0/4", "dev", "lo"},
+	}
+	for _, s := range steps {
+		if err := ip(append([]string{"netns", "exec", ns.name, "ip"}, s...)...); err != nil {
+			ns.remove(func(string, ...any) {})
+			return nil, err
+		}
+	}
+	return ns, nil
+}
+
+// remove kills whatever still runs in the namespace (only the harness's own
+// processes can be there) and deletes it.
+func (ns *netns) remove(logf func(string, ...any)) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "pids", ns.name).Output()
+	if err == nil {
+		for f := range strings.FieldsSeq(string(out)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+				logf("killing leftover process %d in %s", pid, ns.name)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	if err := ip("netns", "del", ns.name); err != nil {
+		logf("deleting network namespace %s: %v", ns.name, err)
+	}
+}
+
+func ip(args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

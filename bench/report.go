@@ -1,0 +1,403 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// environment is what the report says about where and how it ran.
+type environment struct {
+	Command   string    `json:"command"`
+	Date      time.Time `json:"date"`
+	CPU       string    `json:"cpu"`
+	CPUs      int       `json:"cpus"`
+	Kernel    string    `json:"kernel"`
+	LoadAvg   string    `json:"loadavg"` // at the end of the run: other work on the machine skews results
+	Go        string    `json:"go"`
+	Daprd     string    `json:"daprd,omitempty"`
+	Outrigger string    `json:"outrigger,omitempty"`
+}
+
+func describeEnvironment(cfg *config, h *handoff) environment {
+	env := environment{
+		Command: shellJoin(h.Command),
+		Date:    time.Now().UTC().Truncate(time.Second),
+		CPU:     cpuModel(),
+		CPUs:    runtime.NumCPU(),
+		Kernel:  firstLine(readFile("/proc/sys/kernel/osrelease")),
+		LoadAvg: loadAvg(),
+		Go:      runtime.Version(),
+	}
+	if slices.Contains(cfg.targets, targetDaprd) {
+		env.Daprd = firstLine(commandOutput(cfg.daprd, "--version"))
+	}
+	if slices.Contains(cfg.targets, targetOutrigger) {
+		env.Outrigger = firstLine(commandOutput(cfg.outrigger, "version"))
+	}
+	return env
+}
+
+func cpuModel() string {
+	for line := range strings.Lines(readFile("/proc/cpuinfo")) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	f := strings.Fields(readFile("/proc/loadavg"))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func readFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unknown"
+	}
+	return string(b)
+}
+
+func commandOutput(bin string, args ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	return string(out)
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(line)
+}
+
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if i == 0 || (a != "" && !strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~!")) {
+			out[i] = a
+		} else {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// spread is a median with the min and max across rounds.
+type spread struct{ med, lo, hi float64 }
+
+func spreadOf(v []float64) (spread, bool) {
+	if len(v) == 0 {
+		return spread{}, false
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return spread{med: m, lo: s[0], hi: s[len(s)-1]}, true
+}
+
+// cell formats a spread with f, e.g. "0.212 (0.201–0.230)".
+func (s spread) cell(f func(float64) string) string {
+	lo, hi := f(s.lo), f(s.hi)
+	if lo == hi {
+		return f(s.med)
+	}
+	return fmt.Sprintf("%s (%s–%s)", f(s.med), lo, hi)
+}
+
+func ms(d time.Duration) string { return msf(float64(d)) }
+
+// msf formats nanoseconds as milliseconds.
+func msf(ns float64) string { return fmt.Sprintf("%.3f", ns/1e6) }
+
+// msf1 formats nanoseconds as milliseconds with one decimal.
+func msf1(ns float64) string { return fmt.Sprintf("%.1f", ns/1e6) }
+
+// addedMs formats a latency difference in nanoseconds as signed milliseconds.
+func addedMs(ns float64) string { return fmt.Sprintf("%+.3f", ns/1e6) }
+
+// cpuPer1k is the sidecars' CPU milliseconds per 1,000 requests.
+func cpuPer1k(l *loadResult) string {
+	if l == nil || l.Requests == 0 {
+		return "–"
+	}
+	return msf(cpuPer1kNs(l))
+}
+
+func cpuPer1kNs(l *loadResult) float64 {
+	return float64(l.SidecarCPU) / float64(l.Requests) * 1000
+}
+
+func mib(kib int64) string    { return mibf(float64(kib)) }
+func mibf(kib float64) string { return fmt.Sprintf("%.1f", kib/1024) }
+func qpsf(q float64) string   { return fmt.Sprintf("%.0f", q) }
+func ratiof(r float64) string { return fmt.Sprintf("%.2f×", r) }
+
+// collect gathers one number per round of target t, skipping rounds where
+// get reports nothing.
+func collect(res []roundResult, t string, get func(roundResult) (float64, bool)) []float64 {
+	var v []float64
+	for _, r := range res {
+		if r.Target != t {
+			continue
+		}
+		if x, ok := get(r); ok {
+			v = append(v, x)
+		}
+	}
+	return v
+}
+
+// vsDirect gathers, per round, f(target's round, direct's same round).
+func vsDirect(res []roundResult, t string, f func(r, direct roundResult) (float64, bool)) []float64 {
+	direct := map[int]roundResult{}
+	for _, r := range res {
+		if r.Target == targetDirect {
+			direct[r.Round] = r
+		}
+	}
+	return collect(res, t, func(r roundResult) (float64, bool) {
+		d, ok := direct[r.Round]
+		if !ok {
+			return 0, false
+		}
+		return f(r, d)
+	})
+}
+
+func cellOf(v []float64, f func(float64) string) string {
+	s, ok := spreadOf(v)
+	if !ok {
+		return "–"
+	}
+	return s.cell(f)
+}
+
+type scenario struct {
+	get func(roundResult) *loadResult
+}
+
+func (s scenario) stat(f func(*loadResult) float64) func(roundResult) (float64, bool) {
+	return func(r roundResult) (float64, bool) {
+		l := s.get(r)
+		if l == nil {
+			return 0, false
+		}
+		return f(l), true
+	}
+}
+
+func (s scenario) errorsCell(res []roundResult, t string) string {
+	var errs, reqs int64
+	codes := map[int]int64{}
+	for _, r := range res {
+		if l := s.get(r); r.Target == t && l != nil {
+			errs += l.Errors
+			reqs += l.Requests
+			for c, n := range l.Codes {
+				if c < 200 || c > 299 {
+					codes[c] += n
+				}
+			}
+		}
+	}
+	if errs == 0 {
+		return fmt.Sprintf("0 of %d", reqs)
+	}
+	var parts []string
+	for _, c := range slices.Sorted(maps.Keys(codes)) {
+		name := fmt.Sprint(c)
+		if c == -1 {
+			name = "socket error"
+		}
+		parts = append(parts, fmt.Sprintf("%s: %d", name, codes[c]))
+	}
+	return fmt.Sprintf("**⚠ %d of %d** (%s)", errs, reqs, strings.Join(parts, ", "))
+}
+
+// renderReport is the markdown report.
+func renderReport(cfg *config, env environment, res []roundResult, skipped []string) string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	sidecars := slices.DeleteFunc(slices.Clone(cfg.targets), func(t string) bool { return t == targetDirect })
+	hasDirect := slices.Contains(cfg.targets, targetDirect)
+	fixed := scenario{get: func(r roundResult) *loadResult { return r.Fixed }}
+	maxs := scenario{get: func(r roundResult) *loadResult { return r.Max }}
+	lat := func(which func(*loadResult) time.Duration) func(*loadResult) float64 {
+		return func(l *loadResult) float64 { return float64(which(l)) }
+	}
+	p50 := lat(func(l *loadResult) time.Duration { return l.P50 })
+	p90 := lat(func(l *loadResult) time.Duration { return l.P90 })
+	p99 := lat(func(l *loadResult) time.Duration { return l.P99 })
+	added := func(s scenario, f func(*loadResult) float64) func(r, d roundResult) (float64, bool) {
+		return func(r, d roundResult) (float64, bool) {
+			lr, ld := s.get(r), s.get(d)
+			if lr == nil || ld == nil {
+				return 0, false
+			}
+			return f(lr) - f(ld), true
+		}
+	}
+
+	p("### Run of %s\n\n", env.Date.Format("2006-01-02 15:04 MST"))
+	p("- Command: `%s`\n", env.Command)
+	p("- Machine: %s, %d logical CPUs, Linux %s; load average %s at the end of the run\n", env.CPU, env.CPUs, env.Kernel, env.LoadAvg)
+	p("- Go: %s\n", env.Go)
+	if env.Daprd != "" {
+		p("- daprd: %s (scripts/tools.sh, `-tags stablecomponents`), default mDNS name resolution\n", env.Daprd)
+	}
+	if env.Outrigger != "" {
+		p("- Outrigger: %s, `--name-resolution %s`\n", env.Outrigger, cfg.resolution)
+	}
+	for _, t := range skipped {
+		p("- Target %s skipped: its binary was not found\n", t)
+	}
+	p("- Setup: %d interleaved round(s) (%s), fresh sidecars each round, %v warm-up per target per round; "+
+		"%d connections, %d-byte POST bodies echoed by the app; all processes in one network namespace on loopback; "+
+		"load from fortio (periodic + fhttp) in the harness process; exact per-request percentiles\n\n",
+		cfg.rounds, strings.Join(cfg.targets, ", "), cfg.warmup, cfg.connections, cfg.bodySize)
+	p("Cells are the median across rounds, with the lowest and highest round in brackets. Latencies in milliseconds.\n\n")
+
+	if cfg.fixedDuration > 0 {
+		p("#### Fixed rate: %s requests/s for %v per round\n\n", qpsf(cfg.qps), cfg.fixedDuration)
+		p("| target | p50 ms | p90 ms | p99 ms | achieved req/s | non-2xx |\n")
+		p("| --- | --- | --- | --- | --- | --- |\n")
+		for _, t := range cfg.targets {
+			p("| %s | %s | %s | %s | %s | %s |\n", t,
+				cellOf(collect(res, t, fixed.stat(p50)), msf),
+				cellOf(collect(res, t, fixed.stat(p90)), msf),
+				cellOf(collect(res, t, fixed.stat(p99)), msf),
+				cellOf(collect(res, t, fixed.stat(func(l *loadResult) float64 { return l.QPS })), qpsf),
+				fixed.errorsCell(res, t))
+		}
+		p("\n")
+		if hasDirect && len(sidecars) > 0 {
+			p("Latency the two sidecars add (target minus direct in the same round, then the median across rounds):\n\n")
+			p("| target | added p50 ms | added p90 ms | added p99 ms |\n")
+			p("| --- | --- | --- | --- |\n")
+			for _, t := range sidecars {
+				p("| %s | %s | %s | %s |\n", t,
+					cellOf(vsDirect(res, t, added(fixed, p50)), addedMs),
+					cellOf(vsDirect(res, t, added(fixed, p90)), addedMs),
+					cellOf(vsDirect(res, t, added(fixed, p99)), addedMs))
+			}
+			p("\n")
+		}
+	}
+
+	if cfg.maxDuration > 0 {
+		p("#### Maximum throughput: %d connections for %v per round\n\n", cfg.connections, cfg.maxDuration)
+		p("| target | req/s | vs direct | p50 ms | p99 ms | non-2xx |\n")
+		p("| --- | --- | --- | --- | --- | --- |\n")
+		for _, t := range cfg.targets {
+			ratio := "1.00×"
+			if t != targetDirect {
+				ratio = cellOf(vsDirect(res, t, func(r, d roundResult) (float64, bool) {
+					if r.Max == nil || d.Max == nil || d.Max.QPS == 0 {
+						return 0, false
+					}
+					return r.Max.QPS / d.Max.QPS, true
+				}), ratiof)
+			} else if !hasDirect {
+				ratio = "–"
+			}
+			p("| %s | %s | %s | %s | %s | %s |\n", t,
+				cellOf(collect(res, t, maxs.stat(func(l *loadResult) float64 { return l.QPS })), qpsf),
+				ratio,
+				cellOf(collect(res, t, maxs.stat(p50)), msf),
+				cellOf(collect(res, t, maxs.stat(p99)), msf),
+				maxs.errorsCell(res, t))
+		}
+		p("\n")
+	}
+
+	if len(sidecars) > 0 {
+		num := func(f func(roundResult) int64) func(roundResult) (float64, bool) {
+			return func(r roundResult) (float64, bool) { return float64(f(r)), true }
+		}
+		p("#### Sidecars: start-up, memory and CPU\n\n")
+		p("Start-up is from process start until `GET /v1.0/healthz/outbound` answers 204 (polled every 1 ms). "+
+			"RSS is VmRSS: idle after start-up and %v of rest, before any request; peak sampled every 100 ms under load.\n\n", cfg.idleSettle)
+		p("| target | caller start-up ms | callee start-up ms | caller RSS idle MiB | caller RSS peak MiB | callee RSS idle MiB | callee RSS peak MiB |\n")
+		p("| --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, t := range sidecars {
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", t,
+				cellOf(collect(res, t, num(func(r roundResult) int64 { return int64(r.CallerStartup) })), msf),
+				cellOf(collect(res, t, num(func(r roundResult) int64 { return int64(r.CalleeStartup) })), msf),
+				cellOf(collect(res, t, num(func(r roundResult) int64 { return r.CallerIdleKiB })), mibf),
+				cellOf(collect(res, t, num(func(r roundResult) int64 { return r.CallerPeakKiB })), mibf),
+				cellOf(collect(res, t, num(func(r roundResult) int64 { return r.CalleeIdleKiB })), mibf),
+				cellOf(collect(res, t, num(func(r roundResult) int64 { return r.CalleePeakKiB })), mibf))
+		}
+		p("\n")
+		cpu := func(s scenario) func(roundResult) (float64, bool) {
+			return func(r roundResult) (float64, bool) {
+				l := s.get(r)
+				if l == nil || l.Requests == 0 {
+					return 0, false
+				}
+				return cpuPer1kNs(l), true
+			}
+		}
+		p("CPU time (user + system, from `/proc/PID/stat`, 10 ms ticks) both sidecars used per 1,000 requests:\n\n")
+		p("| target | fixed rate, CPU ms per 1k requests | maximum throughput, CPU ms per 1k requests |\n")
+		p("| --- | --- | --- |\n")
+		for _, t := range sidecars {
+			p("| %s | %s | %s |\n", t, cellOf(collect(res, t, cpu(fixed)), msf1), cellOf(collect(res, t, cpu(maxs)), msf1))
+		}
+		p("\n")
+	}
+
+	var bad []string
+	for _, r := range res {
+		for _, s := range []struct {
+			name string
+			l    *loadResult
+		}{{"fixed rate", r.Fixed}, {"maximum throughput", r.Max}} {
+			if s.l != nil && s.l.Errors > 0 {
+				bad = append(bad, fmt.Sprintf("round %d, %s, %s: %d of %d requests not 2xx (%v)", r.Round, r.Target, s.name, s.l.Errors, s.l.Requests, s.l.Codes))
+			}
+			if s.name == "fixed rate" && s.l != nil && s.l.QPS < 0.95*cfg.qps {
+				bad = append(bad, fmt.Sprintf("round %d, %s: achieved %.0f req/s of the %.0f asked; the load generator or the target could not keep up", r.Round, r.Target, s.l.QPS, cfg.qps))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		p("**⚠ This run is not clean:**\n\n")
+		for _, s := range bad {
+			p("- %s\n", s)
+		}
+		p("\n")
+	}
+	return b.String()
+}
+
+// writeJSON writes the environment and every round's raw results.
+func writeJSON(path string, env environment, res []roundResult) error {
+	b, err := json.MarshalIndent(struct {
+		Environment environment   `json:"environment"`
+		Rounds      []roundResult `json:"rounds"`
+	}{env, res}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

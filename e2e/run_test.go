@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outrigger/outrigger/e2e/framework"
+)
+
+// TestRunFileHello runs the README's main job the way a user does, with the
+// real binary: `outrigger run -f` on the hello example's two apps (prebuilt,
+// on a free app port), talking through two sidecars found through the
+// development control process; then `outrigger stop`.
+func TestRunFileHello(t *testing.T) {
+	bin := framework.Binary(t)
+	home := t.TempDir()
+	dir := t.TempDir()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, app := range []string{"callee", "caller"} {
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, app), "./examples/hello/"+app)
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("building the %s example: %v\n%s", app, err, out)
+		}
+	}
+	port := framework.FreePort(t)
+	runFile := filepath.Join(dir, "run.yaml")
+	yaml := fmt.Sprintf(`version: 1
+apps:
+  - appID: callee
+    appDirPath: %[1]s
+    appPort: %[2]d
+    command: ["%[1]s/callee", "-port", "%[2]d"]
+  - appID: caller
+    appDirPath: %[1]s
+    command: ["%[1]s/caller", "-count", "3", "-interval", "100ms"]
+`, dir, port)
+	if err := os.WriteFile(runFile, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "OUTRIGGER_HOME="+home)
+	t.Cleanup(func() {
+		stop := exec.Command(bin, "stop")
+		stop.Env = env
+		_ = stop.Run()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run := exec.CommandContext(ctx, bin, "run", "-f", runFile)
+	run.Env = env
+	out, err := run.CombinedOutput()
+	log := string(out)
+	if err != nil {
+		t.Fatalf("outrigger run -f: %v\n%s", err, log)
+	}
+	for _, want := range []string{
+		`== APP - caller == call 1: callee answered "hello, caller!`,
+		`== APP - caller == call 3: callee answered`,
+		"== APP - caller == done: 3 answered, 0 failed",
+		"== APP - callee == call 1 from caller",
+		"== SIDECAR - callee ==",
+		"== SIDECAR - caller ==",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("output lacks %q\n%s", want, log)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(home, "control-plane.json")); err != nil {
+		t.Errorf("the development control process left no record in OUTRIGGER_HOME: %v", err)
+	}
+	stop := exec.Command(bin, "stop")
+	stop.Env = env
+	if sout, err := stop.CombinedOutput(); err != nil || !strings.Contains(string(sout), "stopped") {
+		t.Errorf("outrigger stop: %v\n%s", err, sout)
+	}
+	if _, err := os.Stat(filepath.Join(home, "control-plane.json")); !os.IsNotExist(err) {
+		t.Errorf("control-plane.json still there after outrigger stop: %v", err)
+	}
+}
+
+// TestRunExitCode: `outrigger run` prefixes the app's output and exits with
+// the app's exit code.
+func TestRunExitCode(t *testing.T) {
+	bin := framework.Binary(t)
+	home := t.TempDir()
+	env := append(os.Environ(), "OUTRIGGER_HOME="+home)
+	t.Cleanup(func() {
+		stop := exec.Command(bin, "stop")
+		stop.Env = env
+		_ = stop.Run()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := exec.CommandContext(ctx, bin, "run", "--app-id", "x", "--", "sh", "-c", "echo hi from $APP_ID; exit 7")
+	run.Env = env
+	out, err := run.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 7 {
+		t.Fatalf("exit: %v, want code 7\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "== APP - x == hi from x") {
+		t.Errorf("output lacks the prefixed app line\n%s", out)
+	}
+}
