@@ -90,7 +90,7 @@ func TestInlineTransportReusesConnections(t *testing.T) {
 
 // rawApp answers each connection's first request with answer and then does
 // what after says: "close" closes the connection, "keep" keeps reading.
-func rawApp(t *testing.T, answer string, closeAfter bool) (addr string, served *atomic.Int32) {
+func rawApp(t *testing.T, answer string, closeAfter bool) (addr string, served *atomic.Int32, closed *atomic.Int32) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -98,6 +98,7 @@ func rawApp(t *testing.T, answer string, closeAfter bool) (addr string, served *
 	}
 	t.Cleanup(func() { l.Close() })
 	served = &atomic.Int32{}
+	closed = &atomic.Int32{}
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -105,6 +106,7 @@ func rawApp(t *testing.T, answer string, closeAfter bool) (addr string, served *
 				return
 			}
 			go func() {
+				defer closed.Add(1)
 				defer c.Close()
 				br := bufio.NewReader(c)
 				for {
@@ -122,16 +124,23 @@ func rawApp(t *testing.T, answer string, closeAfter bool) (addr string, served *
 			}()
 		}
 	}()
-	return l.Addr().String(), served
+	return l.Addr().String(), served, closed
 }
 
 func TestInlineTransportRetriesStaleConnection(t *testing.T) {
 	// The app answers with keep-alive but closes the connection right after:
 	// the next call finds a dead pooled connection and must be replayed.
-	addr, served := rawApp(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true)
+	addr, served, closed := rawApp(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true)
 	tr := newInlineTransport(addr, http.DefaultTransport)
 	defer tr.closeIdle()
 	for i := range 3 {
+		// Wait until the app has closed the previous connection: a call made
+		// in the instant before would race the close, and a POST that meets
+		// a reset after it was written is rightly not replayed.
+		deadline := time.Now().Add(10 * time.Second)
+		for closed.Load() < int32(i) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
 		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", strings.NewReader("body"))
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
@@ -149,7 +158,7 @@ func TestInlineTransportRetriesStaleConnection(t *testing.T) {
 }
 
 func TestInlineTransportSkipsInformational(t *testing.T) {
-	addr, _ := rawApp(t, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone", false)
+	addr, _, _ := rawApp(t, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone", false)
 	tr := newInlineTransport(addr, http.DefaultTransport)
 	defer tr.closeIdle()
 	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
