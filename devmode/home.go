@@ -18,6 +18,9 @@ const HomeEnv = "OUTRIGGER_HOME"
 const (
 	// ControlPlaneFile records the running development control process.
 	ControlPlaneFile = "control-plane.json"
+	// ControlPlaneDataDir is the development control process's data
+	// directory under the home: its certificate authority lives there.
+	ControlPlaneDataDir = "control-plane"
 	// controlPlaneLock serialises starting the development control process.
 	controlPlaneLock = "control-plane.lock"
 	// LogsDir holds the development control process's log, control-plane.log.

@@ -47,6 +47,9 @@ func (s *Sidecar) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.EnableAPILogging {
 		s.log.Info("API call", "method", r.Method, "path", p, "caller", r.RemoteAddr)
 	}
+	if s.cfg.APIToken != "" && !s.apiTokenOK(w, r) {
+		return
+	}
 	if strings.HasPrefix(p, "/v1.0/") {
 		switch {
 		case strings.HasPrefix(p, "/v1.0/invoke/"):
@@ -125,7 +128,7 @@ func (s *Sidecar) peerProxy() *httputil.ReverseProxy {
 	}
 	p := &httputil.ReverseProxy{
 		Rewrite:        s.rewriteToPeer,
-		Transport:      s.peers.transport,
+		Transport:      s.peers,
 		FlushInterval:  0,
 		ErrorHandler:   s.peerError,
 		ModifyResponse: s.countOutbound,
@@ -139,7 +142,7 @@ func (s *Sidecar) peerProxy() *httputil.ReverseProxy {
 func (s *Sidecar) rewriteToPeer(pr *httputil.ProxyRequest) {
 	inv := pr.In.Context().Value(invocationKey{}).(*invocation)
 	out := pr.Out
-	out.URL.Scheme = "http"
+	out.URL.Scheme = s.peers.scheme()
 	out.URL.Host = inv.addr
 	out.Host = inv.addr
 	setEscapedPath(out.URL, "/"+inv.method)

@@ -17,6 +17,7 @@ import (
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -40,6 +41,8 @@ type appChannel struct {
 
 	sem chan struct{} // nil: unlimited
 
+	token string // APP_API_TOKEN, sent as dapr-api-token on every call to the app
+
 	reachable atomic.Bool // the app's port accepted a connection
 	healthy   atomic.Bool // last health verdict (true when checks are off and the app is reachable)
 	checks    AppHealth
@@ -51,6 +54,7 @@ func newAppChannel(cfg *Config, log *slog.Logger) (*appChannel, error) {
 		addr:     net.JoinHostPort(cfg.AppChannelAddress, strconv.Itoa(cfg.AppPort)),
 		log:      log,
 		checks:   cfg.AppHealth,
+		token:    cfg.AppAPIToken,
 	}
 	if cfg.AppMaxConcurrency > 0 {
 		a.sem = make(chan struct{}, cfg.AppMaxConcurrency)
@@ -114,6 +118,11 @@ func (a *appChannel) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = a.addr
 	pr.Out.Host = a.addr
+	if a.token != "" {
+		pr.Out.Header.Set(apiTokenHeader, a.token)
+	} else {
+		pr.Out.Header.Del(apiTokenHeader)
+	}
 }
 
 func (a *appChannel) proxyError(w http.ResponseWriter, r *http.Request, err error) {
@@ -151,9 +160,17 @@ func (a *appChannel) release() {
 // ready reports whether calls may be delivered to the app.
 func (a *appChannel) ready() bool { return a.reachable.Load() && a.healthy.Load() }
 
+// withToken adds APP_API_TOKEN to a gRPC call's metadata.
+func (a *appChannel) withToken(ctx context.Context) context.Context {
+	if a.token == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, apiTokenHeader, a.token)
+}
+
 // invokeGRPC delivers an invocation to a gRPC app through AppCallback/OnInvoke.
 func (a *appChannel) invokeGRPC(ctx context.Context, req *commonv1pb.InvokeRequest) (*commonv1pb.InvokeResponse, error) {
-	return a.callback.OnInvoke(ctx, req)
+	return a.callback.OnInvoke(a.withToken(ctx), req)
 }
 
 // waitReachable polls the app's port until it accepts a connection, then
@@ -219,10 +236,13 @@ func (a *appChannel) probeOnce(ctx context.Context, client *http.Client) error {
 	ctx, cancel := context.WithTimeout(ctx, a.checks.Timeout)
 	defer cancel()
 	if a.protocol == ProtocolGRPC {
-		_, err := a.health.HealthCheck(ctx, &emptypb.Empty{})
+		_, err := a.health.HealthCheck(a.withToken(ctx), &emptypb.Empty{})
 		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.addr+a.checks.Path, nil)
+	if err == nil && a.token != "" {
+		req.Header.Set(apiTokenHeader, a.token)
+	}
 	if err != nil {
 		return err
 	}

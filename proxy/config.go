@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/outrigger/outrigger/mtls/acl"
 )
 
 // App protocols accepted by --app-protocol.
@@ -25,6 +28,15 @@ type Resolver interface {
 // through AnnouncerFunc in cmd/. Announce blocks until ctx is done.
 type Announcer interface {
 	Announce(ctx context.Context, appID, namespace string, meshPort int) error
+}
+
+// MeshTLS gives the TLS configurations of the mesh; *svid.Manager is one.
+type MeshTLS interface {
+	// ServerConfig is the mesh listener's configuration.
+	ServerConfig() *tls.Config
+	// ClientConfig is for connections to the sidecar of appID in namespace;
+	// it must accept no other identity.
+	ClientConfig(appID, namespace string, sessions tls.ClientSessionCache) *tls.Config
 }
 
 // AppHealth configures daprd-style app health probing.
@@ -69,6 +81,21 @@ type Config struct {
 	MaxBodySize      int64 // bytes (default 4 MiB)
 	ReadBufferSize   int64 // bytes of request headers accepted (default 4 KiB as daprd)
 	EnableAPILogging bool
+
+	// MeshTLS, when set, puts mutual TLS under the mesh: the mesh port then
+	// accepts only TLS 1.3 connections with a certificate of the trust
+	// domain, and calls to another app accept only that app's identity.
+	// Nil keeps daprd's plain h2c mesh.
+	MeshTLS MeshTLS
+	// AccessControl is the Configuration's accessControl, enforced on every
+	// call this sidecar delivers to its app; nil allows every call.
+	AccessControl *acl.Policy
+	// APIToken, when set, is demanded of the app in the dapr-api-token header
+	// or metadata on every API call but the health checks (DAPR_API_TOKEN).
+	APIToken string
+	// AppAPIToken, when set, is sent to the app as dapr-api-token on every
+	// call the sidecar makes to it (APP_API_TOKEN).
+	AppAPIToken string
 
 	// Resolver finds other apps. Required.
 	Resolver Resolver

@@ -37,8 +37,8 @@ func (s *Sidecar) newGRPCServer() *grpc.Server {
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxBodySize)),
 		grpc.MaxSendMsgSize(int(s.cfg.MaxBodySize)),
 		grpc.MaxConcurrentStreams(1000),
-		grpc.ChainUnaryInterceptor(s.recoverUnary),
-		grpc.ChainStreamInterceptor(s.recoverStream),
+		grpc.ChainUnaryInterceptor(s.recoverUnary, s.apiTokenUnary),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.apiTokenStream),
 	)
 	runtimev1pb.RegisterDaprServer(srv, &daprAPI{s: s})
 	return srv
@@ -85,7 +85,7 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
 		return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: %v", in.GetId(), err)
 	}
-	target := "http://" + addr + "/" + route.CleanMethod(msg.GetMethod())
+	target := s.peers.scheme() + "://" + addr + "/" + route.CleanMethod(msg.GetMethod())
 	if qs := msg.GetHttpExtension().GetQuerystring(); qs != "" {
 		target += "?" + qs
 	}
@@ -114,7 +114,7 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 	h[hdrCalleeNamespace] = []string{ns}
 	h[hdrCallerAppID] = []string{s.cfg.AppID}
 	h[hdrCallerNamespace] = []string{s.cfg.Namespace}
-	resp, err := s.peers.transport.RoundTrip(req)
+	resp, err := s.peers.transport(name, ns).RoundTrip(req)
 	if err != nil {
 		s.stats.outbound.WithLabelValues(name, "error").Inc()
 		return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: %v", in.GetId(), err)
@@ -252,7 +252,7 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
 		return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
 	}
-	conn, err := s.peers.grpcConn(addr)
+	conn, err := s.peers.grpcConn(addr, name, ns)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
 	}

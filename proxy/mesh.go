@@ -10,10 +10,14 @@ import (
 	"strings"
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/outrigger/outrigger/mtls"
+	"github.com/outrigger/outrigger/mtls/acl"
 )
 
 // serveMesh receives calls from other sidecars and delivers them to the app:
@@ -23,6 +27,26 @@ import (
 func (s *Sidecar) serveMesh(w http.ResponseWriter, r *http.Request) {
 	grpcProxy := r.Header.Get(hdrGRPCProxy) != "" && isGRPCRequest(r)
 	caller := r.Header.Get(hdrCallerAppID)
+	var proven *acl.Caller
+	if s.cfg.MeshTLS != nil {
+		// The caller is who its certificate says, whatever it wrote.
+		id, err := mtls.PeerIdentity(r.TLS)
+		if err != nil {
+			s.stats.meshRefused.WithLabelValues("no_identity").Inc()
+			s.refuse(w, grpcProxy, "no proven identity: "+err.Error())
+			return
+		}
+		if caller != "" && caller != id.AppID {
+			s.log.Warn("a caller claimed another app-id; using its proven identity", "claimed", caller, "proven", id.String())
+		}
+		caller = id.AppID
+		r.Header[hdrCallerAppID] = []string{id.AppID}
+		r.Header[hdrCallerNamespace] = []string{id.Namespace}
+		proven = &acl.Caller{TrustDomain: id.TrustDomain.Name(), Namespace: id.Namespace, AppID: id.AppID}
+	}
+	if s.cfg.AccessControl != nil && !s.allowed(w, r, proven, grpcProxy) {
+		return
+	}
 	if s.app == nil {
 		s.stats.inbound.WithLabelValues(caller, "no_app").Inc()
 		if grpcProxy {
@@ -54,6 +78,7 @@ func (s *Sidecar) serveMesh(w http.ResponseWriter, r *http.Request) {
 	defer s.app.release()
 
 	h := r.Header
+	h.Del(apiTokenHeader) // never the caller's; the app's own is added on the app channel
 	delete(h, hdrCalleeNamespace)
 	delete(h, hdrGRPCProxy)
 	if grpcProxy {
@@ -73,6 +98,52 @@ func (s *Sidecar) serveMesh(w http.ResponseWriter, r *http.Request) {
 	sw := statusWriter{ResponseWriter: w}
 	s.app.proxy.ServeHTTP(&sw, r)
 	s.stats.inbound.WithLabelValues(caller, statusLabel(sw.code())).Inc()
+}
+
+// allowed applies the access-control policy to a call and answers a
+// refused one: 403 with daprd's message for invocations, PermissionDenied
+// for proxied gRPC.
+func (s *Sidecar) allowed(w http.ResponseWriter, r *http.Request, caller *acl.Caller, grpcProxy bool) bool {
+	operation, verb, isHTTP := r.URL.Path, r.Method, true
+	if grpcProxy {
+		verb, isHTTP = "", false
+	} else if s.app != nil && s.app.protocol == ProtocolGRPC {
+		isHTTP = false
+	}
+	d := s.cfg.AccessControl.Decide(caller, operation, verb, isHTTP)
+	src := ""
+	if caller != nil {
+		src = caller.AppID
+	}
+	action := "allow"
+	if !d.Allowed {
+		action = "deny"
+	}
+	s.stats.aclDecisions.WithLabelValues(src, action, d.Scope).Inc()
+	if d.Allowed {
+		return true
+	}
+	who := "an unidentified caller"
+	if caller != nil {
+		who = "spiffe://" + caller.TrustDomain + "/ns/" + caller.Namespace + "/" + caller.AppID
+	}
+	msg := fmt.Sprintf("access control policy has denied access to id: %s operation: %s verb: %s", who, strings.TrimPrefix(operation, "/"), verbFromMethod(verb))
+	s.log.Info("call refused by the access-control policy", "caller", who, "operation", operation, "verb", verb, "reason", d.Reason)
+	if grpcProxy {
+		writeGRPCError(w, int(codes.PermissionDenied), msg)
+		return false
+	}
+	writeError(w, apiError{http.StatusForbidden, errCodeDirectInvoke, "failed to invoke, id: " + s.cfg.AppID + ", err: rpc error: code = PermissionDenied desc = " + msg})
+	return false
+}
+
+// refuse answers a mesh call that cannot be served at all.
+func (s *Sidecar) refuse(w http.ResponseWriter, grpcProxy bool, msg string) {
+	if grpcProxy {
+		writeGRPCError(w, int(codes.PermissionDenied), msg)
+		return
+	}
+	writeError(w, apiError{http.StatusForbidden, errCodeDirectInvoke, msg})
 }
 
 // invokeGRPCApp turns an invocation into AppCallback/OnInvoke for a gRPC app.
@@ -213,5 +284,3 @@ func (w *statusWriter) code() int {
 	}
 	return w.status
 }
-
-var _ = fmt.Sprintf

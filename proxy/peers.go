@@ -1,73 +1,148 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// peers holds the connections to other sidecars' mesh listeners: one
-// multiplexed HTTP/2 connection pool per peer address (the transport keys
-// its pool by address), and one gRPC client connection per peer for gRPC
-// proxying.
+// peers holds the connections to other sidecars' mesh listeners. In plain
+// mode (no MeshTLS) one h2c transport serves every peer, keyed by address.
+// With mutual TLS there is one transport per peer identity, whose TLS
+// configuration accepts only that identity, so a connection can never be
+// reused for another app; each keeps one multiplexed HTTP/2 connection per
+// address, and TLS sessions resume from a cache shared by all of them.
+// gRPC proxying has one client connection per peer address and identity.
 type peers struct {
-	transport *http.Transport
-	maxMsg    int
+	meshTLS  MeshTLS // nil: h2c
+	sessions tls.ClientSessionCache
+	maxMsg   int
 
+	plain *http.Transport // h2c
+	byApp sync.Map        // peerKey -> *http.Transport
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	conns map[grpcPeer]*grpc.ClientConn
 }
 
-func newPeers(maxBody int64) *peers {
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	return &peers{
-		transport: &http.Transport{
-			Protocols:          &p,
-			DialContext:        (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			DisableCompression: true,
-			IdleConnTimeout:    10 * time.Minute,
-			HTTP2: &http.HTTP2Config{
-				MaxConcurrentStreams:          1000,
-				MaxReceiveBufferPerConnection: 8 << 20,
-				MaxReceiveBufferPerStream:     1 << 20,
-				PingTimeout:                   15 * time.Second,
-				SendPingTimeout:               30 * time.Second,
-			},
+type peerKey struct{ appID, namespace string }
+
+type grpcPeer struct {
+	addr string
+	peer peerKey
+}
+
+func newPeers(maxBody int64, meshTLS MeshTLS) *peers {
+	p := &peers{
+		meshTLS: meshTLS,
+		maxMsg:  int(maxBody),
+		conns:   map[grpcPeer]*grpc.ClientConn{},
+	}
+	if meshTLS == nil {
+		var protos http.Protocols
+		protos.SetUnencryptedHTTP2(true)
+		p.plain = newPeerTransport(&protos, nil)
+	} else {
+		p.sessions = tls.NewLRUClientSessionCache(256)
+	}
+	return p
+}
+
+func newPeerTransport(protos *http.Protocols, tlsCfg *tls.Config) *http.Transport {
+	return &http.Transport{
+		Protocols:           protos,
+		TLSClientConfig:     tlsCfg,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DisableCompression:  true,
+		IdleConnTimeout:     10 * time.Minute,
+		TLSHandshakeTimeout: 10 * time.Second,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          1000,
+			MaxReceiveBufferPerConnection: 8 << 20,
+			MaxReceiveBufferPerStream:     1 << 20,
+			PingTimeout:                   15 * time.Second,
+			SendPingTimeout:               30 * time.Second,
 		},
-		maxMsg: int(maxBody),
-		conns:  map[string]*grpc.ClientConn{},
 	}
 }
 
-// grpcConn returns the gRPC connection to the peer at addr, creating it on first use.
-func (p *peers) grpcConn(addr string) (*grpc.ClientConn, error) {
+// scheme is the URL scheme of requests to peers.
+func (p *peers) scheme() string {
+	if p.meshTLS == nil {
+		return "http"
+	}
+	return "https"
+}
+
+// transport is the transport towards the sidecar of appID in namespace.
+func (p *peers) transport(appID, namespace string) *http.Transport {
+	if p.meshTLS == nil {
+		return p.plain
+	}
+	key := peerKey{appID, namespace}
+	if t, ok := p.byApp.Load(key); ok {
+		return t.(*http.Transport)
+	}
+	var protos http.Protocols
+	protos.SetHTTP2(true)
+	t := newPeerTransport(&protos, p.meshTLS.ClientConfig(appID, namespace, p.sessions))
+	actual, _ := p.byApp.LoadOrStore(key, t)
+	return actual.(*http.Transport)
+}
+
+// RoundTrip sends an invocation (carried in the request's context) to its peer.
+func (p *peers) RoundTrip(r *http.Request) (*http.Response, error) {
+	inv, _ := r.Context().Value(invocationKey{}).(*invocation)
+	if inv == nil {
+		return p.transport("", "").RoundTrip(r)
+	}
+	return p.transport(inv.appID, inv.namespace).RoundTrip(r)
+}
+
+// grpcConn returns the gRPC connection to the sidecar of appID at addr,
+// creating it on first use.
+func (p *peers) grpcConn(addr, appID, namespace string) (*grpc.ClientConn, error) {
+	key := grpcPeer{addr, peerKey{appID, namespace}}
+	if p.meshTLS == nil {
+		key.peer = peerKey{}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.conns[addr]; ok {
+	if c, ok := p.conns[key]; ok {
 		return c, nil
 	}
+	creds := insecure.NewCredentials()
+	if p.meshTLS != nil {
+		creds = credentials.NewTLS(p.meshTLS.ClientConfig(appID, namespace, p.sessions))
+	}
 	c, err := grpc.NewClient("passthrough:///"+addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(p.maxMsg), grpc.MaxCallSendMsgSize(p.maxMsg)),
 	)
 	if err != nil {
 		return nil, err
 	}
-	p.conns[addr] = c
+	p.conns[key] = c
 	return c, nil
 }
 
 func (p *peers) close() {
-	p.transport.CloseIdleConnections()
+	if p.plain != nil {
+		p.plain.CloseIdleConnections()
+	}
+	p.byApp.Range(func(_, t any) bool {
+		t.(*http.Transport).CloseIdleConnections()
+		return true
+	})
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for addr, c := range p.conns {
+	for k, c := range p.conns {
 		_ = c.Close()
-		delete(p.conns, addr)
+		delete(p.conns, k)
 	}
 }

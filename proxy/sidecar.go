@@ -76,7 +76,7 @@ func New(cfg Config) (*Sidecar, error) {
 		ready:      make(chan struct{}),
 		shutdownCh: make(chan struct{}),
 		extended:   map[string]string{"daprRuntimeVersion": Version},
-		peers:      newPeers(cfg.MaxBodySize),
+		peers:      newPeers(cfg.MaxBodySize, cfg.MeshTLS),
 	}
 	reg := prometheus.NewRegistry()
 	s.stats = newStats(reg, cfg.AppID)
@@ -99,11 +99,16 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.ReadBufferSize > 0 {
 		s.apiServer.MaxHeaderBytes = int(cfg.ReadBufferSize)
 	}
+	meshProtocols := h1AndH2C()
+	if cfg.MeshTLS != nil {
+		meshProtocols = new(http.Protocols)
+		meshProtocols.SetHTTP2(true)
+	}
 	s.meshServer = &http.Server{
 		Handler:           http.HandlerFunc(s.serveMesh),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       10 * time.Minute,
-		Protocols:         h1AndH2C(),
+		Protocols:         meshProtocols,
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams:          1000,
 			MaxReceiveBufferPerConnection: 8 << 20,
@@ -174,6 +179,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return err
 	}
 	listeners = append(listeners, meshL)
+	var meshServeL net.Listener = meshL
+	if s.cfg.MeshTLS != nil {
+		meshServeL = s.newMeshListener(meshL)
+	}
 	if s.cfg.ProfilePort > 0 {
 		pl, err := listen(s.cfg.ListenAddress, s.cfg.ProfilePort, "profiling")
 		if err != nil {
@@ -217,7 +226,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	serve("HTTP API", func() error { return s.apiServer.Serve(httpL) })
 	serve("gRPC API", func() error { return s.grpcServer.Serve(grpcL) })
-	serve("mesh", func() error { return s.meshServer.Serve(meshL) })
+	serve("mesh", func() error { return s.meshServer.Serve(meshServeL) })
 	if metricsL != nil {
 		serve("metrics", func() error { return s.metrics.Serve(metricsL) })
 	}

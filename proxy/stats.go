@@ -10,6 +10,10 @@ import (
 type stats struct {
 	outbound *prometheus.CounterVec // calls this sidecar made for its app
 	inbound  *prometheus.CounterVec // calls this sidecar delivered to its app
+
+	apiAuthFailures prometheus.Counter     // API calls refused for a wrong dapr-api-token
+	meshRefused     *prometheus.CounterVec // mesh connections refused, by reason
+	aclDecisions    *prometheus.CounterVec // access-control decisions, by caller, action and scope
 }
 
 func newStats(reg prometheus.Registerer, appID string) *stats {
@@ -29,7 +33,22 @@ func newStats(reg prometheus.Registerer, appID string) *stats {
 			ConstLabels: prometheus.Labels{"app_id": appID},
 		}, []string{"src_app_id", "status"}),
 	}
-	reg.MustRegister(s.outbound, s.inbound)
+	s.apiAuthFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "outrigger", Subsystem: "api", Name: "auth_failures_total",
+		Help:        "API calls refused because dapr-api-token was missing or wrong.",
+		ConstLabels: prometheus.Labels{"app_id": appID},
+	})
+	s.meshRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "outrigger", Subsystem: "mtls", Name: "handshake_failures_total",
+		Help:        "Connections to the mesh port refused: plain text, or a certificate that did not verify.",
+		ConstLabels: prometheus.Labels{"app_id": appID},
+	}, []string{"reason"})
+	s.aclDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "outrigger", Subsystem: "acl", Name: "decisions_total",
+		Help:        "Access-control decisions on calls to this app, by proven caller, action and the policy scope that decided.",
+		ConstLabels: prometheus.Labels{"app_id": appID},
+	}, []string{"src_app_id", "action", "scope"})
+	reg.MustRegister(s.outbound, s.inbound, s.apiAuthFailures, s.meshRefused, s.aclDecisions)
 	return s
 }
 

@@ -5,30 +5,40 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
 	"github.com/outrigger/outrigger/devmode"
+	mtlsca "github.com/outrigger/outrigger/mtls/ca"
+	"github.com/outrigger/outrigger/xds/controlplane"
 	"github.com/outrigger/outrigger/xds/registry"
 )
 
 // defaultControlPlaneListen is the control plane's address unless told otherwise.
 const defaultControlPlaneListen = "127.0.0.1:50010"
 
-// controlPlaneCommand runs `outrigger control-plane`: for now the registry
-// of sidecars; later also the xDS server and the certificate authority, all
-// on one address (HTTP/JSON and gRPC share the port).
+// controlPlaneCommand runs `outrigger control-plane`: the certificate
+// authority (Dapr Sentry's API) and the registry of sidecars on one
+// address; `outrigger control-plane token` mints a join token.
 func controlPlaneCommand(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "token" {
+		return tokenCommand(args[1:])
+	}
 	fs := flag.NewFlagSet("outrigger control-plane", flag.ContinueOnError)
-	dev := fs.Bool("dev", false, "run as the development control process that `outrigger run` shares: record the address in $OUTRIGGER_HOME/"+devmode.ControlPlaneFile)
+	dev := fs.Bool("dev", false, "run as the development control process that `outrigger run` shares: record the address in $OUTRIGGER_HOME/"+devmode.ControlPlaneFile+" and sign certificates for loopback callers without a join token")
 	listen := fs.String("listen", defaultControlPlaneListen, "address to listen on (with --dev and this default taken, a free port)")
-	dataDir := fs.String("data-dir", "", "folder of the control plane's state (default with --dev: $OUTRIGGER_HOME/control-plane)")
+	ca := newCAFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logAsJSON := fs.Bool("log-as-json", false, "write logs as JSON")
 	if err := fs.Parse(args); err != nil {
@@ -47,22 +57,18 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 		return usageError{err}
 	}
 
-	var home string
+	home, err := devmode.DefaultHome()
+	if err != nil {
+		return err
+	}
 	if *dev {
-		if home, err = devmode.DefaultHome(); err != nil {
-			return err
-		}
 		if rec, ok := devmode.ControlPlaneAnswers(ctx, home); ok {
 			return fmt.Errorf("a development control process already runs at %s (pid %d); `outrigger stop` stops it", rec.Address, rec.PID)
 		}
-		if *dataDir == "" {
-			*dataDir = filepath.Join(home, "control-plane")
-		}
 	}
-	if *dataDir != "" {
-		if err := os.MkdirAll(*dataDir, 0o700); err != nil {
-			return fmt.Errorf("--data-dir: %w", err)
-		}
+	authority, err := ca.authority(home, logger)
+	if err != nil {
+		return err
 	}
 
 	ln, err := net.Listen("tcp", *listen)
@@ -75,35 +81,46 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 	}
 	addr := dialAddress(ln.Addr())
 
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	grpcServer := grpc.NewServer()
+	mtlsca.NewServer(authority, mtlsca.ServerOptions{Dev: *dev, Registerer: metrics, Logger: logger.With("component", "ca")}).Register(grpcServer)
+
 	reg := registry.New(registry.Options{Logger: logger})
 	mux := http.NewServeMux()
 	mux.Handle(registry.PathPrefix, reg.Handler())
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true) // gRPC services will share the port
-	srv := &http.Server{
-		Handler:           mux,
-		Protocols:         &protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
-	}
-	regCtx, stopRegistry := context.WithCancel(context.Background())
-	regDone := make(chan struct{})
-	go func() { _ = reg.Run(regCtx); close(regDone) }()
+	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = reg.Run(runCtx) })
+	wg.Go(func() { authority.Maintain(runCtx, 10*time.Second) })
+	serveCtx, stopServing := context.WithCancel(context.Background())
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() {
+		serveErr <- controlplane.Serve(serveCtx, ln, controlplane.Options{
+			TLSConfig: authority.ServerTLSConfig(ca.namespace),
+			GRPC:      grpcServer,
+			HTTP:      mux,
+			// The registry still answers plain HTTP for sidecars without
+			// mTLS; ADS over mutual TLS replaces it.
+			PlainHTTP: true,
+			Logger:    logger,
+		})
+	}()
 
 	if *dev {
 		rec := devmode.ControlPlaneRecord{Address: addr, PID: os.Getpid(), Started: time.Now().UTC(), Version: version}
 		if err := devmode.WriteControlPlaneRecord(home, rec); err != nil {
-			stopRegistry()
-			_ = srv.Close()
+			stopServing()
+			<-serveErr
 			return err
 		}
 		defer func() { _ = devmode.RemoveControlPlaneRecord(home, rec.PID) }()
 	}
-	logger.Info("control plane is up", "address", addr, "dev", *dev, "pid", os.Getpid(), "data_dir", *dataDir)
+	logger.Info("control plane is up", "address", addr, "dev", *dev, "pid", os.Getpid(), "data_dir", ca.dataDir,
+		"trust_domain", authority.TrustDomain().Name(), "trust_anchors", filepath.Join(ca.dataDir, mtlsca.TrustAnchorsFile))
 
 	select {
 	case <-ctx.Done():
@@ -112,11 +129,13 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 		err = fmt.Errorf("serving: %w", err)
 	}
 	logger.Info("control plane stopping")
-	stopRegistry() // answers every long-poll, so Shutdown need not wait for them
-	<-regDone
-	shCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(shCtx)
+	stop() // answers every long-poll, so the shutdown need not wait for them
+	stopServing()
+	if err == nil {
+		<-serveErr
+	}
+	grpcServer.Stop()
+	wg.Wait()
 	return err
 }
 

@@ -66,6 +66,10 @@ func runApps(ctx context.Context, args []string) (int, error) {
 		return 2, usageError{err}
 	}
 
+	home, err := devmode.DefaultHome()
+	if err != nil {
+		return 1, err
+	}
 	var apps []devmode.App
 	controlPlane := ""
 	if runFile != "" {
@@ -94,14 +98,14 @@ func runApps(ctx context.Context, args []string) (int, error) {
 			if err != nil {
 				return 2, usageError{fmt.Errorf("app %s: %w", spec.AppID, err)}
 			}
-			app, err := devApp(af, afs, spec.Command, spec.Dir, spec.Env)
+			app, err := devApp(af, afs, spec.Command, spec.Dir, spec.Env, home)
 			if err != nil {
 				return 2, fmt.Errorf("app %s: %w", spec.AppID, err)
 			}
 			apps = append(apps, app)
 		}
 	} else {
-		app, err := devApp(f, fs, fs.Args(), "", nil)
+		app, err := devApp(f, fs, fs.Args(), "", nil, home)
 		if err != nil {
 			return 2, err
 		}
@@ -109,10 +113,6 @@ func runApps(ctx context.Context, args []string) (int, error) {
 		controlPlane = f.controlPlane
 	}
 
-	home, err := devmode.DefaultHome()
-	if err != nil {
-		return 1, err
-	}
 	return devmode.Run(ctx, devmode.Options{Home: home, ControlPlaneAddress: controlPlane, Version: version}, apps)
 }
 
@@ -122,7 +122,7 @@ func runApps(ctx context.Context, args []string) (int, error) {
 // the environment, so several apps run side by side), the mesh listener
 // binds loopback only, and name resolution goes through the development
 // control process.
-func devApp(f *sidecarFlags, fs *flag.FlagSet, command []string, dir string, env []string) (devmode.App, error) {
+func devApp(f *sidecarFlags, fs *flag.FlagSet, command []string, dir string, env []string, home string) (devmode.App, error) {
 	cfg, _, err := f.config()
 	if err != nil {
 		return devmode.App{}, err
@@ -157,7 +157,24 @@ func devApp(f *sidecarFlags, fs *flag.FlagSet, command []string, dir string, env
 			return c, nil, err
 		}
 		c.Resolver, c.Announcer = resolver, announcer
-		return c, resolver, nil
+		// Every app under `outrigger run` joins the mesh with mutual TLS,
+		// its certificate from the development control process's CA.
+		f.enableMTLS = true
+		stop, err := f.secure(context.Background(), &c, home, logger)
+		if err != nil {
+			_ = resolver.Close()
+			return c, nil, err
+		}
+		return c, closerFunc(func() error { stop(); return resolver.Close() }), nil
+	}
+	if sock := f.workloadSocket(home, cfg.AppID); sock != "" {
+		// go-spiffe's workloadapi finds the sidecar's Workload API here.
+		env = append(append([]string(nil), env...), "SPIFFE_ENDPOINT_SOCKET=unix://"+sock)
 	}
 	return devmode.App{ID: cfg.AppID, Command: command, Dir: dir, Env: env, Sidecar: sidecar}, nil
 }
+
+// closerFunc adapts a function to io.Closer.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }

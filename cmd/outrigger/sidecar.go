@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outrigger/outrigger/devmode"
+	"github.com/outrigger/outrigger/mtls"
 	"github.com/outrigger/outrigger/proxy"
 )
 
@@ -38,14 +40,20 @@ type sidecarFlags struct {
 	controlPlane   string
 	mdnsInterface  string
 
+	enableMTLS        bool
+	sentryAddress     string
+	trustAnchorsFile  string
+	trustDomain       string
+	joinTokenFile     string
+	workloadAPISocket string
+
 	ignored map[string]*string
 }
 
 // daprdFlagsNotYetImplemented are daprd flags Outrigger accepts so that
 // existing command lines keep working, and warns about.
 var daprdFlagsNotYetImplemented = []string{
-	"mode", "placement-host-address", "scheduler-host-address", "sentry-address", "enable-mtls",
-	"trust-domain", "trust-anchors-file", "dapr-public-port", "dapr-public-listen-address",
+	"mode", "placement-host-address", "scheduler-host-address", "dapr-public-port", "dapr-public-listen-address",
 	"dapr-graceful-shutdown-seconds", "dapr-block-shutdown-duration", "app-ssl", "unix-domain-socket", "kubeconfig", "allowed-origins",
 	"dapr-listen-addresses", "components-path", "config-path",
 }
@@ -89,6 +97,12 @@ func newSidecarFlags(fs *flag.FlagSet) *sidecarFlags {
 	fs.StringVar(&f.staticFile, "static-resolution-file", "", "YAML file of app addresses for --name-resolution static")
 	fs.StringVar(&f.controlPlane, "control-plane-address", "", "address of the Outrigger control plane")
 	fs.StringVar(&f.mdnsInterface, "mdns-interface", "", "network interface mDNS uses (default: all multicast interfaces)")
+	fs.BoolVar(&f.enableMTLS, "enable-mtls", false, "mutual TLS between sidecars with a SPIFFE certificate from the control plane's CA (always on with --control-plane-address)")
+	fs.StringVar(&f.sentryAddress, "sentry-address", "", "address of the certificate authority (default: the control plane's address, else "+defaultControlPlaneListen+")")
+	fs.StringVar(&f.trustAnchorsFile, "trust-anchors-file", "", "PEM file of the trust anchors (or DAPR_TRUST_ANCHORS with the PEM text)")
+	fs.StringVar(&f.trustDomain, "trust-domain", mtls.DefaultTrustDomain, "SPIFFE trust domain of this sidecar's identity")
+	fs.StringVar(&f.joinTokenFile, "join-token-file", "", "file holding the join token that proves this app's identity to the CA (or OUTRIGGER_JOIN_TOKEN)")
+	fs.StringVar(&f.workloadAPISocket, "workload-api-socket", "", "Unix socket of the SPIFFE Workload API served to the app (default $OUTRIGGER_HOME/run/<app-id>/spiffe.sock)")
 	for _, name := range daprdFlagsNotYetImplemented {
 		f.ignored[name] = fs.String(name, "", "daprd flag accepted for compatibility; not used yet")
 	}
@@ -243,6 +257,12 @@ func sidecarCommand(ctx context.Context, args []string) error {
 	defer resolver.Close()
 	cfg.Resolver = resolver
 	cfg.Announcer = announcer
+	home, _ := devmode.DefaultHome()
+	stopSecurity, err := f.secure(ctx, &cfg, home, logger)
+	if err != nil {
+		return err
+	}
+	defer stopSecurity()
 	sc, err := proxy.New(cfg)
 	if err != nil {
 		return err

@@ -61,6 +61,11 @@ type SidecarOptions struct {
 	Resolve []Endpoint
 	// Args are appended to the command line.
 	Args []string
+	// Env is added to the sidecar's environment (KEY=VALUE).
+	Env []string
+	// MTLS joins the sidecar to the mesh of a control plane's CA with a
+	// join token for its app-id.
+	MTLS *ControlPlane
 	// Wait is what to wait for before returning.
 	Wait Readiness
 }
@@ -71,6 +76,8 @@ type SidecarOptions struct {
 type Sidecar struct {
 	AppID     string
 	Namespace string
+	// Home is the sidecar's OUTRIGGER_HOME.
+	Home string
 
 	HTTPPort     int
 	GRPCPort     int
@@ -104,7 +111,8 @@ func StartSidecar(t testing.TB, o SidecarOptions) *Sidecar {
 	if s.Namespace == "" {
 		s.Namespace = "default"
 	}
-	home := t.TempDir()
+	home := ShortTempDir(t)
+	s.Home = home
 	resolution := filepath.Join(home, "resolution.yaml")
 	if err := os.WriteFile(resolution, []byte(StaticResolutionFile(o.Resolve)), 0o600); err != nil {
 		t.Fatalf("e2e: %v", err)
@@ -146,9 +154,15 @@ func StartSidecar(t testing.TB, o SidecarOptions) *Sidecar {
 			args = append(args, "--app-health-threshold", strconv.Itoa(h.Threshold))
 		}
 	}
+	env := o.Env
+	if cp := o.MTLS; cp != nil {
+		args = append(args, "--enable-mtls", "--sentry-address", cp.Addr, "--trust-anchors-file", cp.TrustAnchors())
+		env = append(append([]string(nil), env...), "OUTRIGGER_JOIN_TOKEN="+cp.Token(t, o.AppID, s.Namespace))
+	}
 	args = append(args, o.Args...)
 
 	s.cmd = command(Binary(t), home, args)
+	s.cmd.Env = append(s.cmd.Env, env...)
 	s.cmd.Stdout = s.logs
 	s.cmd.Stderr = s.logs
 	fmt.Fprintf(s.logs, "$ outrigger %s\n", strings.Join(args, " "))
@@ -254,6 +268,11 @@ func (s *Sidecar) Endpoint() Endpoint {
 	return Endpoint{AppID: s.AppID, Namespace: s.Namespace, Address: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.InternalPort))}
 }
 
+// WorkloadAPISocket is where the sidecar serves the SPIFFE Workload API.
+func (s *Sidecar) WorkloadAPISocket() string {
+	return filepath.Join(s.Home, "run", s.AppID, "spiffe.sock")
+}
+
 // Pid is the sidecar's process id.
 func (s *Sidecar) Pid() int { return s.cmd.Process.Pid }
 
@@ -346,9 +365,16 @@ type RunResult struct {
 // exit; a run that does not exit by then fails the test.
 func RunBinary(t testing.TB, args ...string) RunResult {
 	t.Helper()
+	return RunBinaryEnv(t, nil, args...)
+}
+
+// RunBinaryEnv is RunBinary with env (KEY=VALUE) added to the environment.
+func RunBinaryEnv(t testing.TB, env []string, args ...string) RunResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
 	defer cancel()
 	cmd := command(Binary(t), t.TempDir(), args)
+	cmd.Env = append(cmd.Env, env...)
 	var out logBuffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out

@@ -1,0 +1,121 @@
+// Package config reads Dapr Configuration documents (apiVersion
+// dapr.io/v1alpha1, kind Configuration) into typed sections. It knows the
+// sections Outrigger acts on today, mtls and accessControl; other sections
+// of a Dapr file are accepted and left alone, so existing files load
+// unchanged. The xDS configuration pipeline will carry the same types.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/outrigger/outrigger/mtls/acl"
+)
+
+// Configuration is one Configuration document.
+type Configuration struct {
+	APIVersion string   `yaml:"apiVersion"`
+	Kind       string   `yaml:"kind"`
+	Metadata   Metadata `yaml:"metadata"`
+	Spec       Spec     `yaml:"spec"`
+}
+
+// Metadata names the document.
+type Metadata struct {
+	Name      string `yaml:"name"`
+	Namespace string `yaml:"namespace"`
+}
+
+// Spec holds the sections Outrigger reads.
+type Spec struct {
+	MTLS          *MTLS     `yaml:"mtls"`
+	AccessControl *acl.Spec `yaml:"accessControl"`
+}
+
+// MTLS is the mtls section, as Dapr Sentry reads it.
+type MTLS struct {
+	Enabled *bool `yaml:"enabled"`
+	// WorkloadCertTTL and AllowedClockSkew are Go durations ("24h", "15m").
+	WorkloadCertTTL         string `yaml:"workloadCertTTL"`
+	AllowedClockSkew        string `yaml:"allowedClockSkew"`
+	ControlPlaneTrustDomain string `yaml:"controlPlaneTrustDomain"`
+	SentryAddress           string `yaml:"sentryAddress"`
+}
+
+// Durations parses WorkloadCertTTL and AllowedClockSkew; an empty one is 0.
+func (m *MTLS) Durations() (ttl, skew time.Duration, err error) {
+	if m == nil {
+		return 0, 0, nil
+	}
+	parse := func(field, v string) (time.Duration, error) {
+		if v == "" {
+			return 0, nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return 0, fmt.Errorf("spec.mtls.%s %q: want a duration such as 24h or 15m", field, v)
+		}
+		if d < 0 {
+			return 0, fmt.Errorf("spec.mtls.%s %q: must not be negative", field, v)
+		}
+		return d, nil
+	}
+	if ttl, err = parse("workloadCertTTL", m.WorkloadCertTTL); err != nil {
+		return 0, 0, err
+	}
+	if skew, err = parse("allowedClockSkew", m.AllowedClockSkew); err != nil {
+		return 0, 0, err
+	}
+	return ttl, skew, nil
+}
+
+// Parse reads a Configuration document. Errors name the field.
+func Parse(data []byte) (*Configuration, error) {
+	var c Configuration
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("not a Configuration document: %w", err)
+	}
+	if c.Kind != "Configuration" {
+		return nil, fmt.Errorf("kind %q: want Configuration", c.Kind)
+	}
+	switch c.APIVersion {
+	case "dapr.io/v1alpha1", "":
+	default:
+		return nil, fmt.Errorf("apiVersion %q: want dapr.io/v1alpha1", c.APIVersion)
+	}
+	if _, _, err := c.Spec.MTLS.Durations(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Load reads the Configuration file at path.
+func Load(path string) (*Configuration, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// AccessControl compiles the accessControl section; nil when there is none.
+func (c *Configuration) AccessControl() (*acl.Policy, error) {
+	if c == nil {
+		return nil, nil
+	}
+	p, err := acl.Compile(c.Spec.AccessControl)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("spec.accessControl"), err)
+	}
+	return p, nil
+}
