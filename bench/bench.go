@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -66,20 +67,31 @@ type bench struct {
 	verbose bool
 	body    []byte
 	app     *process
+	cp      *controlPlane // for the outrigger-mtls target
 }
 
 func (b *bench) logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
 }
 
-// measure starts the app, then runs every round: each target once per
-// round, in the order of allTargets.
+// measure starts the app (and, for the outrigger-mtls target, the control
+// plane), then runs every round: each target once per round, in the order of
+// allTargets.
 func (b *bench) measure(ctx context.Context) ([]roundResult, error) {
 	b.body = bytes.Repeat([]byte("x"), b.cfg.bodySize)
 	if err := b.startApp(ctx); err != nil {
 		return nil, err
 	}
 	defer b.app.stop(stopGrace)
+	if slices.Contains(b.cfg.targets, targetOutriggerMTLS) {
+		var err error
+		b.cp, err = startControlPlane(ctx, b.cfg.outrigger, filepath.Join(b.workdir, "control-plane"),
+			[]string{callerID, calleeID}, b.cfg.startTimeout)
+		if err != nil {
+			return nil, err
+		}
+		defer b.cp.stop()
+	}
 
 	var results []roundResult
 	for round := 1; round <= b.cfg.rounds; round++ {
@@ -94,11 +106,19 @@ func (b *bench) measure(ctx context.Context) ([]roundResult, error) {
 			} else {
 				r, err = b.sidecarRound(ctx, t, round)
 			}
+			if err != nil && t == targetOutriggerMTLS {
+				// The sidecars' certificates come from the control plane;
+				// its log may say why they did not come up.
+				err = errors.Join(err, b.cp.proc.failure(errors.New("its log, for the failed round")))
+			}
 			if err != nil {
 				return nil, fmt.Errorf("round %d, target %s: %w", round, t, err)
 			}
 			if b.app.exited() {
 				return nil, b.app.failure(fmt.Errorf("the app exited during round %d, target %s", round, t))
+			}
+			if b.cp != nil && b.cp.proc.exited() {
+				return nil, b.cp.proc.failure(fmt.Errorf("the control plane exited during round %d, target %s", round, t))
 			}
 			r.Target, r.Round = t, round
 			b.logf("round %d/%d: %s: %s", round, b.cfg.rounds, t, r.summary())
@@ -185,6 +205,13 @@ func (b *bench) sidecarRound(ctx context.Context, kind string, round int) (round
 	if err := b.firstCall(ctx, url, caller, callee); err != nil {
 		return r, err
 	}
+	if kind == targetOutriggerMTLS {
+		// The call went through the callee; if its mesh port refuses
+		// plain text, the caller spoke mutual TLS to it.
+		if err := refusesPlainText(ctx, fmt.Sprintf("127.0.0.1:%d", calleePorts.internal)); err != nil {
+			return r, callee.failure(err)
+		}
+	}
 	sampler := startRSSSampler(caller, callee)
 	err = b.scenarios(ctx, url, &r, []*process{caller, callee})
 	peaks := sampler.stop()
@@ -214,7 +241,7 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 		env []string
 	)
 	switch kind {
-	case targetOutrigger:
+	case targetOutrigger, targetOutriggerMTLS:
 		bin = b.cfg.outrigger
 		args = append([]string{"sidecar"}, args...)
 		args = append(args, "--name-resolution", b.cfg.resolution)
@@ -226,6 +253,15 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 			return nil, err
 		}
 		env = []string{"OUTRIGGER_HOME=" + home}
+		if kind == targetOutriggerMTLS {
+			a, e := b.cp.sidecarArgs(appID)
+			args = append(args, a...)
+			// The SPIFFE Workload API socket, served as a real sidecar's
+			// would be; named here because the default path under home
+			// can pass the 107 bytes a Unix socket path may have.
+			args = append(args, "--workload-api-socket", filepath.Join(dir, appID+".sock"))
+			env = append(env, e...)
+		}
 	case targetDaprd:
 		bin = b.cfg.daprd // default name resolution: mDNS
 		// daprd looks for a non-loopback address to announce and stops

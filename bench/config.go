@@ -13,14 +13,20 @@ import (
 	"time"
 )
 
-// Target names, in the order rounds interleave them.
+// Target names, in the order rounds interleave them. outrigger is the plain
+// h2c mesh; outrigger-mtls is the same sidecars with mutual TLS, their
+// certificates from one `outrigger control-plane` per run.
 const (
-	targetDirect    = "direct"
-	targetOutrigger = "outrigger"
-	targetDaprd     = "daprd"
+	targetDirect        = "direct"
+	targetOutrigger     = "outrigger"
+	targetOutriggerMTLS = "outrigger-mtls"
+	targetDaprd         = "daprd"
 )
 
-var allTargets = []string{targetDirect, targetOutrigger, targetDaprd}
+var allTargets = []string{targetDirect, targetOutrigger, targetOutriggerMTLS, targetDaprd}
+
+// isOutrigger says whether target t runs Outrigger sidecars.
+func isOutrigger(t string) bool { return t == targetOutrigger || t == targetOutriggerMTLS }
 
 // config is the harness's parsed command line.
 type config struct {
@@ -56,11 +62,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: go run ./bench [flags]\n\n"+
-			"Measures client -> app directly, through two Outrigger sidecars and through two\n"+
-			"daprd sidecars, in interleaved rounds, inside a network namespace (needs root).\n\n")
+			"Measures client -> app directly, through two Outrigger sidecars (h2c, and mutual TLS)\n"+
+			"and through two daprd sidecars, in interleaved rounds, inside a network namespace\n"+
+			"(needs root).\n\n")
 		fs.PrintDefaults()
 	}
-	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to measure: direct, outrigger, daprd")
+	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to measure: direct, outrigger, outrigger-mtls, daprd (leave one out to skip it)")
 	fs.IntVar(&c.rounds, "rounds", 5, "interleaved rounds (each target once per round)")
 	fs.Float64Var(&c.qps, "qps", 1000, "request rate of the fixed-rate scenario, requests/s over all connections")
 	fs.DurationVar(&c.fixedDuration, "fixed-duration", 15*time.Second, "length of the fixed-rate scenario per round (0 skips it)")
@@ -158,7 +165,11 @@ func (c *config) budget() time.Duration {
 		return c.timeout
 	}
 	perTarget := c.warmup + c.fixedDuration + c.maxDuration + 2*c.startTimeout + c.idleSettle + 20*time.Second
-	return time.Duration(c.rounds*len(c.targets))*perTarget + 2*time.Minute
+	d := time.Duration(c.rounds*len(c.targets))*perTarget + 2*time.Minute
+	if slices.Contains(c.targets, targetOutriggerMTLS) {
+		d += 3 * c.startTimeout // the control plane's start and two join tokens, once per run
+	}
+	return d
 }
 
 // handoff is what the harness outside the network namespace passes to the

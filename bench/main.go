@@ -1,8 +1,9 @@
 // Command bench is Outrigger's benchmark harness. In one run it measures a
 // client calling a tiny echo app directly, through two Outrigger sidecars
-// (client -> caller sidecar -> callee sidecar -> app) and, when the daprd
-// binary built by scripts/tools.sh is present, through two daprd sidecars, the
-// same way, in interleaved rounds:
+// (client -> caller sidecar -> callee sidecar -> app) over plain h2c and over
+// mutual TLS (certificates from one `outrigger control-plane` per run) and,
+// when the daprd binary built by scripts/tools.sh is present, through two
+// daprd sidecars, the same way, in interleaved rounds:
 //
 //	go run ./bench                                  # all targets, defaults
 //	go run ./bench --targets direct,daprd --rounds 7 --out /tmp/bench.md

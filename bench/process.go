@@ -153,6 +153,31 @@ var pollClient = &http.Client{
 	Transport: &http.Transport{DisableKeepAlives: true},
 }
 
+// waitUntil calls check every interval until it returns nil. It fails, with
+// the process's log, when the process exits or timeout passes first.
+func (p *process) waitUntil(ctx context.Context, what string, interval, timeout time.Duration, check func() error) error {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		if p.exited() {
+			return p.failure(fmt.Errorf("exited while waiting for %s", what))
+		}
+		if time.Now().After(deadline) {
+			return p.failure(fmt.Errorf("waited %v for %s (last: %v)", timeout, what, err))
+		}
+		select {
+		case <-ctx.Done():
+			return p.failure(fmt.Errorf("waiting for %s: %v", what, ctx.Err()))
+		case <-tick.C:
+		}
+	}
+}
+
 // waitStatus polls url every interval until it answers want, and returns the
 // time since the process started. It fails when the process exits or timeout
 // passes.

@@ -39,7 +39,7 @@ func describeEnvironment(cfg *config, h *handoff) environment {
 	if slices.Contains(cfg.targets, targetDaprd) {
 		env.Daprd = firstLine(commandOutput(cfg.daprd, "--version"))
 	}
-	if slices.Contains(cfg.targets, targetOutrigger) {
+	if slices.ContainsFunc(cfg.targets, isOutrigger) {
 		env.Outrigger = firstLine(commandOutput(cfg.outrigger, "version"))
 	}
 	return env
@@ -168,18 +168,23 @@ func collect(res []roundResult, t string, get func(roundResult) (float64, bool))
 
 // vsDirect gathers, per round, f(target's round, direct's same round).
 func vsDirect(res []roundResult, t string, f func(r, direct roundResult) (float64, bool)) []float64 {
-	direct := map[int]roundResult{}
+	return vsBase(res, t, targetDirect, f)
+}
+
+// vsBase gathers, per round, f(target t's round, target base's same round).
+func vsBase(res []roundResult, t, base string, f func(r, b roundResult) (float64, bool)) []float64 {
+	byRound := map[int]roundResult{}
 	for _, r := range res {
-		if r.Target == targetDirect {
-			direct[r.Round] = r
+		if r.Target == base {
+			byRound[r.Round] = r
 		}
 	}
 	return collect(res, t, func(r roundResult) (float64, bool) {
-		d, ok := direct[r.Round]
+		b, ok := byRound[r.Round]
 		if !ok {
 			return 0, false
 		}
-		return f(r, d)
+		return f(r, b)
 	})
 }
 
@@ -239,6 +244,7 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	sidecars := slices.DeleteFunc(slices.Clone(cfg.targets), func(t string) bool { return t == targetDirect })
 	hasDirect := slices.Contains(cfg.targets, targetDirect)
+	hasMTLS := slices.Contains(cfg.targets, targetOutriggerMTLS)
 	fixed := scenario{get: func(r roundResult) *loadResult { return r.Fixed }}
 	maxs := scenario{get: func(r roundResult) *loadResult { return r.Max }}
 	lat := func(which func(*loadResult) time.Duration) func(*loadResult) float64 {
@@ -266,6 +272,10 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 	}
 	if env.Outrigger != "" {
 		p("- Outrigger: %s, `--name-resolution %s`\n", env.Outrigger, cfg.resolution)
+	}
+	if hasMTLS {
+		p("- %s: the same sidecars with `--enable-mtls`, their certificates from one `outrigger control-plane` "+
+			"in the namespace for the whole run (join tokens minted once, before the first round)\n", targetOutriggerMTLS)
 	}
 	for _, t := range skipped {
 		p("- Target %s skipped: its binary was not found\n", t)
@@ -301,6 +311,14 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 			}
 			p("\n")
 		}
+		if s, ok := spreadOf(vsBase(res, targetOutriggerMTLS, targetOutrigger, added(fixed, p90))); ok {
+			p("mTLS adds %s ms to the median p90 over h2c (%s minus %s in the same round, then the median across rounds",
+				msf(s.med), targetOutriggerMTLS, targetOutrigger)
+			if s.lo != s.hi {
+				p("; lowest and highest round %s and %s ms", msf(s.lo), msf(s.hi))
+			}
+			p(").\n\n")
+		}
 	}
 
 	if cfg.maxDuration > 0 {
@@ -335,7 +353,11 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 		}
 		p("#### Sidecars: start-up, memory and CPU\n\n")
 		p("Start-up is from process start until `GET /v1.0/healthz/outbound` answers 204 (polled every 1 ms). "+
-			"RSS is VmRSS: idle after start-up and %v of rest, before any request; peak sampled every 100 ms under load.\n\n", cfg.idleSettle)
+			"RSS is VmRSS: idle after start-up and %v of rest, before any request; peak sampled every 100 ms under load.", cfg.idleSettle)
+		if hasMTLS {
+			p(" For %s, start-up includes getting the sidecar's certificate from the control plane.", targetOutriggerMTLS)
+		}
+		p("\n\n")
 		p("| target | caller start-up ms | callee start-up ms | caller RSS idle MiB | caller RSS peak MiB | callee RSS idle MiB | callee RSS peak MiB |\n")
 		p("| --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, t := range sidecars {

@@ -84,7 +84,7 @@ func outside(cfg *config, args []string) int {
 				h.Skipped = append(h.Skipped, t)
 				continue
 			}
-		case targetOutrigger:
+		case targetOutrigger, targetOutriggerMTLS:
 			if cfg.outrigger == "" {
 				bin, err := buildOutrigger(workdir)
 				if err != nil {
@@ -94,7 +94,7 @@ func outside(cfg *config, args []string) int {
 				cfg.outrigger = bin
 			}
 			if _, err := os.Stat(cfg.outrigger); err != nil {
-				logf("outrigger target: %v", err)
+				logf("%s target: %v", t, err)
 				return exitFailed
 			}
 			h.Outrigger = cfg.outrigger

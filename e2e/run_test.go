@@ -69,6 +69,11 @@ apps:
 		"== APP - callee == call 1 from caller",
 		"== SIDECAR - callee ==",
 		"== SIDECAR - caller ==",
+		// Every app under run joins the mesh with mutual TLS from the
+		// development control process's CA.
+		"mutual TLS on",
+		"id=spiffe://public/ns/default/callee",
+		"id=spiffe://public/ns/default/caller",
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("output lacks %q\n%s", want, log)
@@ -100,7 +105,7 @@ func TestRunExitCode(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	run := exec.CommandContext(ctx, bin, "run", "--app-id", "x", "--", "sh", "-c", "echo hi from $APP_ID; exit 7")
+	run := exec.CommandContext(ctx, bin, "run", "--app-id", "x", "--", "sh", "-c", "echo hi from $APP_ID; echo socket=$SPIFFE_ENDPOINT_SOCKET; exit 7")
 	run.Env = env
 	out, err := run.CombinedOutput()
 	ee, ok := err.(*exec.ExitError)
@@ -109,5 +114,8 @@ func TestRunExitCode(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "== APP - x == hi from x") {
 		t.Errorf("output lacks the prefixed app line\n%s", out)
+	}
+	if want := "socket=unix://" + filepath.Join(home, "run", "x", "spiffe.sock"); !strings.Contains(string(out), want) {
+		t.Errorf("the app's SPIFFE_ENDPOINT_SOCKET is not the sidecar's Workload API socket %s\n%s", want, out)
 	}
 }

@@ -69,7 +69,7 @@ func (a *Authority) VerifyToken(token string) (appID, namespace string, err erro
 	if !ok {
 		return "", "", fmt.Errorf("%w: malformed", ErrBadToken)
 	}
-	mac, err := base64.RawURLEncoding.DecodeString(macB64)
+	mac, err := base64.RawURLEncoding.Strict().DecodeString(macB64)
 	if err != nil || !hmac.Equal(mac, a.tokenMAC(payload)) {
 		return "", "", fmt.Errorf("%w: bad signature (minted by another authority?)", ErrBadToken)
 	}
