@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -182,4 +183,72 @@ func FuzzParseResources(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestResourceWatcherKeepsLastGoodPerFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	comp := func(name, value string) string {
+		return "kind: Component\nmetadata:\n  name: " + name + "\nspec:\n  type: a.b\n  version: v1\n  metadata:\n  - name: k\n    value: " + value + "\n"
+	}
+	write("a.yaml", comp("a", "1"))
+	w, res, err := NewResourceWatcher([]string{dir})
+	if err != nil || len(res.Components) != 1 {
+		t.Fatalf("start: %v %+v", err, res)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	updates := make(chan *Resources, 16)
+	errs := make(chan error, 16)
+	go func() {
+		_ = w.Run(ctx, func(r *Resources, err error) {
+			if err != nil {
+				errs <- err
+			}
+			if r != nil {
+				updates <- r
+			}
+		})
+	}()
+	next := func(what string, ok func(*Resources) bool) {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for {
+			select {
+			case r := <-updates:
+				if ok(r) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no update where %s", what)
+			}
+		}
+	}
+	write("b.yaml", comp("b", "2"))
+	next("b is added", func(r *Resources) bool { return len(r.Components) == 2 })
+	write("a.yaml", "kind: Component\nmetadata:\n  name: a\nspec:\n  type: a.b\n") // broken
+	next("a keeps its last good version", func(r *Resources) bool {
+		return len(r.Components) == 2 && r.Components[0].Metadata[0].Value == "1"
+	})
+	select {
+	case err := <-errs:
+		if !strings.Contains(err.Error(), "a.yaml:4") {
+			t.Errorf("error %v, want one naming a.yaml:4", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("no error for the broken file")
+	}
+	write("a.yaml", comp("a", "3"))
+	next("a's fix is read", func(r *Resources) bool {
+		return len(r.Components) == 2 && r.Components[0].Metadata[0].Value == "3"
+	})
+	if err := os.Remove(filepath.Join(dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	next("b is removed", func(r *Resources) bool { return len(r.Components) == 1 })
 }
