@@ -63,6 +63,13 @@ func (s *Sidecar) serveAPI(w http.ResponseWriter, r *http.Request) {
 			}
 			s.invokeHTTP(w, r, t)
 			return
+		case strings.HasPrefix(p, "/v1.0/secrets/"):
+			if s.cfg.Secrets == nil {
+				writeError(w, apiError{http.StatusInternalServerError, errCodeSecretStoresNotConfigured, "secret store is not configured"})
+				return
+			}
+			s.cfg.Secrets.ServeHTTP(w, r)
+			return
 		case p == "/v1.0/healthz" && r.Method == http.MethodGet:
 			s.serveHealthz(w, r)
 			return

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
+
+	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 
 	"github.com/outrigger/outrigger/mtls/acl"
 )
@@ -37,6 +40,14 @@ type MeshTLS interface {
 	// ClientConfig is for connections to the sidecar of appID in namespace;
 	// it must accept no other identity.
 	ClientConfig(appID, namespace string, sessions tls.ClientSessionCache) *tls.Config
+}
+
+// SecretsAPI is the secrets building block as the sidecar mounts it:
+// /v1.0/secrets/... over HTTP, GetSecret and GetBulkSecret over gRPC.
+type SecretsAPI interface {
+	http.Handler
+	GetSecret(context.Context, *runtimev1pb.GetSecretRequest) (*runtimev1pb.GetSecretResponse, error)
+	GetBulkSecret(context.Context, *runtimev1pb.GetBulkSecretRequest) (*runtimev1pb.GetBulkSecretResponse, error)
 }
 
 // AppHealth configures daprd-style app health probing.
@@ -96,6 +107,10 @@ type Config struct {
 	// AppAPIToken, when set, is sent to the app as dapr-api-token on every
 	// call the sidecar makes to it (APP_API_TOKEN).
 	AppAPIToken string
+
+	// Secrets serves the secrets building block; nil answers daprd's "secret
+	// store is not configured".
+	Secrets SecretsAPI
 
 	// Resolver finds other apps. Required.
 	Resolver Resolver

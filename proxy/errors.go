@@ -10,13 +10,14 @@ import (
 
 // Dapr error codes used by this package, as daprd spells them.
 const (
-	errCodeDirectInvoke        = "ERR_DIRECT_INVOKE"
-	errCodeHealthNotReady      = "ERR_HEALTH_NOT_READY"
-	errCodeOutboundNotReady    = "ERR_OUTBOUND_HEALTH_NOT_READY"
-	errCodeHealthAppIDMismatch = "ERR_HEALTH_APPID_NOT_MATCH"
-	errCodeMalformedRequest    = "ERR_MALFORMED_REQUEST"
-	errCodeNotFound            = "ERR_NOT_FOUND"
-	errCodeMetadataSet         = "ERR_METADATA_SET"
+	errCodeDirectInvoke              = "ERR_DIRECT_INVOKE"
+	errCodeSecretStoresNotConfigured = "ERR_SECRET_STORES_NOT_CONFIGURED"
+	errCodeHealthNotReady            = "ERR_HEALTH_NOT_READY"
+	errCodeOutboundNotReady          = "ERR_OUTBOUND_HEALTH_NOT_READY"
+	errCodeHealthAppIDMismatch       = "ERR_HEALTH_APPID_NOT_MATCH"
+	errCodeMalformedRequest          = "ERR_MALFORMED_REQUEST"
+	errCodeNotFound                  = "ERR_NOT_FOUND"
+	errCodeMetadataSet               = "ERR_METADATA_SET"
 )
 
 // apiError is an error in Dapr's JSON shape: {"errorCode":...,"message":...}.

@@ -146,6 +146,20 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 	}, nil
 }
 
+func (d *daprAPI) GetSecret(ctx context.Context, in *runtimev1pb.GetSecretRequest) (*runtimev1pb.GetSecretResponse, error) {
+	if d.s.cfg.Secrets == nil {
+		return nil, status.Error(codes.FailedPrecondition, "secret store is not configured")
+	}
+	return d.s.cfg.Secrets.GetSecret(ctx, in)
+}
+
+func (d *daprAPI) GetBulkSecret(ctx context.Context, in *runtimev1pb.GetBulkSecretRequest) (*runtimev1pb.GetBulkSecretResponse, error) {
+	if d.s.cfg.Secrets == nil {
+		return nil, status.Error(codes.FailedPrecondition, "secret store is not configured")
+	}
+	return d.s.cfg.Secrets.GetBulkSecret(ctx, in)
+}
+
 func (d *daprAPI) GetMetadata(context.Context, *runtimev1pb.GetMetadataRequest) (*runtimev1pb.GetMetadataResponse, error) {
 	return d.s.metadata(), nil
 }
