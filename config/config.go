@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/outrigger/outrigger/building-blocks/secrets"
 	"github.com/outrigger/outrigger/mtls/acl"
 )
 
@@ -35,6 +36,20 @@ type Metadata struct {
 type Spec struct {
 	MTLS          *MTLS     `yaml:"mtls"`
 	AccessControl *acl.Spec `yaml:"accessControl"`
+	Secrets       *Secrets  `yaml:"secrets"`
+}
+
+// Secrets is the secrets section: which secrets of which store the app may read.
+type Secrets struct {
+	Scopes secrets.Scopes `yaml:"scopes"`
+}
+
+// SecretsPolicy compiles the secrets section; nil allows every secret.
+func (c *Configuration) SecretsPolicy() (*secrets.Policy, error) {
+	if c == nil || c.Spec.Secrets == nil {
+		return nil, nil
+	}
+	return c.Spec.Secrets.Scopes.Compile()
 }
 
 // MTLS is the mtls section, as Dapr Sentry reads it.

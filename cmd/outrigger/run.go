@@ -160,7 +160,7 @@ func devApp(f *sidecarFlags, fs *flag.FlagSet, command []string, dir string, env
 		// Every app under `outrigger run` joins the mesh with mutual TLS,
 		// its certificate from the development control process's CA.
 		f.enableMTLS = true
-		stop, err := f.secure(context.Background(), &c, home, logger)
+		stop, err := f.startSidecarParts(context.Background(), &c, home, logger)
 		if err != nil {
 			_ = resolver.Close()
 			return c, nil, err

@@ -90,19 +90,44 @@ func (f *sidecarFlags) workloadSocket(home, appID string) string {
 	return filepath.Join(home, "run", appID, "spiffe.sock")
 }
 
+// loadConfiguration reads --config; nil without one.
+func loadConfiguration(path string) (*config.Configuration, error) {
+	if path == "" {
+		return nil, nil
+	}
+	doc, err := config.Load(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--config: %w", err)}
+	}
+	return doc, nil
+}
+
+// startSidecarParts reads the Configuration and starts what the sidecar
+// needs before it listens: its identity and mTLS, and its components.
+func (f *sidecarFlags) startSidecarParts(ctx context.Context, cfg *proxy.Config, home string, logger *slog.Logger) (stop func(), err error) {
+	doc, err := loadConfiguration(cfg.ConfigPath)
+	if err != nil {
+		return func() {}, err
+	}
+	stopSecurity, err := f.secure(ctx, cfg, doc, home, logger)
+	if err != nil {
+		return func() {}, err
+	}
+	stopComponents, err := startComponents(ctx, cfg, doc, logger)
+	if err != nil {
+		stopSecurity()
+		return func() {}, err
+	}
+	return func() { stopComponents(); stopSecurity() }, nil
+}
+
 // secure applies the Configuration (--config), the API tokens and, with
 // mTLS on, gets the sidecar's certificate and starts the SPIFFE Workload
 // API. The returned stop ends what it started.
-func (f *sidecarFlags) secure(ctx context.Context, cfg *proxy.Config, home string, logger *slog.Logger) (stop func(), err error) {
+func (f *sidecarFlags) secure(ctx context.Context, cfg *proxy.Config, doc *config.Configuration, home string, logger *slog.Logger) (stop func(), err error) {
 	stop = func() {}
-	if cfg.ConfigPath != "" {
-		doc, err := config.Load(cfg.ConfigPath)
-		if err != nil {
-			return stop, usageError{fmt.Errorf("--config: %w", err)}
-		}
-		if cfg.AccessControl, err = doc.AccessControl(); err != nil {
-			return stop, usageError{fmt.Errorf("--config %s: %w", cfg.ConfigPath, err)}
-		}
+	if cfg.AccessControl, err = doc.AccessControl(); err != nil {
+		return stop, usageError{fmt.Errorf("--config %s: %w", cfg.ConfigPath, err)}
 	}
 	cfg.APIToken = os.Getenv("DAPR_API_TOKEN")
 	cfg.AppAPIToken = os.Getenv("APP_API_TOKEN")

@@ -258,11 +258,11 @@ func sidecarCommand(ctx context.Context, args []string) error {
 	cfg.Resolver = resolver
 	cfg.Announcer = announcer
 	home, _ := devmode.DefaultHome()
-	stopSecurity, err := f.secure(ctx, &cfg, home, logger)
+	stopParts, err := f.startSidecarParts(ctx, &cfg, home, logger)
 	if err != nil {
 		return err
 	}
-	defer stopSecurity()
+	defer stopParts()
 	sc, err := proxy.New(cfg)
 	if err != nil {
 		return err
