@@ -24,6 +24,11 @@ type Configuration struct {
 	Kind       string   `yaml:"kind"`
 	Metadata   Metadata `yaml:"metadata"`
 	Spec       Spec     `yaml:"spec"`
+
+	// JSON is the whole document as JSON and Source where it was read,
+	// when it came from a resources folder.
+	JSON   []byte `yaml:"-"`
+	Source Source `yaml:"-"`
 }
 
 // Metadata names the document.

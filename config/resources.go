@@ -157,6 +157,12 @@ func ParseResources(file string, data []byte) (*Resources, error) {
 				errs = append(errs, &FieldError{Source: src, What: "configuration " + quote(scalar(mapping(root, "metadata"), "name")), Err: err})
 				continue
 			}
+			d, derr := parseDocument(root, src, "Configuration")
+			if derr != nil {
+				errs = append(errs, derr)
+				continue
+			}
+			cfg.JSON, cfg.Source = d.JSON, src
 			res.Configurations = append(res.Configurations, cfg)
 		case "Resiliency", "Subscription":
 			d, err := parseDocument(root, src, kind)

@@ -1,0 +1,254 @@
+// Package translate turns Outrigger's typed resources (Dapr documents read
+// by package config, the trust bundle, and the endpoints of running
+// sidecars) into the xDS snapshot one sidecar receives. docs/xds.md is the
+// mapping; in short:
+//
+//   - each Component, Configuration, Resiliency and Subscription that applies
+//     to the node (scopes, namespace) is a TypedExtensionConfig named
+//     "<kind>/<name>" whose typed_config is an xds.type.v3.TypedStruct with
+//     the document's fields; secret values never travel: a secretKeyRef stays
+//     a reference that the sidecar resolves through its own secret stores;
+//   - the trust bundle is an SDS Secret named "trust-bundle";
+//   - every app with running sidecars is a Cluster "outrigger/<namespace>/<app-id>"
+//     (EDS over ADS, outlier detection), with its ClusterLoadAssignment of
+//     the sidecars' mesh addresses.
+package translate
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/outrigger/outrigger/config"
+	"github.com/outrigger/outrigger/nameresolution"
+)
+
+// Type URLs of Outrigger's documents inside TypedStructs.
+const (
+	typePrefix        = "type.outrigger.dev/outrigger.v1alpha1."
+	ComponentType     = typePrefix + "Component"
+	ConfigurationType = typePrefix + "Configuration"
+	ResiliencyType    = typePrefix + "Resiliency"
+	SubscriptionType  = typePrefix + "Subscription"
+	// TrustBundleName is the SDS Secret holding the trust anchors.
+	TrustBundleName = "trust-bundle"
+	// DefaultConsecutiveErrors ejects an endpoint after this many failures in a row.
+	DefaultConsecutiveErrors = 5
+)
+
+// Node is the sidecar a snapshot is for.
+type Node struct {
+	AppID     string
+	Namespace string
+}
+
+// Input is everything the control plane knows.
+type Input struct {
+	Resources *config.Resources
+	// TrustAnchorsPEM is the trust bundle (PEM certificates).
+	TrustAnchorsPEM []byte
+	// Endpoints are the running sidecars.
+	Endpoints []nameresolution.Instance
+}
+
+// ClusterName is the xDS cluster of an app.
+func ClusterName(namespace, appID string) string {
+	return "outrigger/" + nameresolution.NamespaceOrDefault(namespace) + "/" + appID
+}
+
+func applies(scopes []string, namespace string, node Node) bool {
+	if namespace != "" && namespace != nameresolution.NamespaceOrDefault(node.Namespace) {
+		return false
+	}
+	return config.Applies(scopes, node.AppID)
+}
+
+// Snapshot builds node's snapshot at version and checks it for consistency.
+func Snapshot(in Input, node Node, version string) (*cachev3.Snapshot, error) {
+	res := map[resourcev3.Type][]types.Resource{}
+	var errs []error
+	add := func(typ resourcev3.Type, r types.Resource, err error) {
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		res[typ] = append(res[typ], r)
+	}
+	if in.Resources != nil {
+		for _, c := range in.Resources.Components {
+			if applies(c.Scopes, c.Namespace, node) {
+				r, err := componentConfig(c)
+				add(resourcev3.ExtensionConfigType, r, err)
+			}
+		}
+		for _, c := range in.Resources.Configurations {
+			if applies(nil, c.Metadata.Namespace, node) {
+				r, err := documentConfig("configuration/"+c.Metadata.Name, ConfigurationType, config.Document{JSON: c.JSON, Source: c.Source})
+				add(resourcev3.ExtensionConfigType, r, err)
+			}
+		}
+		for _, d := range in.Resources.Resiliencies {
+			if applies(d.Scopes, d.Namespace, node) {
+				r, err := documentConfig("resiliency/"+d.Name, ResiliencyType, d)
+				add(resourcev3.ExtensionConfigType, r, err)
+			}
+		}
+		for _, d := range in.Resources.Subscriptions {
+			if applies(d.Scopes, d.Namespace, node) {
+				r, err := documentConfig("subscription/"+d.Name, SubscriptionType, d)
+				add(resourcev3.ExtensionConfigType, r, err)
+			}
+		}
+	}
+	if len(in.TrustAnchorsPEM) > 0 {
+		res[resourcev3.SecretType] = append(res[resourcev3.SecretType], &tlsv3.Secret{
+			Name: TrustBundleName,
+			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: in.TrustAnchorsPEM}},
+			}},
+		})
+	}
+	clusters, endpoints := clustersOf(in.Endpoints)
+	res[resourcev3.ClusterType] = clusters
+	res[resourcev3.EndpointType] = endpoints
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	snap, err := cachev3.NewSnapshot(version, res)
+	if err != nil {
+		return nil, err
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, fmt.Errorf("translate: inconsistent snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+// componentConfig is a Component as a TypedExtensionConfig.
+func componentConfig(c config.Component) (types.Resource, error) {
+	meta := make([]any, 0, len(c.Metadata))
+	for _, m := range c.Metadata {
+		item := map[string]any{"name": m.Name}
+		switch {
+		case m.SecretKeyRef != nil:
+			item["secretKeyRef"] = map[string]any{"name": m.SecretKeyRef.Name, "key": m.SecretKeyRef.Key}
+		case m.EnvRef != "":
+			item["envRef"] = m.EnvRef
+		default:
+			item["value"] = m.Value
+		}
+		meta = append(meta, item)
+	}
+	scopes := make([]any, 0, len(c.Scopes))
+	for _, s := range c.Scopes {
+		scopes = append(scopes, s)
+	}
+	fields := map[string]any{
+		"name":         c.Name,
+		"namespace":    c.Namespace,
+		"type":         c.Type,
+		"version":      c.Version,
+		"metadata":     meta,
+		"scopes":       scopes,
+		"secretStore":  c.SecretStore,
+		"initTimeout":  durationString(c.InitTimeout),
+		"ignoreErrors": c.IgnoreErrors,
+		"source":       c.Source.String(),
+	}
+	return typedConfig("component/"+c.Name, ComponentType, fields)
+}
+
+func durationString(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+func documentConfig(name, typeURL string, d config.Document) (types.Resource, error) {
+	var fields map[string]any
+	if err := json.Unmarshal(d.JSON, &fields); err != nil {
+		return nil, fmt.Errorf("translate: %s: %w", name, err)
+	}
+	fields["source"] = d.Source.String()
+	return typedConfig(name, typeURL, fields)
+}
+
+func typedConfig(name, typeURL string, fields map[string]any) (types.Resource, error) {
+	s, err := structpb.NewStruct(fields)
+	if err != nil {
+		return nil, fmt.Errorf("translate: %s: %w", name, err)
+	}
+	ts, err := anypb.New(&xdstypev3.TypedStruct{TypeUrl: typeURL, Value: s})
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TypedExtensionConfig{Name: name, TypedConfig: ts}, nil
+}
+
+// clustersOf makes one EDS cluster per app with its load assignment.
+func clustersOf(instances []nameresolution.Instance) (clusters, assignments []types.Resource) {
+	byCluster := map[string][]nameresolution.Instance{}
+	for _, inst := range instances {
+		name := ClusterName(inst.Namespace, inst.AppID)
+		byCluster[name] = append(byCluster[name], inst)
+	}
+	names := make([]string, 0, len(byCluster))
+	for n := range byCluster {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		insts := byCluster[name]
+		sort.Slice(insts, func(i, j int) bool { return insts[i].Address() < insts[j].Address() })
+		clusters = append(clusters, &clusterv3.Cluster{
+			Name:                 name,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+			EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{
+				EdsConfig: &corev3.ConfigSource{
+					ResourceApiVersion:    corev3.ApiVersion_V3,
+					ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+				},
+			},
+			ConnectTimeout: durationpb.New(5 * time.Second),
+			LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
+			OutlierDetection: &clusterv3.OutlierDetection{
+				Consecutive_5Xx:    wrapperspb.UInt32(DefaultConsecutiveErrors),
+				BaseEjectionTime:   durationpb.New(30 * time.Second),
+				MaxEjectionPercent: wrapperspb.UInt32(100),
+			},
+		})
+		lbs := make([]*endpointv3.LbEndpoint, 0, len(insts))
+		for _, inst := range insts {
+			lbs = append(lbs, &endpointv3.LbEndpoint{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+					Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+						Address:       inst.Host,
+						PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(inst.Port)},
+					}}},
+				}},
+				HealthStatus: corev3.HealthStatus_HEALTHY,
+			})
+		}
+		assignments = append(assignments, &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}},
+		})
+	}
+	return clusters, assignments
+}

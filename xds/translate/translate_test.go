@@ -1,0 +1,126 @@
+package translate
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/outrigger/outrigger/config"
+	"github.com/outrigger/outrigger/nameresolution"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+const anchors = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+// normalised renders a snapshot as stable JSON: per type URL, resources
+// sorted by name, each through protojson then re-indented (protojson
+// varies its spacing on purpose).
+func normalised(t *testing.T, snap *cachev3.Snapshot) []byte {
+	t.Helper()
+	out := map[string][]any{}
+	for _, typ := range []string{resourcev3.ExtensionConfigType, resourcev3.SecretType, resourcev3.ClusterType, resourcev3.EndpointType} {
+		rs := snap.GetResources(typ)
+		names := make([]string, 0, len(rs))
+		for n := range rs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		list := []any{}
+		for _, n := range names {
+			b, err := protojson.Marshal(rs[n].(types.Resource))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v any
+			if err := json.Unmarshal(b, &v); err != nil {
+				t.Fatal(err)
+			}
+			list = append(list, v)
+		}
+		out[typ] = list
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+func TestGolden(t *testing.T) {
+	res, err := config.LoadResources([]string{"testdata/basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Input{
+		Resources:       res,
+		TrustAnchorsPEM: []byte(anchors),
+		Endpoints: []nameresolution.Instance{
+			{AppID: "orders", Host: "10.0.0.2", Port: 50002},
+			{AppID: "orders", Host: "10.0.0.1", Port: 50002},
+			{AppID: "payments", Namespace: "prod", Host: "10.0.0.3", Port: 50002},
+		},
+	}
+	for _, node := range []Node{{AppID: "orders"}, {AppID: "payments"}, {AppID: "payments", Namespace: "prod"}} {
+		name := node.AppID + "." + nameresolution.NamespaceOrDefault(node.Namespace)
+		t.Run(name, func(t *testing.T) {
+			snap, err := Snapshot(in, node, "1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := normalised(t, snap)
+			path := filepath.Join("testdata", "basic", name+".golden.json")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./xds/translate -update to write it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("snapshot for %s differs from %s (run with -update after checking the change):\n%s", name, path, got)
+			}
+		})
+	}
+}
+
+func TestScopesAndSecrets(t *testing.T) {
+	res, err := config.LoadResources([]string{"testdata/basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := func(node Node, name string) bool {
+		snap, err := Snapshot(Input{Resources: res}, node, "1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ok := snap.GetResources(resourcev3.ExtensionConfigType)[name]
+		return ok
+	}
+	if !has(Node{AppID: "orders"}, "component/statestore") || has(Node{AppID: "payments"}, "component/statestore") {
+		t.Error("component scopes not applied")
+	}
+	if has(Node{AppID: "orders"}, "component/prod-only") || !has(Node{AppID: "orders", Namespace: "prod"}, "component/prod-only") {
+		t.Error("component namespaces not applied")
+	}
+	if !has(Node{AppID: "payments"}, "resiliency/retries") || has(Node{AppID: "orders"}, "resiliency/retries") {
+		t.Error("resiliency scopes not applied")
+	}
+	snap, _ := Snapshot(Input{Resources: res}, Node{AppID: "orders"}, "1")
+	b, _ := protojson.Marshal(snap.GetResources(resourcev3.ExtensionConfigType)["component/statestore"].(types.Resource))
+	if !strings.Contains(string(b), `"secretKeyRef"`) || !strings.Contains(string(b), `"envRef"`) {
+		t.Errorf("references must travel as references: %s", b)
+	}
+}
