@@ -115,6 +115,17 @@ func Parse(data []byte) (*Configuration, error) {
 	return &c, nil
 }
 
+// ParseJSONConfiguration reads a Configuration document carried as JSON
+// (JSON is YAML, so the same rules apply).
+func ParseJSONConfiguration(data []byte) (*Configuration, error) {
+	c, err := Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	c.JSON = data
+	return c, nil
+}
+
 // Load reads the Configuration file at path.
 func Load(path string) (*Configuration, error) {
 	data, err := os.ReadFile(path)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,9 +21,11 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/outrigger/outrigger/devmode"
+	"github.com/outrigger/outrigger/mtls"
 	mtlsca "github.com/outrigger/outrigger/mtls/ca"
 	"github.com/outrigger/outrigger/xds/controlplane"
 	"github.com/outrigger/outrigger/xds/registry"
+	xdsserver "github.com/outrigger/outrigger/xds/server"
 )
 
 // defaultControlPlaneListen is the control plane's address unless told otherwise.
@@ -39,6 +42,8 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 	dev := fs.Bool("dev", false, "run as the development control process that `outrigger run` shares: record the address in $OUTRIGGER_HOME/"+devmode.ControlPlaneFile+" and sign certificates for loopback callers without a join token")
 	listen := fs.String("listen", defaultControlPlaneListen, "address to listen on (with --dev and this default taken, a free port)")
 	ca := newCAFlags(fs)
+	var resourcesPaths stringsFlag
+	fs.Var(&resourcesPaths, "resources-path", "folder of Dapr resource documents (Component, Configuration, Resiliency, Subscription) served to sidecars over xDS (repeatable)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logAsJSON := fs.Bool("log-as-json", false, "write logs as JSON")
 	if err := fs.Parse(args); err != nil {
@@ -87,6 +92,17 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 	mtlsca.NewServer(authority, mtlsca.ServerOptions{Dev: *dev, Registerer: metrics, Logger: logger.With("component", "ca")}).Register(grpcServer)
 
 	reg := registry.New(registry.Options{Logger: logger})
+	xds := xdsserver.New(xdsserver.Options{
+		ResourcesPaths: resourcesPaths,
+		Registry:       reg,
+		TrustAnchors:   func() []byte { return mtls.CertsPEM(authority.Bundle().X509Authorities()) },
+		Verify: func(cs tls.ConnectionState) (mtls.Identity, error) {
+			return mtls.VerifyPeer(cs, authority, nil)
+		},
+		Registerer: metrics,
+		Logger:     logger.With("component", "xds"),
+	})
+	xds.Register(grpcServer)
 	mux := http.NewServeMux()
 	mux.Handle(registry.PathPrefix, reg.Handler())
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -96,6 +112,11 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = reg.Run(runCtx) })
 	wg.Go(func() { authority.Maintain(runCtx, 10*time.Second) })
+	wg.Go(func() {
+		if err := xds.Run(runCtx); err != nil {
+			logger.Error("xDS server", "err", err)
+		}
+	})
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	serveErr := make(chan error, 1)
 	go func() {

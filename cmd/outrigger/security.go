@@ -113,7 +113,11 @@ func (f *sidecarFlags) startSidecarParts(ctx context.Context, cfg *proxy.Config,
 	if err != nil {
 		return func() {}, err
 	}
-	stopComponents, err := startComponents(ctx, cfg, doc, logger)
+	var fromXDS *xdsSource
+	if len(cfg.ResourcesPaths) == 0 && f.controlPlane != "" && f.identity != nil {
+		fromXDS = &xdsSource{address: f.controlPlane, identity: f.identity}
+	}
+	stopComponents, err := startComponents(ctx, cfg, doc, fromXDS, logger)
 	if err != nil {
 		stopSecurity()
 		return func() {}, err
@@ -167,6 +171,7 @@ func (f *sidecarFlags) secure(ctx context.Context, cfg *proxy.Config, doc *confi
 	renewDone := make(chan struct{})
 	go func() { m.Run(runCtx); close(renewDone) }()
 	cfg.MeshTLS = m
+	f.identity = m
 	logger.Info("mutual TLS on", "id", id.String(), "ca", f.caAddress())
 
 	done := make(chan struct{})

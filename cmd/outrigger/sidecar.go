@@ -14,6 +14,7 @@ import (
 
 	"github.com/outrigger/outrigger/devmode"
 	"github.com/outrigger/outrigger/mtls"
+	"github.com/outrigger/outrigger/mtls/svid"
 	"github.com/outrigger/outrigger/proxy"
 )
 
@@ -46,6 +47,8 @@ type sidecarFlags struct {
 	trustDomain       string
 	joinTokenFile     string
 	workloadAPISocket string
+
+	identity *svid.Manager // set once mTLS is up
 
 	ignored map[string]*string
 }

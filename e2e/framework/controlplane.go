@@ -20,6 +20,8 @@ type ControlPlaneOptions struct {
 	Config string
 	// Dev starts it with --dev (token-less signing for loopback callers).
 	Dev bool
+	// ResourcesPaths are served to sidecars over xDS (--resources-path).
+	ResourcesPaths []string
 }
 
 // ControlPlane is a running control plane with its own data directory.
@@ -55,6 +57,9 @@ func StartControlPlane(t testing.TB, o ControlPlaneOptions) *ControlPlane {
 	}
 	if o.Dev {
 		args = append(args, "--dev")
+	}
+	for _, p := range o.ResourcesPaths {
+		args = append(args, "--resources-path", p)
 	}
 	cmd := command(Binary(t), home, args)
 	cmd.Stdout, cmd.Stderr = cp.logs, cp.logs

@@ -57,6 +57,7 @@ type Options struct {
 type Manager struct {
 	opts  Options
 	creds credentials.TransportCredentials
+	caTLS *tls.Config
 
 	mu      sync.RWMutex
 	svid    *x509svid.SVID
@@ -104,6 +105,7 @@ func New(opts Options) (*Manager, error) {
 		},
 	}
 	m.creds = credentials.NewTLS(tlsCfg)
+	m.caTLS = tlsCfg
 	return m, nil
 }
 
@@ -331,6 +333,11 @@ func (m *Manager) Changed() <-chan struct{} {
 	defer m.mu.RUnlock()
 	return m.changed
 }
+
+// ControlPlaneTLS is the TLS towards the control plane (the CA and the
+// xDS server): this sidecar's current certificate offered, the control
+// plane's identity required.
+func (m *Manager) ControlPlaneTLS() *tls.Config { return m.caTLS.Clone() }
 
 // Identity is the identity this manager holds.
 func (m *Manager) Identity() mtls.Identity { return m.opts.Identity }

@@ -80,7 +80,15 @@ func applies(scopes []string, namespace string, node Node) bool {
 
 // Snapshot builds node's snapshot at version and checks it for consistency.
 func Snapshot(in Input, node Node, version string) (*cachev3.Snapshot, error) {
-	res := map[resourcev3.Type][]types.Resource{}
+	// Every type served is present, even empty: a type absent from a
+	// snapshot has no version, and a first request (version "") would then
+	// wait for a change instead of getting its (empty) answer.
+	res := map[resourcev3.Type][]types.Resource{
+		resourcev3.ExtensionConfigType: {},
+		resourcev3.SecretType:          {},
+		resourcev3.ClusterType:         {},
+		resourcev3.EndpointType:        {},
+	}
 	var errs []error
 	add := func(typ resourcev3.Type, r types.Resource, err error) {
 		if err != nil {
@@ -251,4 +259,111 @@ func clustersOf(instances []nameresolution.Instance) (clusters, assignments []ty
 		})
 	}
 	return clusters, assignments
+}
+
+// FromExtensionConfigs turns the TypedExtensionConfigs a sidecar received
+// back into resources. An unknown type URL or a malformed document is an
+// error naming the resource (the sidecar NACKs it).
+func FromExtensionConfigs(configs []*corev3.TypedExtensionConfig) (*config.Resources, error) {
+	res := &config.Resources{}
+	var errs []error
+	for _, ec := range configs {
+		var ts xdstypev3.TypedStruct
+		if err := ec.GetTypedConfig().UnmarshalTo(&ts); err != nil {
+			errs = append(errs, fmt.Errorf("%s: not a TypedStruct: %w", ec.GetName(), err))
+			continue
+		}
+		b, err := ts.GetValue().MarshalJSON()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ec.GetName(), err))
+			continue
+		}
+		switch ts.GetTypeUrl() {
+		case ComponentType:
+			c, err := componentFromJSON(b)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", ec.GetName(), err))
+				continue
+			}
+			res.Components = append(res.Components, c)
+		case ConfigurationType:
+			cfg, err := config.ParseJSONConfiguration(b)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", ec.GetName(), err))
+				continue
+			}
+			res.Configurations = append(res.Configurations, cfg)
+		case ResiliencyType, SubscriptionType:
+			d := config.Document{JSON: b}
+			var head struct {
+				Kind     string `json:"kind"`
+				Metadata struct {
+					Name      string `json:"name"`
+					Namespace string `json:"namespace"`
+				} `json:"metadata"`
+				Scopes []string `json:"scopes"`
+			}
+			if err := json.Unmarshal(b, &head); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", ec.GetName(), err))
+				continue
+			}
+			d.Kind, d.Name, d.Namespace, d.Scopes = head.Kind, head.Metadata.Name, head.Metadata.Namespace, head.Scopes
+			if ts.GetTypeUrl() == ResiliencyType {
+				res.Resiliencies = append(res.Resiliencies, d)
+			} else {
+				res.Subscriptions = append(res.Subscriptions, d)
+			}
+		default:
+			errs = append(errs, fmt.Errorf("%s: unknown type %q", ec.GetName(), ts.GetTypeUrl()))
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// componentJSON is a Component as componentConfig writes it.
+type componentJSON struct {
+	Name         string   `json:"name"`
+	Namespace    string   `json:"namespace"`
+	Type         string   `json:"type"`
+	Version      string   `json:"version"`
+	Scopes       []string `json:"scopes"`
+	SecretStore  string   `json:"secretStore"`
+	InitTimeout  string   `json:"initTimeout"`
+	IgnoreErrors bool     `json:"ignoreErrors"`
+	Source       string   `json:"source"`
+	Metadata     []struct {
+		Name         string               `json:"name"`
+		Value        *string              `json:"value"`
+		EnvRef       string               `json:"envRef"`
+		SecretKeyRef *config.SecretKeyRef `json:"secretKeyRef"`
+	} `json:"metadata"`
+}
+
+func componentFromJSON(b []byte) (config.Component, error) {
+	var j componentJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return config.Component{}, err
+	}
+	if j.Name == "" || j.Type == "" || j.Version == "" {
+		return config.Component{}, errors.New("a component needs name, type and version")
+	}
+	c := config.Component{
+		Name: j.Name, Namespace: j.Namespace, Type: j.Type, Version: j.Version, Scopes: j.Scopes,
+		SecretStore: j.SecretStore, IgnoreErrors: j.IgnoreErrors, Source: config.Source{File: j.Source},
+	}
+	if j.InitTimeout != "" {
+		d, err := time.ParseDuration(j.InitTimeout)
+		if err != nil {
+			return c, fmt.Errorf("initTimeout %q: %w", j.InitTimeout, err)
+		}
+		c.InitTimeout = d
+	}
+	for _, m := range j.Metadata {
+		item := config.MetadataItem{Name: m.Name, EnvRef: m.EnvRef, SecretKeyRef: m.SecretKeyRef}
+		if m.Value != nil {
+			item.Value = *m.Value
+		}
+		c.Metadata = append(c.Metadata, item)
+	}
+	return c, nil
 }

@@ -6,14 +6,19 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
 
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/nameresolution"
@@ -123,4 +128,53 @@ func TestScopesAndSecrets(t *testing.T) {
 	if !strings.Contains(string(b), `"secretKeyRef"`) || !strings.Contains(string(b), `"envRef"`) {
 		t.Errorf("references must travel as references: %s", b)
 	}
+}
+
+func TestExtensionConfigsRoundTrip(t *testing.T) {
+	res, err := config.LoadResources([]string{"testdata/basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := Snapshot(Input{Resources: res}, Node{AppID: "orders"}, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ecs []*corev3.TypedExtensionConfig
+	for _, r := range snap.GetResources(resourcev3.ExtensionConfigType) {
+		ecs = append(ecs, r.(*corev3.TypedExtensionConfig))
+	}
+	back, err := FromExtensionConfigs(ecs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Components) != 2 || len(back.Configurations) != 1 || len(back.Subscriptions) != 1 || len(back.Resiliencies) != 0 {
+		t.Fatalf("got %d components, %d configurations, %d subscriptions, %d resiliencies", len(back.Components), len(back.Configurations), len(back.Subscriptions), len(back.Resiliencies))
+	}
+	want := map[string]config.Component{}
+	for _, c := range res.Components {
+		want[c.Name] = c
+	}
+	for _, c := range back.Components {
+		w := want[c.Name]
+		w.Source = config.Source{File: w.Source.String()}
+		for i := range w.Metadata {
+			w.Metadata[i].Line = 0
+		}
+		if !reflect.DeepEqual(c.Metadata, w.Metadata) || c.Type != w.Type || c.InitTimeout != w.InitTimeout || c.SecretStore != w.SecretStore || c.Source != w.Source {
+			t.Errorf("component %s came back as\n%+v\nwant\n%+v", c.Name, c, w)
+		}
+	}
+	bad := &corev3.TypedExtensionConfig{Name: "component/x", TypedConfig: mustAny(t, &xdstypev3.TypedStruct{TypeUrl: "type.example/Nope"})}
+	if _, err := FromExtensionConfigs([]*corev3.TypedExtensionConfig{bad}); err == nil || !strings.Contains(err.Error(), "component/x") {
+		t.Errorf("unknown type: %v", err)
+	}
+}
+
+func mustAny(t *testing.T, m proto.Message) *anypb.Any {
+	t.Helper()
+	a, err := anypb.New(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/outrigger/outrigger/e2e/framework"
+)
+
+// TestXDSComponents: sidecars started with only --control-plane-address
+// (and their trust anchors and token) take their components from the
+// control plane over ADS; a change to the control plane's folder reaches
+// them without a restart and with no failed request; a broken file keeps
+// its last good version; a component a sidecar cannot load is NACKed and
+// the old one keeps serving; the sidecars serve on while the control plane
+// is down.
+func TestXDSComponents(t *testing.T) {
+	t.Parallel()
+	dir := framework.ShortTempDir(t)
+	resources := filepath.Join(dir, "resources")
+	if err := os.Mkdir(resources, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "one.json"), `{"api": "k1"}`)
+	writeFile(t, filepath.Join(dir, "two.json"), `{"api": "k2"}`)
+	writeFile(t, filepath.Join(resources, "vault.yaml"), fileStore("vault", filepath.Join(dir, "one.json")))
+	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{ResourcesPaths: []string{resources}})
+	var sidecars []*framework.Sidecar
+	for _, app := range []string{"xa", "xb", "xc"} {
+		sidecars = append(sidecars, framework.StartSidecar(t, framework.SidecarOptions{
+			AppID: app, MTLS: cp, Args: []string{"--control-plane-address", cp.Addr},
+		}))
+	}
+	for _, sc := range sidecars {
+		if code, m, body := secretOf(t, sc, "vault", "api"); code != http.StatusOK || m["api"] != "k1" {
+			t.Fatalf("%s: %d %q", sc.AppID, code, body)
+		}
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	var ok, failed atomic.Int64
+	var firstFail atomic.Value
+	var wg sync.WaitGroup
+	for _, sc := range sidecars {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil && i < 100000; i++ {
+				resp, b, err := tryCall(ctx, http.MethodGet, sc.URL("/v1.0/secrets/vault/api"), nil, nil)
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil || resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+					firstFail.CompareAndSwap(nil, fmt.Sprintf("%s: %v %v %s", sc.AppID, err, resp, b))
+					continue
+				}
+				ok.Add(1)
+			}
+		})
+	}
+	waitAll := func(what, want string) {
+		t.Helper()
+		for _, sc := range sidecars {
+			framework.WaitFor(t, sc.AppID+": "+what, func() error {
+				if _, m, body := secretOf(t, sc, "vault", "api"); m["api"] != want {
+					return fmt.Errorf("still %q", body)
+				}
+				return nil
+			})
+		}
+	}
+
+	// A change on the control plane reaches every sidecar.
+	writeFile(t, filepath.Join(resources, "vault.yaml"), fileStore("vault", filepath.Join(dir, "two.json")))
+	waitAll("the changed component", "k2")
+
+	// A broken file: the control plane keeps its last good version.
+	writeFile(t, filepath.Join(resources, "vault.yaml"), "kind: Component\nmetadata:\n  name: vault\nspec:\n  type: secretstores.local.file\n")
+	framework.WaitFor(t, "the control plane to reject the broken file", func() error {
+		if !strings.Contains(cp.Logs(), "vault.yaml:4") {
+			return fmt.Errorf("no error naming vault.yaml:4")
+		}
+		return nil
+	})
+
+	// A component the sidecars cannot load: NACKed, the old one serves on.
+	writeFile(t, filepath.Join(resources, "vault.yaml"), fileStore("vault", filepath.Join(dir, "missing.json")))
+	framework.WaitFor(t, "the NACK to reach the control plane", func() error {
+		if !strings.Contains(cp.Logs(), "NACK") {
+			return fmt.Errorf("no NACK logged by the control plane")
+		}
+		return nil
+	})
+	for _, sc := range sidecars {
+		if _, m, body := secretOf(t, sc, "vault", "api"); m["api"] != "k2" {
+			t.Errorf("%s: the last good component stopped serving: %q", sc.AppID, body)
+		}
+	}
+	writeFile(t, filepath.Join(resources, "vault.yaml"), fileStore("vault", filepath.Join(dir, "one.json")))
+	waitAll("the fixed component", "k1")
+	stop()
+	wg.Wait()
+	t.Logf("%d requests across the changes, %d failed", ok.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d requests failed; first: %v", failed.Load(), firstFail.Load())
+	}
+}

@@ -1,0 +1,273 @@
+// Package server is the control plane's xDS server: it serves every
+// sidecar its own snapshot (package translate) over ADS, state of the world
+// and incremental, with envoyproxy/go-control-plane. A sidecar proves who it
+// is with its SPIFFE certificate and may ask only for its own node; its
+// snapshot follows the resource folders and the registry of running
+// sidecars, rebuilt and pushed within a second of a change. NACKs are
+// logged and counted.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretgrpc "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+
+	"github.com/outrigger/outrigger/config"
+	"github.com/outrigger/outrigger/mtls"
+	"github.com/outrigger/outrigger/nameresolution"
+	"github.com/outrigger/outrigger/xds/registry"
+	"github.com/outrigger/outrigger/xds/translate"
+)
+
+// Options configure a Server.
+type Options struct {
+	// ResourcesPaths are the folders of Dapr resource documents served.
+	ResourcesPaths []string
+	// Registry is the registry of running sidecars: the endpoints served.
+	Registry *registry.Registry
+	// TrustAnchors returns the current trust bundle (PEM).
+	TrustAnchors func() []byte
+	// Verify checks a client's TLS state and returns its proven identity.
+	Verify func(tls.ConnectionState) (mtls.Identity, error)
+	// Registerer receives the server's metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Server is the xDS server. Create it with New, register it on a gRPC
+// server, and Run it.
+type Server struct {
+	opts  Options
+	cache cachev3.SnapshotCache
+	xds   serverv3.Server
+	log   *slog.Logger
+
+	version atomic.Uint64
+
+	mu        sync.Mutex
+	resources *config.Resources
+	endpoints []nameresolution.Instance
+	nodes     map[string]translate.Node // node id -> node, every node seen
+	streams   map[int64]string          // stream -> proven node id
+
+	pushes prometheus.Counter
+	nacks  *prometheus.CounterVec
+	errs   *prometheus.CounterVec
+}
+
+// ErrNotYourNode is the answer to a sidecar asking for another's node.
+var ErrNotYourNode = errors.New("a sidecar may ask only for its own node (its SPIFFE ID)")
+
+// New makes a server; it reads nothing until Run.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{
+		opts:      opts,
+		log:       opts.Logger,
+		cache:     cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil),
+		resources: &config.Resources{},
+		nodes:     map[string]translate.Node{},
+		streams:   map[int64]string{},
+		pushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "outrigger", Subsystem: "xds", Name: "snapshots_total", Help: "Snapshots set for sidecars.",
+		}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outrigger", Subsystem: "xds", Name: "nacks_total", Help: "Configuration refused by sidecars, by type.",
+		}, []string{"type_url"}),
+		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outrigger", Subsystem: "xds", Name: "resource_errors_total", Help: "Resource files rejected (their last good version stays served).",
+		}, []string{"reason"}),
+	}
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(s.pushes, s.nacks, s.errs)
+	}
+	cb := serverv3.CallbackFuncs{
+		StreamOpenFunc:        s.streamOpen,
+		DeltaStreamOpenFunc:   s.streamOpen,
+		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.streamClosed(id) },
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.streamClosed(id) },
+		StreamRequestFunc: func(id int64, req *discoveryRequest) error {
+			return s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail())
+		},
+		StreamDeltaRequestFunc: func(id int64, req *deltaRequest) error {
+			return s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail())
+		},
+	}
+	s.xds = serverv3.NewServer(context.Background(), s.cache, cb)
+	return s
+}
+
+// Register adds ADS and SDS to g.
+func (s *Server) Register(g *grpc.Server) {
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	secretgrpc.RegisterSecretDiscoveryServiceServer(g, s.xds)
+}
+
+// streamOpen records the caller's proven identity for the stream.
+func (s *Server) streamOpen(ctx context.Context, id int64, _ string) error {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return errors.New("no peer")
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || s.opts.Verify == nil {
+		return errors.New("xDS needs mutual TLS with the sidecar's certificate")
+	}
+	who, err := s.opts.Verify(ti.State)
+	if err != nil {
+		s.log.Warn("xDS stream refused: client certificate", "from", p.Addr.String(), "err", err)
+		return fmt.Errorf("client certificate: %w", err)
+	}
+	s.mu.Lock()
+	s.streams[id] = who.String()
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) streamClosed(id int64) {
+	s.mu.Lock()
+	delete(s.streams, id)
+	s.mu.Unlock()
+}
+
+// request checks the node of a request and builds its first snapshot.
+func (s *Server) request(stream int64, node *corev3.Node, typeURL string, nack interface{ GetMessage() string }) error {
+	s.mu.Lock()
+	proven, ok := s.streams[stream]
+	s.mu.Unlock()
+	if !ok || node.GetId() != proven {
+		s.log.Warn("xDS request refused", "node", node.GetId(), "proven", proven)
+		return ErrNotYourNode
+	}
+	if msg := nack.GetMessage(); msg != "" {
+		s.nacks.WithLabelValues(typeURL).Inc()
+		s.log.Warn("a sidecar refused its configuration (NACK)", "node", proven, "type_url", typeURL, "reason", msg)
+	}
+	id, err := mtls.ParseIDString(proven)
+	if err != nil {
+		return err
+	}
+	n := translate.Node{AppID: id.AppID, Namespace: id.Namespace}
+	s.mu.Lock()
+	_, known := s.nodes[proven]
+	s.nodes[proven] = n
+	s.mu.Unlock()
+	if !known {
+		s.setSnapshot(proven, n)
+	}
+	return nil
+}
+
+// setSnapshot builds and sets one node's snapshot.
+func (s *Server) setSnapshot(nodeID string, n translate.Node) {
+	s.mu.Lock()
+	in := translate.Input{Resources: s.resources, Endpoints: s.endpoints}
+	s.mu.Unlock()
+	if s.opts.TrustAnchors != nil {
+		in.TrustAnchorsPEM = s.opts.TrustAnchors()
+	}
+	version := strconv.FormatUint(s.version.Add(1), 10)
+	snap, err := translate.Snapshot(in, n, version)
+	if err != nil {
+		s.errs.WithLabelValues("translate").Inc()
+		s.log.Error("xDS snapshot not built; the node keeps its last one", "node", nodeID, "err", err)
+		return
+	}
+	if err := s.cache.SetSnapshot(context.Background(), nodeID, snap); err != nil {
+		s.log.Error("xDS snapshot not set", "node", nodeID, "err", err)
+		return
+	}
+	s.pushes.Inc()
+}
+
+// pushAll rebuilds every known node's snapshot.
+func (s *Server) pushAll() {
+	s.mu.Lock()
+	nodes := make(map[string]translate.Node, len(s.nodes))
+	for k, v := range s.nodes {
+		nodes[k] = v
+	}
+	s.mu.Unlock()
+	for id, n := range nodes {
+		s.setSnapshot(id, n)
+	}
+}
+
+// Run reads the resource folders and the registry, and pushes every change
+// until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if len(s.opts.ResourcesPaths) > 0 {
+		w, res, err := config.NewResourceWatcher(s.opts.ResourcesPaths)
+		if w == nil {
+			return err
+		}
+		if err != nil {
+			s.errs.WithLabelValues("resources").Inc()
+			s.log.Error("resources rejected", "err", err)
+		}
+		s.mu.Lock()
+		s.resources = res
+		s.mu.Unlock()
+		wg.Go(func() {
+			_ = w.Run(ctx, func(res *config.Resources, err error) {
+				if err != nil {
+					s.errs.WithLabelValues("resources").Inc()
+					s.log.Error("resources rejected; their last good version stays served", "err", err)
+				}
+				if res == nil {
+					return
+				}
+				s.mu.Lock()
+				s.resources = res
+				s.mu.Unlock()
+				s.pushAll()
+			})
+		})
+	}
+	if s.opts.Registry != nil {
+		wg.Go(func() {
+			epoch, index := "", uint64(0)
+			for ctx.Err() == nil {
+				snap := s.opts.Registry.Wait(ctx, epoch, index)
+				if ctx.Err() != nil {
+					return
+				}
+				epoch, index = snap.Epoch, snap.Index
+				eps := make([]nameresolution.Instance, 0, len(snap.Instances))
+				for _, in := range snap.Instances {
+					eps = append(eps, nameresolution.Instance{AppID: in.AppID, Namespace: in.Namespace, Host: in.Host, Port: in.Port})
+				}
+				s.mu.Lock()
+				s.endpoints = eps
+				s.mu.Unlock()
+				s.pushAll()
+			}
+		})
+	}
+	<-ctx.Done()
+	return nil
+}
+
+type (
+	discoveryRequest = discoverygrpc.DiscoveryRequest
+	deltaRequest     = discoverygrpc.DeltaDiscoveryRequest
+)
