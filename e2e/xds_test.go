@@ -104,6 +104,18 @@ func TestXDSComponents(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(resources, "vault.yaml"), fileStore("vault", filepath.Join(dir, "one.json")))
 	waitAll("the fixed component", "k1")
+
+	// The control plane dies; the sidecars serve on, and reconverge on
+	// what changed meanwhile once it is back.
+	cp.Kill(t)
+	for _, sc := range sidecars {
+		if _, m, body := secretOf(t, sc, "vault", "api"); m["api"] != "k1" {
+			t.Errorf("%s with the control plane down: %q", sc.AppID, body)
+		}
+	}
+	writeFile(t, filepath.Join(resources, "vault.yaml"), fileStore("vault", filepath.Join(dir, "two.json")))
+	cp.Restart(t)
+	waitAll("reconvergence after the control plane's restart", "k2")
 	stop()
 	wg.Wait()
 	t.Logf("%d requests across the changes, %d failed", ok.Load(), failed.Load())

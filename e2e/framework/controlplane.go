@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +33,10 @@ type ControlPlane struct {
 	Home    string
 
 	logs *logBuffer
+	args []string
+	mu   sync.Mutex
+	proc *exec.Cmd
+	done chan struct{}
 }
 
 // StartControlPlane starts a control plane on a fresh loopback port and
@@ -61,23 +67,10 @@ func StartControlPlane(t testing.TB, o ControlPlaneOptions) *ControlPlane {
 	for _, p := range o.ResourcesPaths {
 		args = append(args, "--resources-path", p)
 	}
-	cmd := command(Binary(t), home, args)
-	cmd.Stdout, cmd.Stderr = cp.logs, cp.logs
-	fmt.Fprintf(cp.logs, "$ outrigger %s\n", strings.Join(args, " "))
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("e2e: starting the control plane: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	cp.args = args
+	cp.start(t)
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(WaitTimeout):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Errorf("e2e: the control plane did not stop within %v of SIGTERM", WaitTimeout)
-		}
+		cp.kill(t, syscall.SIGTERM)
 		logs := cp.logs.String()
 		for _, bad := range []string{"panic:", "WARNING: DATA RACE", "fatal error:"} {
 			if strings.Contains(logs, bad) {
@@ -88,6 +81,24 @@ func StartControlPlane(t testing.TB, o ControlPlaneOptions) *ControlPlane {
 			t.Logf("---- log of the control plane ----\n%s---- end of log of the control plane ----", logs)
 		}
 	})
+	return cp
+}
+
+// start runs the process and waits until it listens and has written its
+// trust anchors.
+func (cp *ControlPlane) start(t testing.TB) {
+	t.Helper()
+	cmd := command(Binary(t), cp.Home, cp.args)
+	cmd.Stdout, cmd.Stderr = cp.logs, cp.logs
+	fmt.Fprintf(cp.logs, "$ outrigger %s\n", strings.Join(cp.args, " "))
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("e2e: starting the control plane: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	cp.mu.Lock()
+	cp.proc, cp.done = cmd, done
+	cp.mu.Unlock()
 	WaitFor(t, "the control plane to listen and write its trust anchors", func() error {
 		select {
 		case <-done:
@@ -103,7 +114,36 @@ func StartControlPlane(t testing.TB, o ControlPlaneOptions) *ControlPlane {
 		}
 		return c.Close()
 	})
-	return cp
+}
+
+// kill stops the process with sig (SIGKILL after WaitTimeout).
+func (cp *ControlPlane) kill(t testing.TB, sig syscall.Signal) {
+	cp.mu.Lock()
+	cmd, done := cp.proc, cp.done
+	cp.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(WaitTimeout):
+		_ = cmd.Process.Kill()
+		<-done
+		if sig != syscall.SIGKILL {
+			t.Errorf("e2e: the control plane did not stop within %v of %v", WaitTimeout, sig)
+		}
+	}
+}
+
+// Kill kills the control plane (SIGKILL); Start starts it again with the
+// same address and data directory.
+func (cp *ControlPlane) Kill(t testing.TB) { cp.kill(t, syscall.SIGKILL) }
+
+// Restart starts a killed control plane again.
+func (cp *ControlPlane) Restart(t testing.TB) {
+	t.Helper()
+	cp.start(t)
 }
 
 // TrustAnchors is the control plane's trust anchors file.
