@@ -123,3 +123,31 @@ func TestXDSComponents(t *testing.T) {
 		t.Errorf("%d requests failed; first: %v", failed.Load(), firstFail.Load())
 	}
 }
+
+// TestXDSEndpoints: with the control plane's name resolution, a sidecar
+// finds another through the endpoints the control plane serves (EDS,
+// subscribed on the first call), and an app nobody runs is daprd's
+// ERR_DIRECT_INVOKE at once.
+func TestXDSEndpoints(t *testing.T) {
+	t.Parallel()
+	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{})
+	app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
+	viaCP := []string{"--control-plane-address", cp.Addr, "--name-resolution", "registry"}
+	framework.StartSidecar(t, framework.SidecarOptions{AppID: "eds-callee", AppPort: app.Port, MTLS: cp, Args: viaCP})
+	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "eds-caller", MTLS: cp, Args: viaCP})
+	framework.WaitFor(t, "the callee to be reachable through the control plane's endpoints", func() error {
+		resp, body, err := tryCall(callCtx(t), http.MethodPost, caller.URL("/v1.0/invoke/eds-callee/method/echo/x"), strings.NewReader("hi"), nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%d %s", resp.StatusCode, body)
+		}
+		return nil
+	})
+	resp, body := call(t, http.MethodPost, caller.URL("/v1.0/invoke/nobody/method/x"), strings.NewReader("hi"), nil)
+	e := wantDaprError(t, resp, body, http.StatusInternalServerError, "ERR_DIRECT_INVOKE")
+	if !strings.Contains(e.Message, "no running sidecar") {
+		t.Errorf("unknown app: %q", e.Message)
+	}
+}

@@ -61,46 +61,54 @@ func secretValue(ctx context.Context, store io.Closer, name, key string) (string
 	return v, nil
 }
 
-// xdsSource is the control plane as the source of the sidecar's
-// resources: used when the sidecar has a control plane and no
-// --resources-path of its own (a folder given with a control plane, as under
-// `outrigger run --resources-path`, stays the source).
+// xdsSource is the control plane as a source for the sidecar: of its
+// components when it has no --resources-path of its own (a folder given with
+// a control plane, as under `outrigger run --resources-path`, stays the
+// source), and of the endpoints of other apps when its name resolution is
+// the control plane's.
 type xdsSource struct {
-	address  string
-	identity *svid.Manager
+	address    string
+	identity   *svid.Manager
+	components bool
+	endpoints  bool
 }
 
-// start runs the xDS client, waits for the first configuration (applied
-// with start-up rules: a broken component fails the start unless
-// spec.ignoreErrors) and keeps applying changes.
-func (x *xdsSource) start(ctx context.Context, set *components.Set, logger *slog.Logger) (func(), error) {
+// start runs the xDS client and waits for the first answer (components
+// applied with start-up rules: a broken one fails the start unless
+// spec.ignoreErrors); changes keep coming in the background.
+func (x *xdsSource) start(ctx context.Context, set *components.Set, cfg *proxy.Config, logger *slog.Logger) (func(), error) {
 	log := logger.With("component", "xds")
+	firstErr := make(chan error, 1)
+	opts := xdsclient.Options{
+		Address:   x.address,
+		Node:      x.identity.Identity().String(),
+		TLS:       x.identity.ControlPlaneTLS,
+		Endpoints: x.endpoints,
+		Logger:    log,
+	}
+	if x.components {
+		opts.Apply = func(res *config.Resources) error { return set.Apply(context.WithoutCancel(ctx), res.Components) }
+		opts.Applied = func(version string, err error) {
+			select {
+			case firstErr <- err:
+			default:
+			}
+			if err == nil {
+				log.Debug("configuration applied", "version", version)
+			}
+		}
+	} else {
+		firstErr <- nil
+	}
+	client := xdsclient.New(opts)
+	if x.endpoints {
+		cfg.Resolver = client
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ready := make(chan struct{})
-	firstErr := make(chan error, 1)
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = xdsclient.Run(runCtx, xdsclient.Options{
-			Address: x.address,
-			Node:    x.identity.Identity().String(),
-			TLS:     x.identity.ControlPlaneTLS,
-			Apply: func(res *config.Resources) error {
-				return set.Apply(runCtx, res.Components)
-			},
-			Applied: func(version string, err error) {
-				select {
-				case firstErr <- err:
-				default:
-				}
-				if err == nil {
-					log.Debug("configuration applied", "version", version)
-				}
-			},
-			Logger: log,
-		}, ready)
-	}()
-	stop := func() { cancel(); <-done; _ = set.Close() }
+	go func() { defer close(done); _ = client.Run(runCtx, ready) }()
+	stop := func() { cancel(); <-done }
 	select {
 	case <-ready:
 		if err := <-firstErr; err != nil {
@@ -148,21 +156,26 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		Policy:     policy,
 		Logger:     logger,
 	}
+	stopXDS := func() {}
 	if xds != nil {
-		return xds.start(ctx, set, logger)
+		if stopXDS, err = xds.start(ctx, set, cfg, logger); err != nil {
+			return stop, err
+		}
+		if xds.components {
+			return func() { stopXDS(); _ = set.Close() }, nil
+		}
 	}
 	if len(cfg.ResourcesPaths) == 0 {
-		return stop, nil
+		return stopXDS, nil
 	}
 	watcher, res, loadErr := config.NewResourceWatcher(cfg.ResourcesPaths)
-	if watcher == nil {
-		return stop, usageError{fmt.Errorf("--resources-path: %w", loadErr)}
-	}
-	if loadErr != nil {
+	if watcher == nil || loadErr != nil {
 		// daprd refuses to start on a component file it cannot read.
+		stopXDS()
 		return stop, usageError{fmt.Errorf("--resources-path: %w", loadErr)}
 	}
 	if err := set.Apply(ctx, res.Components); err != nil {
+		stopXDS()
 		return stop, fmt.Errorf("components: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -181,5 +194,5 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 			}
 		})
 	}()
-	return func() { cancel(); <-done; _ = set.Close() }, nil
+	return func() { cancel(); <-done; stopXDS(); _ = set.Close() }, nil
 }

@@ -114,8 +114,16 @@ func (f *sidecarFlags) startSidecarParts(ctx context.Context, cfg *proxy.Config,
 		return func() {}, err
 	}
 	var fromXDS *xdsSource
-	if len(cfg.ResourcesPaths) == 0 && f.controlPlane != "" && f.identity != nil {
-		fromXDS = &xdsSource{address: f.controlPlane, identity: f.identity}
+	if f.controlPlane != "" && f.identity != nil {
+		fromXDS = &xdsSource{
+			address:    f.controlPlane,
+			identity:   f.identity,
+			components: len(cfg.ResourcesPaths) == 0,
+			endpoints:  f.nameResolution == "" || f.nameResolution == "registry",
+		}
+		if !fromXDS.components && !fromXDS.endpoints {
+			fromXDS = nil
+		}
 	}
 	stopComponents, err := startComponents(ctx, cfg, doc, fromXDS, logger)
 	if err != nil {

@@ -1,21 +1,29 @@
 // Package client is the sidecar's xDS client: one ADS stream (state of the
-// world) to the control plane over mutual TLS, subscribed to the sidecar's
-// extension configs (components and documents) and the trust bundle. Each
-// response is applied; an ACK follows a change that applied, a NACK with
-// the reason one that did not, and the sidecar keeps serving its last good
-// configuration. When the control plane goes away the client reconnects
-// with backoff while the sidecar serves on.
+// world) to the control plane over mutual TLS. It subscribes to the
+// sidecar's extension configs (components and documents), to the list of
+// clusters (which apps exist), and, on demand, to the endpoints of each app
+// the sidecar calls: the first call to an app-id subscribes to its
+// ClusterLoadAssignment. Each response is applied; an ACK follows a change
+// that applied, a NACK with the reason one that did not, and the sidecar
+// keeps serving its last good configuration. When the control plane goes
+// away the client reconnects with backoff while the sidecar serves on.
 package client
 
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -25,6 +33,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/outrigger/outrigger/config"
+	"github.com/outrigger/outrigger/nameresolution"
 	"github.com/outrigger/outrigger/xds/translate"
 )
 
@@ -37,35 +46,71 @@ type Options struct {
 	// TLS is the connection's TLS (the sidecar's certificate, the control
 	// plane's identity checked). Required.
 	TLS func() *tls.Config
-	// Apply applies the sidecar's resources; an error NACKs them.
+	// Apply applies the sidecar's resources; an error NACKs them. Nil does
+	// not subscribe to them (the sidecar reads its own folder).
 	Apply func(*config.Resources) error
-	// Applied, when set, learns of every ACK (version) and NACK (error).
+	// Applied, when set, learns of every ACK (version) and NACK (error) of
+	// the resources Apply took.
 	Applied func(version string, err error)
-	Logger  *slog.Logger
+	// Endpoints subscribes to clusters and endpoints, for Resolve.
+	Endpoints bool
+	// ResolveTimeout bounds how long a first call to an app waits for its
+	// endpoints (default 5s).
+	ResolveTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+// Client is the xDS client; create it with New and Run it.
+type Client struct {
+	o Options
+
+	mu        sync.Mutex
+	clusters  map[string]bool     // cluster names the control plane has; nil until the first CDS answer
+	endpoints map[string][]string // cluster -> mesh addresses
+	wanted    map[string]bool     // clusters subscribed on demand
+	changed   chan struct{}       // closed and replaced on any CDS/EDS change
+	subscribe chan struct{}       // a new name to subscribe (buffered 1)
+	next      atomic.Uint64       // round robin
+}
+
+// New makes a client.
+func New(o Options) *Client {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.ResolveTimeout <= 0 {
+		o.ResolveTimeout = 5 * time.Second
+	}
+	return &Client{
+		o:         o,
+		endpoints: map[string][]string{},
+		wanted:    map[string]bool{},
+		changed:   make(chan struct{}),
+		subscribe: make(chan struct{}, 1),
+	}
 }
 
 // Run keeps the ADS stream up until ctx is done. Ready (if not nil) is
 // closed after the first response was applied or refused.
-func Run(ctx context.Context, o Options, ready chan<- struct{}) error {
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+func (c *Client) Run(ctx context.Context, ready chan<- struct{}) error {
 	backoff := 100 * time.Millisecond
-	first := true
-	for ctx.Err() == nil {
-		got, err := stream(ctx, o, func() {
-			if first && ready != nil {
+	var once sync.Once
+	onResponse := func() {
+		once.Do(func() {
+			if ready != nil {
 				close(ready)
 			}
-			first = false
 		})
+	}
+	for ctx.Err() == nil {
+		got, err := c.stream(ctx, onResponse)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if got {
 			backoff = 100 * time.Millisecond
 		}
-		o.Logger.Warn("xDS stream to the control plane ended; serving the last good configuration and reconnecting", "err", err, "retry_in", backoff)
+		c.o.Logger.Warn("xDS stream to the control plane ended; serving the last good configuration and reconnecting", "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -76,9 +121,14 @@ func Run(ctx context.Context, o Options, ready chan<- struct{}) error {
 	return nil
 }
 
+// typeState is what the client last accepted for one type.
+type typeState struct {
+	version, nonce string
+}
+
 // stream runs one ADS stream; got says whether any response arrived.
-func stream(ctx context.Context, o Options, onResponse func()) (got bool, err error) {
-	conn, err := grpc.NewClient(o.Address, grpc.WithTransportCredentials(credentials.NewTLS(o.TLS())))
+func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err error) {
+	conn, err := grpc.NewClient(c.o.Address, grpc.WithTransportCredentials(credentials.NewTLS(c.o.TLS())))
 	if err != nil {
 		return false, err
 	}
@@ -89,54 +139,225 @@ func stream(ctx context.Context, o Options, onResponse func()) (got bool, err er
 	if err != nil {
 		return false, err
 	}
-	node := &corev3.Node{Id: o.Node, UserAgentName: "outrigger"}
-	if err := ads.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ExtensionConfigType}); err != nil {
-		return false, err
+	node := &corev3.Node{Id: c.o.Node, UserAgentName: "outrigger"}
+	states := map[string]*typeState{}
+	send := func(typeURL string, names []string, nack error) error {
+		st := states[typeURL]
+		if st == nil {
+			st = &typeState{}
+			states[typeURL] = st
+		}
+		req := &discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: typeURL, ResourceNames: names, VersionInfo: st.version, ResponseNonce: st.nonce}
+		c.o.Logger.Debug("xDS request", "type_url", typeURL, "names", names, "version", st.version, "nonce", st.nonce, "nack", nack != nil)
+		if nack != nil {
+			req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
+		}
+		return ads.Send(req)
 	}
+	if c.o.Apply != nil {
+		if err := send(resourcev3.ExtensionConfigType, nil, nil); err != nil {
+			return false, err
+		}
+	}
+	if c.o.Endpoints {
+		if err := send(resourcev3.ClusterType, nil, nil); err != nil {
+			return false, err
+		}
+		if names := c.wantedNames(); len(names) > 0 {
+			if err := send(resourcev3.EndpointType, names, nil); err != nil {
+				return false, err
+			}
+		}
+	}
+
+	responses := make(chan *discoverygrpc.DiscoveryResponse)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			r, err := ads.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case responses <- r:
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
 	for {
-		resp, err := ads.Recv()
-		if err != nil {
+		select {
+		case err := <-recvErr:
 			if status.Code(err) == codes.Canceled && ctx.Err() != nil {
 				return got, nil
 			}
 			return got, err
-		}
-		got = true
-		ack := &discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce(), VersionInfo: resp.GetVersionInfo()}
-		applyErr := apply(o, resp)
-		if applyErr != nil {
-			o.Logger.Error("configuration from the control plane refused (NACK); keeping the last good one", "version", resp.GetVersionInfo(), "err", applyErr)
-			ack.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: applyErr.Error()}
-			ack.VersionInfo = "" // the last version that applied; none is tracked per type yet
-		}
-		if o.Applied != nil {
-			o.Applied(resp.GetVersionInfo(), applyErr)
-		}
-		onResponse()
-		if err := ads.Send(ack); err != nil {
-			return got, err
+		case <-c.subscribe:
+			if err := send(resourcev3.EndpointType, c.wantedNames(), nil); err != nil {
+				return got, err
+			}
+		case resp := <-responses:
+			got = true
+			typeURL := resp.GetTypeUrl()
+			c.o.Logger.Debug("xDS response", "type_url", typeURL, "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()))
+			applyErr := c.apply(resp)
+			st := states[typeURL]
+			if st == nil {
+				st = &typeState{}
+				states[typeURL] = st
+			}
+			st.nonce = resp.GetNonce()
+			if applyErr == nil {
+				st.version = resp.GetVersionInfo()
+			} else {
+				c.o.Logger.Error("configuration from the control plane refused (NACK); keeping the last good one", "type_url", typeURL, "version", resp.GetVersionInfo(), "err", applyErr)
+			}
+			if typeURL == resourcev3.ExtensionConfigType {
+				if c.o.Applied != nil {
+					c.o.Applied(resp.GetVersionInfo(), applyErr)
+				}
+				onResponse()
+			}
+			var names []string
+			if typeURL == resourcev3.EndpointType {
+				names = c.wantedNames()
+			}
+			if err := send(typeURL, names, applyErr); err != nil {
+				return got, err
+			}
+			if c.o.Apply == nil && typeURL == resourcev3.ClusterType {
+				onResponse()
+			}
 		}
 	}
 }
 
-func apply(o Options, resp *discoverygrpc.DiscoveryResponse) error {
-	if resp.GetTypeUrl() != resourcev3.ExtensionConfigType {
-		return fmt.Errorf("unexpected type %q", resp.GetTypeUrl())
-	}
-	configs := make([]*corev3.TypedExtensionConfig, 0, len(resp.GetResources()))
-	for _, a := range resp.GetResources() {
-		var ec corev3.TypedExtensionConfig
-		if err := a.UnmarshalTo(&ec); err != nil {
-			return fmt.Errorf("a resource is not a TypedExtensionConfig: %w", err)
+func (c *Client) apply(resp *discoverygrpc.DiscoveryResponse) error {
+	switch resp.GetTypeUrl() {
+	case resourcev3.ExtensionConfigType:
+		configs := make([]*corev3.TypedExtensionConfig, 0, len(resp.GetResources()))
+		for _, a := range resp.GetResources() {
+			var ec corev3.TypedExtensionConfig
+			if err := a.UnmarshalTo(&ec); err != nil {
+				return fmt.Errorf("a resource is not a TypedExtensionConfig: %w", err)
+			}
+			configs = append(configs, &ec)
 		}
-		configs = append(configs, &ec)
+		res, err := translate.FromExtensionConfigs(configs)
+		if err != nil {
+			return err
+		}
+		return c.o.Apply(res)
+	case resourcev3.ClusterType:
+		names := map[string]bool{}
+		for _, a := range resp.GetResources() {
+			var cl clusterv3.Cluster
+			if err := a.UnmarshalTo(&cl); err != nil {
+				return fmt.Errorf("a resource is not a Cluster: %w", err)
+			}
+			names[cl.GetName()] = true
+		}
+		c.mu.Lock()
+		c.clusters = names
+		for name := range c.endpoints {
+			if !names[name] {
+				delete(c.endpoints, name)
+			}
+		}
+		c.notifyLocked()
+		c.mu.Unlock()
+		return nil
+	case resourcev3.EndpointType:
+		got := map[string][]string{}
+		for _, a := range resp.GetResources() {
+			var cla endpointv3.ClusterLoadAssignment
+			if err := a.UnmarshalTo(&cla); err != nil {
+				return fmt.Errorf("a resource is not a ClusterLoadAssignment: %w", err)
+			}
+			var addrs []string
+			for _, loc := range cla.GetEndpoints() {
+				for _, lb := range loc.GetLbEndpoints() {
+					sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+					if sa == nil || lb.GetHealthStatus() == corev3.HealthStatus_UNHEALTHY {
+						continue
+					}
+					host := sa.GetAddress()
+					if host == "" {
+						host = "127.0.0.1"
+					}
+					addrs = append(addrs, net.JoinHostPort(host, strconv.FormatUint(uint64(sa.GetPortValue()), 10)))
+				}
+			}
+			sort.Strings(addrs)
+			got[cla.GetClusterName()] = addrs
+		}
+		c.mu.Lock()
+		// A cluster exists exactly when its app has sidecars (translate makes
+		// both from the same endpoints), so a name absent from this answer is
+		// one not answered yet; CDS removes the apps that are gone.
+		for name, addrs := range got {
+			c.endpoints[name] = addrs
+		}
+		c.notifyLocked()
+		c.mu.Unlock()
+		return nil
 	}
-	res, err := translate.FromExtensionConfigs(configs)
-	if err != nil {
-		return err
+	return fmt.Errorf("unexpected type %q", resp.GetTypeUrl())
+}
+
+func (c *Client) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+func (c *Client) wantedNames() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	names := make([]string, 0, len(c.wanted))
+	for n := range c.wanted {
+		names = append(names, n)
 	}
-	if o.Apply == nil {
-		return errors.New("nothing applies the configuration")
+	sort.Strings(names)
+	return names
+}
+
+// Resolve returns the mesh address of one sidecar of appID in namespace,
+// balancing round robin. The first call for an app subscribes to its
+// endpoints and waits for them (bounded by ResolveTimeout); an app the
+// control plane does not know is nameresolution.ErrNotFound at once.
+func (c *Client) Resolve(ctx context.Context, appID, namespace string) (string, error) {
+	name := translate.ClusterName(namespace, appID)
+	deadline := time.NewTimer(c.o.ResolveTimeout)
+	defer deadline.Stop()
+	for {
+		c.mu.Lock()
+		addrs := c.endpoints[name]
+		known := c.clusters == nil || c.clusters[name]
+		subscribed := c.wanted[name]
+		if !subscribed && known {
+			c.wanted[name] = true
+		}
+		changed := c.changed
+		c.mu.Unlock()
+		if len(addrs) > 0 {
+			return addrs[int(c.next.Add(1)-1)%len(addrs)], nil
+		}
+		if !known {
+			return "", fmt.Errorf("%w: app %q in namespace %q has no running sidecar known to the control plane", nameresolution.ErrNotFound, appID, nameresolution.NamespaceOrDefault(namespace))
+		}
+		if !subscribed {
+			select {
+			case c.subscribe <- struct{}{}:
+			default:
+			}
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return "", fmt.Errorf("%w: no endpoints for app %q from the control plane within %s", nameresolution.ErrNotFound, appID, c.o.ResolveTimeout)
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
 	}
-	return o.Apply(res)
 }

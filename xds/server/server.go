@@ -79,9 +79,12 @@ func New(opts Options) *Server {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{
-		opts:      opts,
-		log:       opts.Logger,
-		cache:     cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil),
+		opts: opts,
+		log:  opts.Logger,
+		// Not ADS mode: in it go-control-plane answers an EDS request only
+		// when it names every cluster of the snapshot, and a sidecar asks
+		// for the endpoints of the apps it calls, on demand.
+		cache:     cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil),
 		resources: &config.Resources{},
 		nodes:     map[string]translate.Node{},
 		streams:   map[int64]string{},
