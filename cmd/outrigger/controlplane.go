@@ -39,13 +39,17 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 		return tokenCommand(args[1:])
 	}
 	fs := flag.NewFlagSet("outrigger control-plane", flag.ContinueOnError)
-	dev := fs.Bool("dev", false, "run as the development control process that `outrigger run` shares: record the address in $OUTRIGGER_HOME/"+devmode.ControlPlaneFile+" and sign certificates for loopback callers without a join token")
+	dev := fs.Bool("dev", false, "run as the development control process that outrigger run shares: record the address in $OUTRIGGER_HOME/"+devmode.ControlPlaneFile+" and sign certificates for loopback callers without a join token")
 	listen := fs.String("listen", defaultControlPlaneListen, "address to listen on (with --dev and this default taken, a free port)")
 	ca := newCAFlags(fs)
 	var resourcesPaths stringsFlag
 	fs.Var(&resourcesPaths, "resources-path", "folder of Dapr resource documents (Component, Configuration, Resiliency, Subscription) served to sidecars over xDS (repeatable)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logAsJSON := fs.Bool("log-as-json", false, "write logs as JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: outrigger control-plane [flags]\n       outrigger control-plane token --app-id ID [--namespace NS] [--ttl 24h] [--data-dir DIR]\n\nFlags:")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
