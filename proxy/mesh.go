@@ -25,7 +25,9 @@ import (
 // HTTP or h2c app as a streamed request, and invocations to a gRPC app
 // through AppCallback/OnInvoke.
 func (s *Sidecar) serveMesh(w http.ResponseWriter, r *http.Request) {
-	grpcProxy := r.Header.Get(hdrGRPCProxy) != "" && isGRPCRequest(r)
+	// A proxied gRPC call: marked by the calling sidecar, or from a
+	// proxyless gRPC client (xDS), which sends no invocation headers.
+	grpcProxy := isGRPCRequest(r) && (r.Header.Get(hdrGRPCProxy) != "" || r.Header.Get(hdrCalleeAppID) == "")
 	caller := r.Header.Get(hdrCallerAppID)
 	var proven *acl.Caller
 	if s.cfg.MeshTLS != nil {

@@ -125,7 +125,7 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 	serveErr := make(chan error, 1)
 	go func() {
 		serveErr <- controlplane.Serve(serveCtx, ln, controlplane.Options{
-			TLSConfig: authority.ServerTLSConfig(ca.namespace),
+			TLSConfig: authority.ServerTLSConfig(ca.namespace, servingHosts(ln.Addr())...),
 			GRPC:      grpcServer,
 			HTTP:      mux,
 			// The registry still answers plain HTTP for sidecars without
@@ -162,6 +162,18 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 	grpcServer.Stop()
 	wg.Wait()
 	return err
+}
+
+// servingHosts are the names the control plane's certificate carries
+// beside its SPIFFE ID, for clients that check host names (grpc-go's xDS
+// "tls" channel credentials): its listen address (loopback when it listens
+// on every interface) and localhost.
+func servingHosts(a net.Addr) []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if tcp, ok := a.(*net.TCPAddr); ok && tcp.IP != nil && !tcp.IP.IsUnspecified() && !tcp.IP.IsLoopback() {
+		hosts = append(hosts, tcp.IP.String())
+	}
+	return hosts
 }
 
 // dialAddress turns a listener's address into one a local client can dial:

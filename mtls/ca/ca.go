@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -245,7 +246,7 @@ func (a *Authority) Sign(csrDER []byte, id mtls.Identity) ([]*x509.Certificate, 
 	return a.issue(csr.PublicKey, id, a.opts.WorkloadCertTTL)
 }
 
-func (a *Authority) issue(pub crypto.PublicKey, id mtls.Identity, ttl time.Duration) ([]*x509.Certificate, error) {
+func (a *Authority) issue(pub crypto.PublicKey, id mtls.Identity, ttl time.Duration, hosts ...string) ([]*x509.Certificate, error) {
 	now := a.opts.Now()
 	g := a.signer(now)
 	if g == nil {
@@ -268,6 +269,16 @@ func (a *Authority) issue(pub crypto.PublicKey, id mtls.Identity, ttl time.Durat
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
+	}
+	// Other SANs are allowed beside the one URI SAN (X509-SVID spec); the
+	// control plane's own certificate names its addresses for clients that
+	// check host names.
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if h != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, g.issuer[0], pub, g.issuerKey)
 	if err != nil {

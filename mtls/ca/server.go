@@ -205,7 +205,8 @@ func isLoopback(a net.Addr) bool {
 // ServingCertificates returns a tls.Config.GetCertificate for the control
 // plane's own certificate (spiffe://<td>/ns/<namespace>/dapr-sentry), signed
 // by the authority itself and renewed at half its life.
-func (a *Authority) ServingCertificates(namespace string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+// hosts (IP addresses or DNS names) are added as SANs.
+func (a *Authority) ServingCertificates(namespace string, hosts ...string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	var mu sync.Mutex
 	var cur *tls.Certificate
 	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -223,7 +224,7 @@ func (a *Authority) ServingCertificates(namespace string) func(*tls.ClientHelloI
 		if err != nil {
 			return nil, err
 		}
-		chain, err := a.issue(&key.PublicKey, id, a.opts.WorkloadCertTTL)
+		chain, err := a.issue(&key.PublicKey, id, a.opts.WorkloadCertTTL, hosts...)
 		if err != nil {
 			return nil, err
 		}
@@ -250,10 +251,10 @@ func (a *Authority) Expiry() time.Time {
 // first request proves itself with a token instead). Verification of an
 // offered certificate happens in SignCertificate, so an expired one does
 // not break the handshake that carries a token.
-func (a *Authority) ServerTLSConfig(namespace string) *tls.Config {
+func (a *Authority) ServerTLSConfig(namespace string, hosts ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
-		GetCertificate: a.ServingCertificates(namespace),
+		GetCertificate: a.ServingCertificates(namespace, hosts...),
 		ClientAuth:     tls.RequestClientCert,
 		NextProtos:     []string{"h2", "http/1.1"},
 	}

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -69,6 +70,10 @@ type Server struct {
 	nacks  *prometheus.CounterVec
 	errs   *prometheus.CounterVec
 }
+
+// nackPause is how long a stream waits after a NACK before the cache may
+// answer it again.
+const nackPause = time.Second
 
 // ErrNotYourNode is the answer to a sidecar asking for another's node.
 var ErrNotYourNode = errors.New("a sidecar may ask only for its own node (its SPIFFE ID)")
@@ -162,6 +167,10 @@ func (s *Server) request(stream int64, node *corev3.Node, typeURL string, nack i
 	if msg := nack.GetMessage(); msg != "" {
 		s.nacks.WithLabelValues(typeURL).Inc()
 		s.log.Warn("a sidecar refused its configuration (NACK)", "node", proven, "type_url", typeURL, "reason", msg)
+		// The cache answers a NACK (which carries the last version the
+		// client accepted) with the same snapshot at once; pausing this
+		// stream bounds that loop to one refusal a second.
+		time.Sleep(nackPause)
 	}
 	id, err := mtls.ParseIDString(proven)
 	if err != nil {

@@ -25,6 +25,10 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -88,6 +92,7 @@ func Snapshot(in Input, node Node, version string) (*cachev3.Snapshot, error) {
 		resourcev3.SecretType:          {},
 		resourcev3.ClusterType:         {},
 		resourcev3.EndpointType:        {},
+		resourcev3.ListenerType:        {},
 	}
 	var errs []error
 	add := func(typ resourcev3.Type, r types.Resource, err error) {
@@ -131,9 +136,17 @@ func Snapshot(in Input, node Node, version string) (*cachev3.Snapshot, error) {
 			}},
 		})
 	}
-	clusters, endpoints := clustersOf(in.Endpoints)
+	clusters, endpoints, err := clustersOf(in.Endpoints)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	res[resourcev3.ClusterType] = clusters
 	res[resourcev3.EndpointType] = endpoints
+	listeners, err := listenersOf(in.Endpoints)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	res[resourcev3.ListenerType] = listeners
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -209,8 +222,86 @@ func typedConfig(name, typeURL string, fields map[string]any) (types.Resource, e
 	return &corev3.TypedExtensionConfig{Name: name, TypedConfig: ts}, nil
 }
 
+// CertificateProvider is the certificate-provider instance a proxyless
+// client's bootstrap must define (grpc-go's file_watcher over the SVID it
+// got from the CA): the clusters' TLS takes its certificate and roots
+// from it.
+const CertificateProvider = "outrigger"
+
+// upstreamTLS is how a proxyless client reaches a sidecar's mesh port:
+// mutual TLS with its own SVID and the trust bundle, from the certificate
+// provider.
+func upstreamTLS() (*corev3.TransportSocket, error) {
+	ctx := &tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider, CertificateName: "default"},
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider, CertificateName: "default"},
+		}},
+	}}
+	a, err := anypb.New(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
+}
+
+// ListenerName is the Listener a proxyless gRPC client resolves for
+// xds:///<name>: the app-id in the default namespace, "<app-id>.<namespace>"
+// otherwise (Dapr's form of a namespaced app-id).
+func ListenerName(namespace, appID string) string {
+	ns := nameresolution.NamespaceOrDefault(namespace)
+	if ns == nameresolution.DefaultNamespace {
+		return appID
+	}
+	return appID + "." + ns
+}
+
+// listenersOf makes, for each app, the API listener a proxyless gRPC client
+// (grpc-go's xds resolver) asks for: an HTTP connection manager with an
+// inline route sending every call to the app's cluster.
+func listenersOf(instances []nameresolution.Instance) ([]types.Resource, error) {
+	seen := map[string]bool{}
+	var out []types.Resource
+	router, err := anypb.New(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	for _, inst := range instances {
+		name := ListenerName(inst.Namespace, inst.AppID)
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		hcm := &hcmv3.HttpConnectionManager{
+			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+				Name: "route/" + name,
+				VirtualHosts: []*routev3.VirtualHost{{
+					Name:    name,
+					Domains: []string{"*"},
+					Routes: []*routev3.Route{{
+						Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ""}},
+						Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(inst.Namespace, inst.AppID)}}},
+					}},
+				}},
+			}},
+			HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+		}
+		api, err := anypb.New(hcm)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &listenerv3.Listener{Name: name, ApiListener: &listenerv3.ApiListener{ApiListener: api}})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].(*listenerv3.Listener).Name < out[j].(*listenerv3.Listener).Name })
+	return out, nil
+}
+
 // clustersOf makes one EDS cluster per app with its load assignment.
-func clustersOf(instances []nameresolution.Instance) (clusters, assignments []types.Resource) {
+func clustersOf(instances []nameresolution.Instance) (clusters, assignments []types.Resource, err error) {
+	tlsSocket, err := upstreamTLS()
+	if err != nil {
+		return nil, nil, err
+	}
 	byCluster := map[string][]nameresolution.Instance{}
 	for _, inst := range instances {
 		name := ClusterName(inst.Namespace, inst.AppID)
@@ -233,8 +324,9 @@ func clustersOf(instances []nameresolution.Instance) (clusters, assignments []ty
 					ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 				},
 			},
-			ConnectTimeout: durationpb.New(5 * time.Second),
-			LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
+			ConnectTimeout:  durationpb.New(5 * time.Second),
+			TransportSocket: tlsSocket,
+			LbPolicy:        clusterv3.Cluster_ROUND_ROBIN,
 			OutlierDetection: &clusterv3.OutlierDetection{
 				Consecutive_5Xx:    wrapperspb.UInt32(DefaultConsecutiveErrors),
 				BaseEjectionTime:   durationpb.New(30 * time.Second),
@@ -255,10 +347,16 @@ func clustersOf(instances []nameresolution.Instance) (clusters, assignments []ty
 		}
 		assignments = append(assignments, &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
-			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}},
+			// One locality with an id and a weight: grpc-go refuses
+			// localities without them.
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				Locality:            &corev3.Locality{Region: "outrigger", Zone: nameresolution.NamespaceOrDefault(insts[0].Namespace)},
+				LoadBalancingWeight: wrapperspb.UInt32(1),
+				LbEndpoints:         lbs,
+			}},
 		})
 	}
-	return clusters, assignments
+	return clusters, assignments, nil
 }
 
 // FromExtensionConfigs turns the TypedExtensionConfigs a sidecar received
