@@ -58,13 +58,18 @@ type Server struct {
 	xds   serverv3.Server
 	log   *slog.Logger
 
-	version atomic.Uint64
+	version   atomic.Uint64
+	kick      chan struct{} // wakes the builder
+	ready     chan struct{} // closed once the resources and the registry were read
+	readyOnce sync.Once
 
 	mu        sync.Mutex
 	resources *config.Resources
 	endpoints []nameresolution.Instance
 	nodes     map[string]translate.Node // node id -> node, every node seen
-	streams   map[int64]string          // stream -> proven node id
+	dirty     map[string]bool           // nodes to rebuild
+	dirtyAll  bool
+	streams   map[int64]string // stream -> proven node id
 
 	pushes prometheus.Counter
 	nacks  *prometheus.CounterVec
@@ -91,6 +96,9 @@ func New(opts Options) *Server {
 		// for the endpoints of the apps it calls, on demand.
 		cache:     cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil),
 		resources: &config.Resources{},
+		ready:     make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		dirty:     map[string]bool{},
 		nodes:     map[string]translate.Node{},
 		streams:   map[int64]string{},
 		pushes: prometheus.NewCounter(prometheus.CounterOpts{
@@ -160,7 +168,9 @@ func (s *Server) request(stream int64, node *corev3.Node, typeURL string, nack i
 	s.mu.Lock()
 	proven, ok := s.streams[stream]
 	s.mu.Unlock()
-	if !ok || node.GetId() != proven {
+	// A client may send its node on the first request only (Envoy's
+	// set_node_on_first_message_only); later ones then carry none.
+	if !ok || (node.GetId() != "" && node.GetId() != proven) {
 		s.log.Warn("xDS request refused", "node", node.GetId(), "proven", proven)
 		return ErrNotYourNode
 	}
@@ -182,12 +192,57 @@ func (s *Server) request(stream int64, node *corev3.Node, typeURL string, nack i
 	s.nodes[proven] = n
 	s.mu.Unlock()
 	if !known {
-		s.setSnapshot(proven, n)
+		// The builder sets its first snapshot; the cache answers this
+		// request then. Callbacks never set snapshots themselves: setting
+		// one can wait for a stream to take a response, and that stream may
+		// be the one running this callback.
+		s.markDirty(proven)
 	}
 	return nil
 }
 
-// setSnapshot builds and sets one node's snapshot.
+// markDirty asks the builder to rebuild node ("" for every node).
+func (s *Server) markDirty(node string) {
+	s.mu.Lock()
+	if node == "" {
+		s.dirtyAll = true
+	} else {
+		s.dirty[node] = true
+	}
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// build is the only goroutine that sets snapshots, so they are set in the
+// order they were built. It starts once the folders and the registry were
+// first read, so an early node does not get an empty snapshot.
+func (s *Server) build(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		s.mu.Lock()
+		nodes := map[string]translate.Node{}
+		for id, n := range s.nodes {
+			if s.dirtyAll || s.dirty[id] {
+				nodes[id] = n
+			}
+		}
+		s.dirtyAll = false
+		s.dirty = map[string]bool{}
+		s.mu.Unlock()
+		for id, n := range nodes {
+			s.setSnapshot(id, n)
+		}
+	}
+}
+
+// setSnapshot builds and sets one node's snapshot; only build calls it.
 func (s *Server) setSnapshot(nodeID string, n translate.Node) {
 	s.mu.Lock()
 	in := translate.Input{Resources: s.resources, Endpoints: s.endpoints}
@@ -209,18 +264,8 @@ func (s *Server) setSnapshot(nodeID string, n translate.Node) {
 	s.pushes.Inc()
 }
 
-// pushAll rebuilds every known node's snapshot.
-func (s *Server) pushAll() {
-	s.mu.Lock()
-	nodes := make(map[string]translate.Node, len(s.nodes))
-	for k, v := range s.nodes {
-		nodes[k] = v
-	}
-	s.mu.Unlock()
-	for id, n := range nodes {
-		s.setSnapshot(id, n)
-	}
-}
+// pushAll has every known node's snapshot rebuilt.
+func (s *Server) pushAll() { s.markDirty("") }
 
 // Run reads the resource folders and the registry, and pushes every change
 // until ctx is done.
@@ -255,7 +300,10 @@ func (s *Server) Run(ctx context.Context) error {
 			})
 		})
 	}
-	if s.opts.Registry != nil {
+	markReady := func() { s.readyOnce.Do(func() { close(s.ready) }) }
+	if s.opts.Registry == nil {
+		markReady()
+	} else {
 		wg.Go(func() {
 			epoch, index := "", uint64(0)
 			for ctx.Err() == nil {
@@ -271,10 +319,20 @@ func (s *Server) Run(ctx context.Context) error {
 				s.mu.Lock()
 				s.endpoints = eps
 				s.mu.Unlock()
+				markReady()
 				s.pushAll()
 			}
 		})
 	}
+	wg.Go(func() {
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			return
+		}
+		s.markDirty("")
+		s.build(ctx)
+	})
 	<-ctx.Done()
 	return nil
 }
