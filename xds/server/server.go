@@ -8,6 +8,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -69,7 +70,11 @@ type Server struct {
 	nodes     map[string]translate.Node // node id -> node, every node seen
 	dirty     map[string]bool           // nodes to rebuild
 	dirtyAll  bool
-	streams   map[int64]string // stream -> proven node id
+
+	inputsChanged bool                // resources or endpoints changed since prepared
+	prepared      *translate.Prepared // the inputs translated, for every node
+	anchors       []byte              // the bundle prepared holds
+	streams       map[int64]string    // stream -> proven node id
 
 	pushes prometheus.Counter
 	nacks  *prometheus.CounterVec
@@ -236,22 +241,20 @@ func (s *Server) build(ctx context.Context) {
 		s.dirtyAll = false
 		s.dirty = map[string]bool{}
 		s.mu.Unlock()
+		p := s.prepare()
+		if p == nil {
+			continue
+		}
 		for id, n := range nodes {
-			s.setSnapshot(id, n)
+			s.setSnapshot(id, n, p)
 		}
 	}
 }
 
 // setSnapshot builds and sets one node's snapshot; only build calls it.
-func (s *Server) setSnapshot(nodeID string, n translate.Node) {
-	s.mu.Lock()
-	in := translate.Input{Resources: s.resources, Endpoints: s.endpoints}
-	s.mu.Unlock()
-	if s.opts.TrustAnchors != nil {
-		in.TrustAnchorsPEM = s.opts.TrustAnchors()
-	}
+func (s *Server) setSnapshot(nodeID string, n translate.Node, p *translate.Prepared) {
 	version := strconv.FormatUint(s.version.Add(1), 10)
-	snap, err := translate.Snapshot(in, n, version)
+	snap, err := p.Snapshot(n, version)
 	if err != nil {
 		s.errs.WithLabelValues("translate").Inc()
 		s.log.Error("xDS snapshot not built; the node keeps its last one", "node", nodeID, "err", err)
@@ -262,6 +265,34 @@ func (s *Server) setSnapshot(nodeID string, n translate.Node) {
 		return
 	}
 	s.pushes.Inc()
+}
+
+// prepare translates the inputs once for every node's snapshot; it is
+// redone only when the resources, the endpoints or the trust bundle changed.
+func (s *Server) prepare() *translate.Prepared {
+	var anchors []byte
+	if s.opts.TrustAnchors != nil {
+		anchors = s.opts.TrustAnchors()
+	}
+	s.mu.Lock()
+	stale := s.inputsChanged || s.prepared == nil || !bytes.Equal(anchors, s.anchors)
+	in := translate.Input{Resources: s.resources, Endpoints: s.endpoints, TrustAnchorsPEM: anchors}
+	s.inputsChanged = false
+	prev := s.prepared
+	s.mu.Unlock()
+	if !stale {
+		return prev
+	}
+	p, err := translate.Prepare(in)
+	if err != nil {
+		s.errs.WithLabelValues("translate").Inc()
+		s.log.Error("xDS resources not translated; sidecars keep their last snapshot", "err", err)
+		return prev
+	}
+	s.mu.Lock()
+	s.prepared, s.anchors = p, anchors
+	s.mu.Unlock()
+	return p
 }
 
 // pushAll has every known node's snapshot rebuilt.
@@ -295,6 +326,7 @@ func (s *Server) Run(ctx context.Context) error {
 				}
 				s.mu.Lock()
 				s.resources = res
+				s.inputsChanged = true
 				s.mu.Unlock()
 				s.pushAll()
 			})
@@ -318,6 +350,7 @@ func (s *Server) Run(ctx context.Context) error {
 				}
 				s.mu.Lock()
 				s.endpoints = eps
+				s.inputsChanged = true
 				s.mu.Unlock()
 				markReady()
 				s.pushAll()

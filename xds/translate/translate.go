@@ -84,71 +84,99 @@ func applies(scopes []string, namespace string, node Node) bool {
 
 // Snapshot builds node's snapshot at version and checks it for consistency.
 func Snapshot(in Input, node Node, version string) (*cachev3.Snapshot, error) {
-	// Every type served is present, even empty: a type absent from a
-	// snapshot has no version, and a first request (version "") would then
-	// wait for a change instead of getting its (empty) answer.
-	res := map[resourcev3.Type][]types.Resource{
-		resourcev3.ExtensionConfigType: {},
-		resourcev3.SecretType:          {},
-		resourcev3.ClusterType:         {},
-		resourcev3.EndpointType:        {},
-		resourcev3.ListenerType:        {},
+	p, err := Prepare(in)
+	if err != nil {
+		return nil, err
 	}
+	return p.Snapshot(node, version)
+}
+
+// scoped is one translated document with who may see it.
+type scoped struct {
+	resource  types.Resource
+	scopes    []string
+	namespace string
+}
+
+// Prepared is an Input translated once: what differs between nodes is only
+// which documents they may see, so a change is translated once and then
+// filtered per node.
+type Prepared struct {
+	docs      []scoped
+	secrets   []types.Resource
+	clusters  []types.Resource
+	endpoints []types.Resource
+	listeners []types.Resource
+}
+
+// Prepare translates in.
+func Prepare(in Input) (*Prepared, error) {
+	p := &Prepared{}
 	var errs []error
-	add := func(typ resourcev3.Type, r types.Resource, err error) {
+	add := func(r types.Resource, scopes []string, ns string, err error) {
 		if err != nil {
 			errs = append(errs, err)
 			return
 		}
-		res[typ] = append(res[typ], r)
+		p.docs = append(p.docs, scoped{resource: r, scopes: scopes, namespace: ns})
 	}
 	if in.Resources != nil {
 		for _, c := range in.Resources.Components {
-			if applies(c.Scopes, c.Namespace, node) {
-				r, err := componentConfig(c)
-				add(resourcev3.ExtensionConfigType, r, err)
-			}
+			r, err := componentConfig(c)
+			add(r, c.Scopes, c.Namespace, err)
 		}
 		for _, c := range in.Resources.Configurations {
-			if applies(nil, c.Metadata.Namespace, node) {
-				r, err := documentConfig("configuration/"+c.Metadata.Name, ConfigurationType, config.Document{JSON: c.JSON, Source: c.Source})
-				add(resourcev3.ExtensionConfigType, r, err)
-			}
+			r, err := documentConfig("configuration/"+c.Metadata.Name, ConfigurationType, config.Document{JSON: c.JSON, Source: c.Source})
+			add(r, nil, c.Metadata.Namespace, err)
 		}
 		for _, d := range in.Resources.Resiliencies {
-			if applies(d.Scopes, d.Namespace, node) {
-				r, err := documentConfig("resiliency/"+d.Name, ResiliencyType, d)
-				add(resourcev3.ExtensionConfigType, r, err)
-			}
+			r, err := documentConfig("resiliency/"+d.Name, ResiliencyType, d)
+			add(r, d.Scopes, d.Namespace, err)
 		}
 		for _, d := range in.Resources.Subscriptions {
-			if applies(d.Scopes, d.Namespace, node) {
-				r, err := documentConfig("subscription/"+d.Name, SubscriptionType, d)
-				add(resourcev3.ExtensionConfigType, r, err)
-			}
+			r, err := documentConfig("subscription/"+d.Name, SubscriptionType, d)
+			add(r, d.Scopes, d.Namespace, err)
 		}
 	}
 	if len(in.TrustAnchorsPEM) > 0 {
-		res[resourcev3.SecretType] = append(res[resourcev3.SecretType], &tlsv3.Secret{
+		p.secrets = append(p.secrets, &tlsv3.Secret{
 			Name: TrustBundleName,
 			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: in.TrustAnchorsPEM}},
 			}},
 		})
 	}
-	clusters, endpoints, err := clustersOf(in.Endpoints)
-	if err != nil {
+	var err error
+	if p.clusters, p.endpoints, err = clustersOf(in.Endpoints); err != nil {
 		errs = append(errs, err)
 	}
-	res[resourcev3.ClusterType] = clusters
-	res[resourcev3.EndpointType] = endpoints
-	listeners, err := listenersOf(in.Endpoints)
-	if err != nil {
+	if p.listeners, err = listenersOf(in.Endpoints); err != nil {
 		errs = append(errs, err)
 	}
-	res[resourcev3.ListenerType] = listeners
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	return p, nil
+}
+
+// Snapshot is node's snapshot of the prepared resources at version,
+// checked for consistency.
+func (p *Prepared) Snapshot(node Node, version string) (*cachev3.Snapshot, error) {
+	// Every type served is present, even empty: a type absent from a
+	// snapshot has no version, and a first request (version "") would then
+	// wait for a change instead of getting its (empty) answer.
+	docs := make([]types.Resource, 0, len(p.docs))
+	for _, d := range p.docs {
+		if applies(d.scopes, d.namespace, node) {
+			docs = append(docs, d.resource)
+		}
+	}
+	res := map[resourcev3.Type][]types.Resource{
+		resourcev3.ExtensionConfigType: docs,
+		resourcev3.SecretType:          nonNil(p.secrets),
+		resourcev3.ClusterType:         nonNil(p.clusters),
+		resourcev3.EndpointType:        nonNil(p.endpoints),
+		resourcev3.ListenerType:        nonNil(p.listeners),
 	}
 	snap, err := cachev3.NewSnapshot(version, res)
 	if err != nil {
@@ -158,6 +186,13 @@ func Snapshot(in Input, node Node, version string) (*cachev3.Snapshot, error) {
 		return nil, fmt.Errorf("translate: inconsistent snapshot: %w", err)
 	}
 	return snap, nil
+}
+
+func nonNil(rs []types.Resource) []types.Resource {
+	if rs == nil {
+		return []types.Resource{}
+	}
+	return rs
 }
 
 // componentConfig is a Component as a TypedExtensionConfig.
