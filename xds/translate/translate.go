@@ -102,6 +102,10 @@ type scoped struct {
 // which documents they may see, so a change is translated once and then
 // filtered per node.
 type Prepared struct {
+	// versions are the resources' content hashes by type URL and name,
+	// computed once: go-control-plane would otherwise marshal and hash
+	// every resource of every node's snapshot on every change.
+	versions  map[string]map[string]string
 	docs      []scoped
 	secrets   []types.Resource
 	clusters  []types.Resource
@@ -156,6 +160,31 @@ func Prepare(in Input) (*Prepared, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	p.versions = map[string]map[string]string{}
+	hash := func(typeURL string, rs []types.Resource) error {
+		m := map[string]string{}
+		for _, r := range rs {
+			b, err := cachev3.MarshalResource(r)
+			if err != nil {
+				return err
+			}
+			m[cachev3.GetResourceName(r)] = cachev3.HashResource(b)
+		}
+		p.versions[typeURL] = m
+		return nil
+	}
+	docs := make([]types.Resource, 0, len(p.docs))
+	for _, d := range p.docs {
+		docs = append(docs, d.resource)
+	}
+	for typeURL, rs := range map[string][]types.Resource{
+		resourcev3.ExtensionConfigType: docs, resourcev3.SecretType: p.secrets, resourcev3.ClusterType: p.clusters,
+		resourcev3.EndpointType: p.endpoints, resourcev3.ListenerType: p.listeners,
+	} {
+		if err := hash(typeURL, rs); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -184,6 +213,20 @@ func (p *Prepared) Snapshot(node Node, version string) (*cachev3.Snapshot, error
 	}
 	if err := snap.Consistent(); err != nil {
 		return nil, fmt.Errorf("translate: inconsistent snapshot: %w", err)
+	}
+	// The version map of exactly this snapshot's resources, from the hashes
+	// made once in Prepare.
+	snap.VersionMap = make(map[string]map[string]string, len(snap.Resources))
+	for i, rs := range snap.Resources {
+		typeURL, err := cachev3.GetResponseTypeURL(types.ResponseType(i))
+		if err != nil {
+			return nil, err
+		}
+		m := make(map[string]string, len(rs.Items))
+		for name := range rs.Items {
+			m[name] = p.versions[typeURL][name]
+		}
+		snap.VersionMap[typeURL] = m
 	}
 	return snap, nil
 }

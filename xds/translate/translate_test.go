@@ -178,3 +178,25 @@ func mustAny(t *testing.T, m proto.Message) *anypb.Any {
 	}
 	return a
 }
+
+// TestVersionMapMatchesGoControlPlane: the version map made from the hashes
+// of Prepare equals the one go-control-plane would build itself.
+func TestVersionMapMatchesGoControlPlane(t *testing.T) {
+	res, err := config.LoadResources([]string{"testdata/basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Input{Resources: res, TrustAnchorsPEM: []byte(anchors), Endpoints: []nameresolution.Instance{{AppID: "orders", Host: "10.0.0.1", Port: 1}}}
+	snap, err := Snapshot(in, Node{AppID: "orders"}, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := snap.VersionMap
+	snap.VersionMap = nil
+	if err := snap.ConstructVersionMap(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ours, snap.VersionMap) {
+		t.Errorf("version maps differ:\nours %v\ntheirs %v", ours, snap.VersionMap)
+	}
+}
