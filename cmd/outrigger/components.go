@@ -12,6 +12,7 @@ import (
 	"github.com/outrigger/outrigger/building-blocks/secrets/localfile"
 	"github.com/outrigger/outrigger/components"
 	"github.com/outrigger/outrigger/config"
+	"github.com/outrigger/outrigger/mtls"
 	"github.com/outrigger/outrigger/mtls/svid"
 	"github.com/outrigger/outrigger/proxy"
 	xdsclient "github.com/outrigger/outrigger/xds/client"
@@ -84,7 +85,15 @@ func (x *xdsSource) start(ctx context.Context, set *components.Set, cfg *proxy.C
 		Node:      x.identity.Identity().String(),
 		TLS:       x.identity.ControlPlaneTLS,
 		Endpoints: x.endpoints,
-		Logger:    log,
+		// The trust bundle follows root rotations between renewals.
+		TrustBundle: func(pem []byte) error {
+			anchors, err := mtls.ParseCertsPEM(pem)
+			if err != nil {
+				return err
+			}
+			return x.identity.SetTrustAnchors(anchors)
+		},
+		Logger: log,
 	}
 	if x.components {
 		opts.Apply = func(res *config.Resources) error { return set.Apply(context.WithoutCancel(ctx), res.Components) }

@@ -121,9 +121,7 @@ func (f *sidecarFlags) startSidecarParts(ctx context.Context, cfg *proxy.Config,
 			components: len(cfg.ResourcesPaths) == 0,
 			endpoints:  f.nameResolution == "" || f.nameResolution == "registry",
 		}
-		if !fromXDS.components && !fromXDS.endpoints {
-			fromXDS = nil
-		}
+
 	}
 	stopComponents, err := startComponents(ctx, cfg, doc, fromXDS, logger)
 	if err != nil {

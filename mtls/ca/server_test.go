@@ -222,3 +222,33 @@ func TestSidecarRefusesAForeignCA(t *testing.T) {
 	}
 	_ = a
 }
+
+func TestSetTrustAnchorsFollowsRotation(t *testing.T) {
+	a, _, addr := startCA(t, Options{}, true)
+	m := newManager(t, a, addr, "orders", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RotateRoot(); err != nil {
+		t.Fatal(err)
+	}
+	changed := m.Changed()
+	if err := m.SetTrustAnchors(a.Bundle().X509Authorities()); err != nil {
+		t.Fatalf("the rotated bundle: %v", err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Error("Changed was not closed by a new bundle")
+	}
+	_, bundle, _ := m.X509SVID()
+	if n := len(bundle.X509Authorities()); n != 2 {
+		t.Errorf("bundle has %d anchors, want old and new", n)
+	}
+	foreign, _ := New(Options{DataDir: t.TempDir(), Logger: quiet})
+	if err := m.SetTrustAnchors(foreign.Bundle().X509Authorities()); err == nil {
+		t.Error("took a bundle that does not verify the sidecar's own certificate")
+	}
+}

@@ -297,6 +297,31 @@ func (m *Manager) fetch(ctx context.Context) error {
 	return nil
 }
 
+// SetTrustAnchors replaces the trust bundle (pushed over xDS between
+// renewals). The current certificate must still verify against it, so a
+// bundle that would cut this sidecar off is refused.
+func (m *Manager) SetTrustAnchors(anchors []*x509.Certificate) error {
+	if len(anchors) == 0 {
+		return errors.New("svid: an empty trust bundle")
+	}
+	bundle := x509bundle.FromX509Authorities(m.opts.Identity.TrustDomain, anchors)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.svid != nil {
+		if _, _, err := x509svid.Verify(m.svid.Certificates, bundle); err != nil {
+			return fmt.Errorf("svid: the new trust bundle does not verify this sidecar's own certificate: %w", err)
+		}
+	}
+	if m.bundle.Equal(bundle) {
+		return nil
+	}
+	m.bundle = bundle
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.opts.Logger.Info("trust bundle updated", "anchors", len(anchors))
+	return nil
+}
+
 // GetX509SVID returns the current SVID (an x509svid.Source).
 func (m *Manager) GetX509SVID() (*x509svid.SVID, error) {
 	m.mu.RLock()

@@ -24,6 +24,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -54,6 +55,9 @@ type Options struct {
 	Applied func(version string, err error)
 	// Endpoints subscribes to clusters and endpoints, for Resolve.
 	Endpoints bool
+	// TrustBundle, when set, subscribes to the SDS trust bundle and is
+	// given its anchors (PEM) on every change; an error NACKs them.
+	TrustBundle func(pem []byte) error
 	// ResolveTimeout bounds how long a first call to an app waits for its
 	// endpoints (default 5s).
 	ResolveTimeout time.Duration
@@ -159,6 +163,11 @@ func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err e
 			return false, err
 		}
 	}
+	if c.o.TrustBundle != nil {
+		if err := send(resourcev3.SecretType, []string{translate.TrustBundleName}, nil); err != nil {
+			return false, err
+		}
+	}
 	if c.o.Endpoints {
 		if err := send(resourcev3.ClusterType, nil, nil); err != nil {
 			return false, err
@@ -213,21 +222,23 @@ func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err e
 			} else {
 				c.o.Logger.Error("configuration from the control plane refused (NACK); keeping the last good one", "type_url", typeURL, "version", resp.GetVersionInfo(), "err", applyErr)
 			}
-			if typeURL == resourcev3.ExtensionConfigType {
-				if c.o.Applied != nil {
-					c.o.Applied(resp.GetVersionInfo(), applyErr)
-				}
+			if typeURL == resourcev3.ExtensionConfigType && c.o.Applied != nil {
+				c.o.Applied(resp.GetVersionInfo(), applyErr)
+			}
+			// Ready once the components arrived, or, without them, at the
+			// first answer of any kind.
+			if typeURL == resourcev3.ExtensionConfigType || c.o.Apply == nil {
 				onResponse()
 			}
 			var names []string
-			if typeURL == resourcev3.EndpointType {
+			switch typeURL {
+			case resourcev3.EndpointType:
 				names = c.wantedNames()
+			case resourcev3.SecretType:
+				names = []string{translate.TrustBundleName}
 			}
 			if err := send(typeURL, names, applyErr); err != nil {
 				return got, err
-			}
-			if c.o.Apply == nil && typeURL == resourcev3.ClusterType {
-				onResponse()
 			}
 		}
 	}
@@ -249,6 +260,18 @@ func (c *Client) apply(resp *discoverygrpc.DiscoveryResponse) error {
 			return err
 		}
 		return c.o.Apply(res)
+	case resourcev3.SecretType:
+		for _, a := range resp.GetResources() {
+			var sec tlsv3.Secret
+			if err := a.UnmarshalTo(&sec); err != nil {
+				return fmt.Errorf("a resource is not a Secret: %w", err)
+			}
+			if sec.GetName() != translate.TrustBundleName || c.o.TrustBundle == nil {
+				continue
+			}
+			return c.o.TrustBundle(sec.GetValidationContext().GetTrustedCa().GetInlineBytes())
+		}
+		return nil
 	case resourcev3.ClusterType:
 		names := map[string]bool{}
 		for _, a := range resp.GetResources() {
