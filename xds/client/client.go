@@ -1,5 +1,5 @@
-// Package client is the sidecar's xDS client: one ADS stream (state of the
-// world) to the control plane over mutual TLS. It subscribes to the
+// Package client is the sidecar's xDS client: one incremental (delta) ADS
+// stream to the control plane over mutual TLS. It subscribes to the
 // sidecar's extension configs (components and documents), to the list of
 // clusters (which apps exist), and, on demand, to the endpoints of each app
 // the sidecar calls: the first call to an app-id subscribes to its
@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/nameresolution"
@@ -125,12 +126,16 @@ func (c *Client) Run(ctx context.Context, ready chan<- struct{}) error {
 	return nil
 }
 
-// typeState is what the client last accepted for one type.
+// typeState is what the client holds of one type: the resources it last
+// accepted, by name.
 type typeState struct {
-	version, nonce string
+	accepted map[string]*anypb.Any
 }
 
-// stream runs one ADS stream; got says whether any response arrived.
+// stream runs one incremental (delta) ADS stream; got says whether any
+// response arrived. Each answer carries only what changed; the client
+// applies the whole resulting set of its type, and keeps the set it last
+// accepted when an answer is refused.
 func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err error) {
 	conn, err := grpc.NewClient(c.o.Address, grpc.WithTransportCredentials(credentials.NewTLS(c.o.TLS())))
 	if err != nil {
@@ -139,47 +144,52 @@ func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err e
 	defer conn.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ads, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(sctx)
+	ads, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(sctx)
 	if err != nil {
 		return false, err
 	}
 	node := &corev3.Node{Id: c.o.Node, UserAgentName: "outrigger"}
 	states := map[string]*typeState{}
-	send := func(typeURL string, names []string, nack error) error {
-		st := states[typeURL]
-		if st == nil {
-			st = &typeState{}
-			states[typeURL] = st
+	subscribed := map[string]bool{} // EDS names asked for on this stream
+	subscribe := func(typeURL string, names []string) error {
+		if states[typeURL] == nil {
+			states[typeURL] = &typeState{accepted: map[string]*anypb.Any{}}
 		}
-		req := &discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: typeURL, ResourceNames: names, VersionInfo: st.version, ResponseNonce: st.nonce}
-		c.o.Logger.Debug("xDS request", "type_url", typeURL, "names", names, "version", st.version, "nonce", st.nonce, "nack", nack != nil)
-		if nack != nil {
-			req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
-		}
-		return ads.Send(req)
+		return ads.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: typeURL, ResourceNamesSubscribe: names})
 	}
 	if c.o.Apply != nil {
-		if err := send(resourcev3.ExtensionConfigType, nil, nil); err != nil {
+		if err := subscribe(resourcev3.ExtensionConfigType, []string{"*"}); err != nil {
 			return false, err
 		}
 	}
 	if c.o.TrustBundle != nil {
-		if err := send(resourcev3.SecretType, []string{translate.TrustBundleName}, nil); err != nil {
+		if err := subscribe(resourcev3.SecretType, []string{translate.TrustBundleName}); err != nil {
 			return false, err
 		}
 	}
+	subscribeEndpoints := func() error {
+		var fresh []string
+		for _, n := range c.wantedNames() {
+			if !subscribed[n] {
+				fresh = append(fresh, n)
+				subscribed[n] = true
+			}
+		}
+		if len(fresh) == 0 {
+			return nil
+		}
+		return subscribe(resourcev3.EndpointType, fresh)
+	}
 	if c.o.Endpoints {
-		if err := send(resourcev3.ClusterType, nil, nil); err != nil {
+		if err := subscribe(resourcev3.ClusterType, []string{"*"}); err != nil {
 			return false, err
 		}
-		if names := c.wantedNames(); len(names) > 0 {
-			if err := send(resourcev3.EndpointType, names, nil); err != nil {
-				return false, err
-			}
+		if err := subscribeEndpoints(); err != nil {
+			return false, err
 		}
 	}
 
-	responses := make(chan *discoverygrpc.DiscoveryResponse)
+	responses := make(chan *discoverygrpc.DeltaDiscoveryResponse)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -203,41 +213,54 @@ func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err e
 			}
 			return got, err
 		case <-c.subscribe:
-			if err := send(resourcev3.EndpointType, c.wantedNames(), nil); err != nil {
+			if err := subscribeEndpoints(); err != nil {
 				return got, err
 			}
 		case resp := <-responses:
 			got = true
 			typeURL := resp.GetTypeUrl()
-			c.o.Logger.Debug("xDS response", "type_url", typeURL, "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()))
-			applyErr := c.apply(resp)
+			c.o.Logger.Debug("xDS response", "type_url", typeURL, "version", resp.GetSystemVersionInfo(), "changed", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
 			st := states[typeURL]
 			if st == nil {
-				st = &typeState{}
+				st = &typeState{accepted: map[string]*anypb.Any{}}
 				states[typeURL] = st
 			}
-			st.nonce = resp.GetNonce()
+			next := make(map[string]*anypb.Any, len(st.accepted)+len(resp.GetResources()))
+			for k, v := range st.accepted {
+				next[k] = v
+			}
+			for _, r := range resp.GetResources() {
+				next[r.GetName()] = r.GetResource()
+			}
+			for _, name := range resp.GetRemovedResources() {
+				delete(next, name)
+			}
+			names := make([]string, 0, len(next))
+			for k := range next {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			full := &discoverygrpc.DiscoveryResponse{TypeUrl: typeURL, VersionInfo: resp.GetSystemVersionInfo()}
+			for _, k := range names {
+				full.Resources = append(full.Resources, next[k])
+			}
+			applyErr := c.apply(full)
+			ack := &discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: typeURL, ResponseNonce: resp.GetNonce()}
 			if applyErr == nil {
-				st.version = resp.GetVersionInfo()
+				st.accepted = next
 			} else {
-				c.o.Logger.Error("configuration from the control plane refused (NACK); keeping the last good one", "type_url", typeURL, "version", resp.GetVersionInfo(), "err", applyErr)
+				c.o.Logger.Error("configuration from the control plane refused (NACK); keeping the last good one", "type_url", typeURL, "err", applyErr)
+				ack.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: applyErr.Error()}
 			}
 			if typeURL == resourcev3.ExtensionConfigType && c.o.Applied != nil {
-				c.o.Applied(resp.GetVersionInfo(), applyErr)
+				c.o.Applied(resp.GetSystemVersionInfo(), applyErr)
 			}
 			// Ready once the components arrived, or, without them, at the
 			// first answer of any kind.
 			if typeURL == resourcev3.ExtensionConfigType || c.o.Apply == nil {
 				onResponse()
 			}
-			var names []string
-			switch typeURL {
-			case resourcev3.EndpointType:
-				names = c.wantedNames()
-			case resourcev3.SecretType:
-				names = []string{translate.TrustBundleName}
-			}
-			if err := send(typeURL, names, applyErr); err != nil {
+			if err := ads.Send(ack); err != nil {
 				return got, err
 			}
 		}
