@@ -458,12 +458,7 @@ func LoadResources(dirs []string) (*Resources, error) {
 			continue
 		}
 		for _, f := range files {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			res, err := ParseResources(f, data)
+			res, err := ReadResourceFile(f)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -472,6 +467,15 @@ func LoadResources(dirs []string) (*Resources, error) {
 		}
 	}
 	return all, errors.Join(errs...)
+}
+
+// ReadResourceFile reads and parses one resource file.
+func ReadResourceFile(path string) (*Resources, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseResources(path, data)
 }
 
 // ResourceFiles lists the YAML files directly in dir, sorted.

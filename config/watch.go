@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -56,12 +55,7 @@ func (w *ResourceWatcher) reload() (*Resources, error) {
 		}
 		for _, f := range files {
 			seen[f] = true
-			data, err := os.ReadFile(f)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			res, err := ParseResources(f, data)
+			res, err := ReadResourceFile(f)
 			if err != nil {
 				errs = append(errs, err)
 				continue
