@@ -133,7 +133,7 @@ func TestXDSEndpoints(t *testing.T) {
 	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{})
 	app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
 	viaCP := []string{"--control-plane-address", cp.Addr, "--name-resolution", "registry"}
-	framework.StartSidecar(t, framework.SidecarOptions{AppID: "eds-callee", AppPort: app.Port, MTLS: cp, Args: viaCP})
+	callee := framework.StartSidecar(t, framework.SidecarOptions{AppID: "eds-callee", AppPort: app.Port, MTLS: cp, Args: viaCP})
 	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "eds-caller", MTLS: cp, Args: viaCP})
 	framework.WaitFor(t, "the callee to be reachable through the control plane's endpoints", func() error {
 		resp, body, err := tryCall(callCtx(t), http.MethodPost, caller.URL("/v1.0/invoke/eds-callee/method/echo/x"), strings.NewReader("hi"), nil)
@@ -150,4 +150,23 @@ func TestXDSEndpoints(t *testing.T) {
 	if !strings.Contains(e.Message, "no running sidecar") {
 		t.Errorf("unknown app: %q", e.Message)
 	}
+	if strings.Contains(cp.Logs(), "registry: instance registered") && strings.Contains(callee.Logs(), "registered with the control plane") {
+		t.Error("the callee registered over the registry's plain HTTP; with xDS it registers over its stream")
+	}
+
+	// A sidecar that stops leaves with its stream.
+	if resp, _ := call(t, http.MethodPost, callee.URL("/v1.0/shutdown"), nil, nil); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("shutdown: %d", resp.StatusCode)
+	}
+	callee.WaitExit(t)
+	framework.WaitFor(t, "the stopped callee to leave the control plane's endpoints", func() error {
+		resp, body, err := tryCall(callCtx(t), http.MethodPost, caller.URL("/v1.0/invoke/eds-callee/method/echo/x"), strings.NewReader("hi"), nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode == http.StatusOK || !strings.Contains(string(body), "no running sidecar") {
+			return fmt.Errorf("%d %s", resp.StatusCode, body)
+		}
+		return nil
+	})
 }

@@ -111,7 +111,11 @@ func (x *xdsSource) start(ctx context.Context, set *components.Set, cfg *proxy.C
 	}
 	client := xdsclient.New(opts)
 	if x.endpoints {
+		// Found and findable through the control plane: endpoints over
+		// EDS, and registration over the authenticated xDS stream rather
+		// than the registry's plain HTTP.
 		cfg.Resolver = client
+		cfg.Announcer = client
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ready := make(chan struct{})

@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/nameresolution"
@@ -76,6 +77,9 @@ type Client struct {
 	changed   chan struct{}       // closed and replaced on any CDS/EDS change
 	subscribe chan struct{}       // a new name to subscribe (buffered 1)
 	next      atomic.Uint64       // round robin
+
+	meshPort    atomic.Int64  // announced mesh port, carried in the node metadata
+	nodeChanged chan struct{} // the node metadata changed (buffered 1)
 }
 
 // New makes a client.
@@ -87,11 +91,12 @@ func New(o Options) *Client {
 		o.ResolveTimeout = 5 * time.Second
 	}
 	return &Client{
-		o:         o,
-		endpoints: map[string][]string{},
-		wanted:    map[string]bool{},
-		changed:   make(chan struct{}),
-		subscribe: make(chan struct{}, 1),
+		o:           o,
+		endpoints:   map[string][]string{},
+		wanted:      map[string]bool{},
+		changed:     make(chan struct{}),
+		subscribe:   make(chan struct{}, 1),
+		nodeChanged: make(chan struct{}, 1),
 	}
 }
 
@@ -148,12 +153,16 @@ func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err e
 	if err != nil {
 		return false, err
 	}
-	node := &corev3.Node{Id: c.o.Node, UserAgentName: "outrigger"}
+	node := c.node()
 	states := map[string]*typeState{}
 	subscribed := map[string]bool{} // EDS names asked for on this stream
+	var firstType string            // a type this stream subscribed to
 	subscribe := func(typeURL string, names []string) error {
 		if states[typeURL] == nil {
 			states[typeURL] = &typeState{accepted: map[string]*anypb.Any{}}
+		}
+		if firstType == "" {
+			firstType = typeURL
 		}
 		return ads.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: typeURL, ResourceNamesSubscribe: names})
 	}
@@ -215,6 +224,15 @@ func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err e
 		case <-c.subscribe:
 			if err := subscribeEndpoints(); err != nil {
 				return got, err
+			}
+		case <-c.nodeChanged:
+			// The control plane reads the node of every request: a request
+			// that changes no subscription carries the new metadata.
+			node = c.node()
+			if firstType != "" {
+				if err := ads.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: firstType}); err != nil {
+					return got, err
+				}
 			}
 		case resp := <-responses:
 			got = true
@@ -350,6 +368,35 @@ func (c *Client) apply(resp *discoverygrpc.DiscoveryResponse) error {
 		return nil
 	}
 	return fmt.Errorf("unexpected type %q", resp.GetTypeUrl())
+}
+
+// node is this sidecar's node: its SPIFFE ID and, once announced, its
+// mesh port.
+func (c *Client) node() *corev3.Node {
+	n := &corev3.Node{Id: c.o.Node, UserAgentName: "outrigger"}
+	if port := c.meshPort.Load(); port > 0 {
+		n.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{
+			meshPortKey: structpb.NewNumberValue(float64(port)),
+		}}
+	}
+	return n
+}
+
+// meshPortKey is xds/server's MeshPortKey (the client does not import the server).
+const meshPortKey = "outrigger.meshPort"
+
+// Announce makes this sidecar findable through the control plane: its
+// mesh port travels in the node metadata of its xDS stream, and the control
+// plane registers it at the stream's address under its proven identity,
+// until the stream ends. It blocks until ctx is done (proxy.Announcer).
+func (c *Client) Announce(ctx context.Context, _, _ string, meshPort int) error {
+	c.meshPort.Store(int64(meshPort))
+	select {
+	case c.nodeChanged <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return nil
 }
 
 func (c *Client) notifyLocked() {

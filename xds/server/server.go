@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -71,15 +72,26 @@ type Server struct {
 	dirty     map[string]bool           // nodes to rebuild
 	dirtyAll  bool
 
-	inputsChanged bool                // resources or endpoints changed since prepared
-	prepared      *translate.Prepared // the inputs translated, for every node
-	anchors       []byte              // the bundle prepared holds
-	streams       map[int64]string    // stream -> proven node id
+	inputsChanged bool                        // resources or endpoints changed since prepared
+	prepared      *translate.Prepared         // the inputs translated, for every node
+	anchors       []byte                      // the bundle prepared holds
+	streams       map[int64]string            // stream -> proven node id
+	peers         map[int64]string            // stream -> the client IP address
+	registered    map[int64]registry.Instance // stream -> the sidecar it announced
 
 	pushes prometheus.Counter
 	nacks  *prometheus.CounterVec
 	errs   *prometheus.CounterVec
 }
+
+// xdsRegistrationTTL is the lease of a sidecar registered over xDS, renewed
+// every xdsRenewEvery while its stream is up; the registration is removed
+// when the stream ends, so the lease only bounds a stream that vanished
+// without closing.
+const (
+	xdsRegistrationTTL = 90 * time.Second
+	xdsRenewEvery      = 30 * time.Second
+)
 
 // nackPause is how long a stream waits after a NACK before the cache may
 // answer it again.
@@ -99,13 +111,15 @@ func New(opts Options) *Server {
 		// Not ADS mode: in it go-control-plane answers an EDS request only
 		// when it names every cluster of the snapshot, and a sidecar asks
 		// for the endpoints of the apps it calls, on demand.
-		cache:     cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil),
-		resources: &config.Resources{},
-		ready:     make(chan struct{}),
-		kick:      make(chan struct{}, 1),
-		dirty:     map[string]bool{},
-		nodes:     map[string]translate.Node{},
-		streams:   map[int64]string{},
+		cache:      cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil),
+		resources:  &config.Resources{},
+		ready:      make(chan struct{}),
+		kick:       make(chan struct{}, 1),
+		dirty:      map[string]bool{},
+		nodes:      map[string]translate.Node{},
+		streams:    map[int64]string{},
+		peers:      map[int64]string{},
+		registered: map[int64]registry.Instance{},
 		pushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "outrigger", Subsystem: "xds", Name: "snapshots_total", Help: "Snapshots set for sidecars.",
 		}),
@@ -156,8 +170,11 @@ func (s *Server) streamOpen(ctx context.Context, id int64, _ string) error {
 		s.log.Warn("xDS stream refused: client certificate", "from", p.Addr.String(), "err", err)
 		return fmt.Errorf("client certificate: %w", err)
 	}
+	// Served through net/http, the peer's address is a string.
+	host, _, _ := net.SplitHostPort(p.Addr.String())
 	s.mu.Lock()
 	s.streams[id] = who.String()
+	s.peers[id] = host
 	s.mu.Unlock()
 	return nil
 }
@@ -165,7 +182,76 @@ func (s *Server) streamOpen(ctx context.Context, id int64, _ string) error {
 func (s *Server) streamClosed(id int64) {
 	s.mu.Lock()
 	delete(s.streams, id)
+	delete(s.peers, id)
+	inst, registered := s.registered[id]
+	delete(s.registered, id)
 	s.mu.Unlock()
+	if registered && s.opts.Registry != nil {
+		s.opts.Registry.Deregister(inst.ID)
+	}
+}
+
+// MeshPortKey is the node metadata field in which a sidecar announces its
+// mesh port over xDS. The control plane registers it at the address the
+// stream comes from, under the identity its certificate proves: no
+// unauthenticated registration, and it ends with the stream.
+const MeshPortKey = "outrigger.meshPort"
+
+// announce registers the sidecar of a stream once its node names a mesh port.
+func (s *Server) announce(stream int64, proven string, node *corev3.Node) {
+	if s.opts.Registry == nil {
+		return
+	}
+	port := int(node.GetMetadata().GetFields()[MeshPortKey].GetNumberValue())
+	if port <= 0 || port > 65535 {
+		return
+	}
+	s.mu.Lock()
+	host := s.peers[stream]
+	_, done := s.registered[stream]
+	s.mu.Unlock()
+	if done || host == "" {
+		return
+	}
+	id, err := mtls.ParseIDString(proven)
+	if err != nil {
+		return
+	}
+	inst, _, err := s.opts.Registry.Register(registry.Instance{
+		ID: fmt.Sprintf("xds-%d-%s", stream, id.AppID), AppID: id.AppID, Namespace: id.Namespace, Host: host, Port: port,
+	}, xdsRegistrationTTL)
+	if err != nil {
+		s.log.Warn("xDS: registering a sidecar failed", "node", proven, "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.registered[stream] = inst
+	s.mu.Unlock()
+}
+
+// renewRegistrations keeps the leases of the sidecars registered over xDS
+// alive while their streams are up.
+func (s *Server) renewRegistrations(ctx context.Context) {
+	t := time.NewTicker(xdsRenewEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		insts := make([]registry.Instance, 0, len(s.registered))
+		for _, inst := range s.registered {
+			insts = append(insts, inst)
+		}
+		s.mu.Unlock()
+		for _, inst := range insts {
+			if _, _, err := s.opts.Registry.Register(inst, xdsRegistrationTTL); err != nil {
+				s.log.Warn("xDS: renewing a registration failed", "app_id", inst.AppID, "err", err)
+			}
+		}
+	}
 }
 
 // request checks the node of a request and builds its first snapshot.
@@ -179,6 +265,7 @@ func (s *Server) request(stream int64, node *corev3.Node, typeURL string, nack i
 		s.log.Warn("xDS request refused", "node", node.GetId(), "proven", proven)
 		return ErrNotYourNode
 	}
+	s.announce(stream, proven, node)
 	if msg := nack.GetMessage(); msg != "" {
 		s.nacks.WithLabelValues(typeURL).Inc()
 		s.log.Warn("a sidecar refused its configuration (NACK)", "node", proven, "type_url", typeURL, "reason", msg)
@@ -336,6 +423,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.opts.Registry == nil {
 		markReady()
 	} else {
+		wg.Go(func() { s.renewRegistrations(ctx) })
 		wg.Go(func() {
 			epoch, index := "", uint64(0)
 			for ctx.Err() == nil {
