@@ -169,6 +169,11 @@ func TestRunStopsAppOnCancel(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("stopping took %v; want the app to end on SIGTERM, well within the grace period", d)
 	}
+	// The child got SIGTERM with its group; give it a moment to die (the
+	// kernel delivers and the child exits asynchronously).
+	for deadline := time.Now().Add(10 * time.Second); childPID > 0 && running(childPID) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if childPID > 0 && running(childPID) {
 		t.Errorf("the app's child (pid %d) still runs", childPID)
 		_ = syscall.Kill(childPID, syscall.SIGKILL)
