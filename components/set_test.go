@@ -113,7 +113,6 @@ func TestApplyUpdatesRemovesAndKeepsLastGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, _ := s.Get("secrets")
-	store, _ := s.Get("store")
 	// The same documents again (new parse, new lines): nothing is rebuilt.
 	if err := s.Apply(ctx, parse(t, "\n\n"+base)); err != nil {
 		t.Fatal(err)
@@ -144,7 +143,6 @@ func TestApplyUpdatesRemovesAndKeepsLastGood(t *testing.T) {
 	if _, ok := s.Get("store"); ok {
 		t.Error("a removed component is still live")
 	}
-	_ = store
 }
 
 func TestColdStartFailsUnlessIgnoreErrors(t *testing.T) {

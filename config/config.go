@@ -7,7 +7,6 @@ package config
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -146,7 +145,7 @@ func (c *Configuration) AccessControl() (*acl.Policy, error) {
 	}
 	p, err := acl.Compile(c.Spec.AccessControl)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("spec.accessControl"), err)
+		return nil, fmt.Errorf("spec.accessControl: %w", err)
 	}
 	return p, nil
 }

@@ -140,7 +140,6 @@ func TestMutualTLSVerifiesBothSides(t *testing.T) {
 func TestMutualTLSRefusals(t *testing.T) {
 	a := authority(t, ca.Options{})
 	server := issue(t, a, "callee")
-	calleeID, _ := mtls.NewIdentity("", "", "callee")
 	srvCfg := mtls.ServerConfig(server, mtls.AuthorizeMemberOf(a.TrustDomain()))
 
 	t.Run("a client with no certificate", func(t *testing.T) {
@@ -185,7 +184,6 @@ func TestMutualTLSRefusals(t *testing.T) {
 		if cerr == nil || !strings.Contains(cerr.Error(), "want spiffe://public/ns/default/payments") {
 			t.Errorf("got %v", cerr)
 		}
-		_ = calleeID
 	})
 	t.Run("another trust domain", func(t *testing.T) {
 		foreign := issue(t, authority(t, ca.Options{TrustDomain: "example.org"}), "caller")

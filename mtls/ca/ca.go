@@ -179,9 +179,6 @@ func New(opts Options) (*Authority, error) {
 // TrustDomain is the trust domain the authority signs in.
 func (a *Authority) TrustDomain() spiffeid.TrustDomain { return a.td }
 
-// WorkloadCertTTL is the lifetime of signed certificates.
-func (a *Authority) WorkloadCertTTL() time.Duration { return a.opts.WorkloadCertTTL }
-
 // Bundle is every anchor trusted now.
 func (a *Authority) Bundle() *x509bundle.Bundle {
 	now := a.opts.Now()

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"time"
 
 	sentryv1pb "github.com/dapr/dapr/pkg/proto/sentry/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -235,15 +234,6 @@ func (a *Authority) ServingCertificates(namespace string, hosts ...string) func(
 		cur = c
 		return cur, nil
 	}
-}
-
-// Expiry is when the certificate that signs now stops being valid.
-func (a *Authority) Expiry() time.Time {
-	g := a.signer(a.opts.Now())
-	if g == nil {
-		return time.Time{}
-	}
-	return g.issuer[0].NotAfter
 }
 
 // ServerTLSConfig is the control plane's TLS: its own certificate, and a

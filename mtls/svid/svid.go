@@ -142,10 +142,6 @@ func (m *Manager) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close releases what the manager holds; it keeps no connection open
-// between requests, so there is nothing to release today.
-func (m *Manager) Close() error { return nil }
-
 // Renew asks for a new certificate now and waits for the answer.
 func (m *Manager) Renew(ctx context.Context) error {
 	done := make(chan error, 1)
