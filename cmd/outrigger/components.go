@@ -22,26 +22,26 @@ import (
 func componentTypes() (*components.Registry, error) {
 	r := components.NewRegistry()
 	for _, t := range []components.Type{
-		{Name: localenv.Type, New: func(_ context.Context, meta map[string]string) (io.Closer, []string, error) {
-			s, unknown, err := localenv.New(meta)
-			if err != nil {
-				return nil, nil, err
-			}
-			return s, unknown, nil
-		}},
-		{Name: localfile.Type, New: func(_ context.Context, meta map[string]string) (io.Closer, []string, error) {
-			s, unknown, err := localfile.New(meta)
-			if err != nil {
-				return nil, nil, err
-			}
-			return s, unknown, nil
-		}},
+		storeType(localenv.Type, localenv.New),
+		storeType(localfile.Type, localfile.New),
 	} {
 		if err := r.Register(t); err != nil {
 			return nil, err
 		}
 	}
 	return r, nil
+}
+
+// storeType adapts a backend's constructor to the pipeline's factory; a
+// failed construction yields no component (never a typed nil).
+func storeType[S io.Closer](name string, newStore func(map[string]string) (S, []string, error)) components.Type {
+	return components.Type{Name: name, New: func(_ context.Context, meta map[string]string) (io.Closer, []string, error) {
+		s, unknown, err := newStore(meta)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, unknown, nil
+	}}
 }
 
 // secretValue reads one key of a secret from a live secret store, for

@@ -72,12 +72,10 @@ type Server struct {
 	dirty     map[string]bool           // nodes to rebuild
 	dirtyAll  bool
 
-	inputsChanged bool                        // resources or endpoints changed since prepared
-	prepared      *translate.Prepared         // the inputs translated, for every node
-	anchors       []byte                      // the bundle prepared holds
-	streams       map[int64]string            // stream -> proven node id
-	peers         map[int64]string            // stream -> the client IP address
-	registered    map[int64]registry.Instance // stream -> the sidecar it announced
+	inputsChanged bool                // resources or endpoints changed since prepared
+	prepared      *translate.Prepared // the inputs translated, for every node
+	anchors       []byte              // the bundle prepared holds
+	streams       map[int64]*stream   // open streams
 
 	pushes prometheus.Counter
 	nacks  *prometheus.CounterVec
@@ -111,15 +109,13 @@ func New(opts Options) *Server {
 		// Not ADS mode: in it go-control-plane answers an EDS request only
 		// when it names every cluster of the snapshot, and a sidecar asks
 		// for the endpoints of the apps it calls, on demand.
-		cache:      cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil),
-		resources:  &config.Resources{},
-		ready:      make(chan struct{}),
-		kick:       make(chan struct{}, 1),
-		dirty:      map[string]bool{},
-		nodes:      map[string]translate.Node{},
-		streams:    map[int64]string{},
-		peers:      map[int64]string{},
-		registered: map[int64]registry.Instance{},
+		cache:     cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil),
+		resources: &config.Resources{},
+		ready:     make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		dirty:     map[string]bool{},
+		nodes:     map[string]translate.Node{},
+		streams:   map[int64]*stream{},
 		pushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "outrigger", Subsystem: "xds", Name: "snapshots_total", Help: "Snapshots set for sidecars.",
 		}),
@@ -155,6 +151,14 @@ func (s *Server) Register(g *grpc.Server) {
 	secretgrpc.RegisterSecretDiscoveryServiceServer(g, s.xds)
 }
 
+// stream is what the server knows of one open xDS stream.
+type stream struct {
+	who        mtls.Identity      // proven by the client's certificate
+	node       string             // who as a node id
+	host       string             // the client's IP address
+	registered *registry.Instance // the sidecar it announced, if any
+}
+
 // streamOpen records the caller's proven identity for the stream.
 func (s *Server) streamOpen(ctx context.Context, id int64, _ string) error {
 	p, ok := peer.FromContext(ctx)
@@ -173,21 +177,18 @@ func (s *Server) streamOpen(ctx context.Context, id int64, _ string) error {
 	// Served through net/http, the peer's address is a string.
 	host, _, _ := net.SplitHostPort(p.Addr.String())
 	s.mu.Lock()
-	s.streams[id] = who.String()
-	s.peers[id] = host
+	s.streams[id] = &stream{who: who, node: who.String(), host: host}
 	s.mu.Unlock()
 	return nil
 }
 
 func (s *Server) streamClosed(id int64) {
 	s.mu.Lock()
+	st := s.streams[id]
 	delete(s.streams, id)
-	delete(s.peers, id)
-	inst, registered := s.registered[id]
-	delete(s.registered, id)
 	s.mu.Unlock()
-	if registered && s.opts.Registry != nil {
-		s.opts.Registry.Deregister(inst.ID)
+	if st != nil && st.registered != nil && s.opts.Registry != nil {
+		s.opts.Registry.Deregister(st.registered.ID)
 	}
 }
 
@@ -198,34 +199,29 @@ func (s *Server) streamClosed(id int64) {
 const MeshPortKey = "outrigger.meshPort"
 
 // announce registers the sidecar of a stream once its node names a mesh port.
-func (s *Server) announce(stream int64, proven string, node *corev3.Node) {
+func (s *Server) announce(id int64, st *stream, node *corev3.Node) {
 	if s.opts.Registry == nil {
 		return
 	}
 	port := int(node.GetMetadata().GetFields()[MeshPortKey].GetNumberValue())
-	if port <= 0 || port > 65535 {
+	if port <= 0 || port > 65535 || st.host == "" {
 		return
 	}
 	s.mu.Lock()
-	host := s.peers[stream]
-	_, done := s.registered[stream]
+	done := st.registered != nil
 	s.mu.Unlock()
-	if done || host == "" {
-		return
-	}
-	id, err := mtls.ParseIDString(proven)
-	if err != nil {
+	if done {
 		return
 	}
 	inst, _, err := s.opts.Registry.Register(registry.Instance{
-		ID: fmt.Sprintf("xds-%d-%s", stream, id.AppID), AppID: id.AppID, Namespace: id.Namespace, Host: host, Port: port,
+		ID: fmt.Sprintf("xds-%d-%s", id, st.who.AppID), AppID: st.who.AppID, Namespace: st.who.Namespace, Host: st.host, Port: port,
 	}, xdsRegistrationTTL)
 	if err != nil {
-		s.log.Warn("xDS: registering a sidecar failed", "node", proven, "err", err)
+		s.log.Warn("xDS: registering a sidecar failed", "node", st.node, "err", err)
 		return
 	}
 	s.mu.Lock()
-	s.registered[stream] = inst
+	st.registered = &inst
 	s.mu.Unlock()
 }
 
@@ -241,9 +237,11 @@ func (s *Server) renewRegistrations(ctx context.Context) {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		insts := make([]registry.Instance, 0, len(s.registered))
-		for _, inst := range s.registered {
-			insts = append(insts, inst)
+		var insts []registry.Instance
+		for _, st := range s.streams {
+			if st.registered != nil {
+				insts = append(insts, *st.registered)
+			}
 		}
 		s.mu.Unlock()
 		for _, inst := range insts {
@@ -255,17 +253,22 @@ func (s *Server) renewRegistrations(ctx context.Context) {
 }
 
 // request checks the node of a request and builds its first snapshot.
-func (s *Server) request(stream int64, node *corev3.Node, typeURL string, nack interface{ GetMessage() string }) error {
+func (s *Server) request(id int64, node *corev3.Node, typeURL string, nack interface{ GetMessage() string }) error {
 	s.mu.Lock()
-	proven, ok := s.streams[stream]
+	st := s.streams[id]
 	s.mu.Unlock()
 	// A client may send its node on the first request only (Envoy's
 	// set_node_on_first_message_only); later ones then carry none.
-	if !ok || (node.GetId() != "" && node.GetId() != proven) {
+	if st == nil || (node.GetId() != "" && node.GetId() != st.node) {
+		proven := ""
+		if st != nil {
+			proven = st.node
+		}
 		s.log.Warn("xDS request refused", "node", node.GetId(), "proven", proven)
 		return ErrNotYourNode
 	}
-	s.announce(stream, proven, node)
+	proven := st.node
+	s.announce(id, st, node)
 	if msg := nack.GetMessage(); msg != "" {
 		s.nacks.WithLabelValues(typeURL).Inc()
 		s.log.Warn("a sidecar refused its configuration (NACK)", "node", proven, "type_url", typeURL, "reason", msg)
@@ -274,11 +277,7 @@ func (s *Server) request(stream int64, node *corev3.Node, typeURL string, nack i
 		// stream bounds that loop to one refusal a second.
 		time.Sleep(nackPause)
 	}
-	id, err := mtls.ParseIDString(proven)
-	if err != nil {
-		return err
-	}
-	n := translate.Node{AppID: id.AppID, Namespace: id.Namespace}
+	n := translate.Node{AppID: st.who.AppID, Namespace: st.who.Namespace}
 	s.mu.Lock()
 	_, known := s.nodes[proven]
 	s.nodes[proven] = n
