@@ -171,6 +171,10 @@ func ParseResources(file string, data []byte) (*Resources, error) {
 				continue
 			}
 			if kind == "Resiliency" {
+				if _, err := ParseResiliency(d); err != nil {
+					errs = append(errs, pathErrors(root, src, "resiliency "+quote(d.Name), err)...)
+					continue
+				}
 				res.Resiliencies = append(res.Resiliencies, d)
 			} else {
 				res.Subscriptions = append(res.Subscriptions, d)
@@ -186,6 +190,34 @@ func ParseResources(file string, data []byte) (*Resources, error) {
 		return nil, errors.Join(errs...)
 	}
 	return res, nil
+}
+
+// pathErrors turns the PathErrors joined in err into FieldErrors that carry
+// the line of each path in the document root.
+func pathErrors(root *yaml.Node, src Source, what string, err error) []error {
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	out := make([]error, 0, len(list))
+	for _, e := range list {
+		var pe *PathError
+		if !errors.As(e, &pe) {
+			out = append(out, &FieldError{Source: src, What: what, Err: e})
+			continue
+		}
+		line, n := src.Line, root
+		for _, key := range pe.Path {
+			line = keyLine(n, key, line)
+			if n = value(n, key); n == nil {
+				break
+			}
+		}
+		out = append(out, &FieldError{Source: Source{File: src.File, Line: line}, What: what, Field: strings.Join(pe.Path, "."), Err: pe.Err})
+	}
+	return out
 }
 
 func isEmptyDoc(n *yaml.Node) bool {

@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -43,9 +46,13 @@ spec:
 // TLS, with access control applied to its proven identity.
 func TestProxylessGRPCClient(t *testing.T) {
 	t.Parallel()
-	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{})
-	app := framework.StartGRPCApp(t)
 	dir := framework.ShortTempDir(t)
+	resources := filepath.Join(dir, "resources")
+	if err := os.Mkdir(resources, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{ResourcesPaths: []string{resources}})
+	app := framework.StartGRPCApp(t)
 	cfg := filepath.Join(dir, "config.yaml")
 	writeFile(t, cfg, proxylessPolicy)
 	framework.StartSidecar(t, framework.SidecarOptions{
@@ -111,4 +118,67 @@ func TestProxylessGRPCClient(t *testing.T) {
 	if _, err := client.EmptyCall(callCtx(t), &testgrpc.Empty{}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("EmptyCall, which the policy denies: %v", err)
 	}
+
+	// A Resiliency document reaches the client as the route's Envoy
+	// fields, and grpc-go applies them. Without one, a failure is final.
+	const unary = "/grpc.testing.TestService/UnaryCall"
+	req := &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("again")}}
+	app.FailNext(1, codes.Unavailable)
+	if _, err := client.UnaryCall(callCtx(t), req); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a failing call with no retry policy: %v", err)
+	}
+	writeFile(t, filepath.Join(resources, "resiliency.yaml"), proxylessResiliency)
+	framework.WaitFor(t, "the control plane's retry policy to reach the client", func() error {
+		app.FailNext(2, codes.Unavailable)
+		before := app.Calls(unary)
+		if _, err := client.UnaryCall(callCtx(t), req); err != nil {
+			return err
+		}
+		if n := app.Calls(unary) - before; n != 3 {
+			return fmt.Errorf("%d attempts, want 3 (two failures, then the answer)", n)
+		}
+		return nil
+	})
+	// A code the policy does not name is not retried.
+	app.FailNext(1, codes.Internal)
+	before := app.Calls(unary)
+	if _, err := client.UnaryCall(callCtx(t), req); status.Code(err) != codes.Internal || app.Calls(unary)-before != 1 {
+		t.Errorf("INTERNAL, which the policy does not retry: %v after %d attempts", err, app.Calls(unary)-before)
+	}
+	// The policy's timeout cuts a slow call short; the caller's own
+	// deadline is far later.
+	app.FailNext(0, codes.OK)
+	app.SetDelay(time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = client.UnaryCall(ctx, req)
+	if status.Code(err) != codes.DeadlineExceeded || time.Since(start) > 40*time.Second {
+		t.Errorf("a call slower than the policy's 1s timeout: %v after %v", err, time.Since(start))
+	}
+	app.SetDelay(0)
 }
+
+// proxylessResiliency is the client's policy for calls to grpc-callee.
+const proxylessResiliency = `apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: client-policy
+scopes: [grpc-client]
+spec:
+  policies:
+    timeouts:
+      short: 1s
+    retries:
+      unavailable:
+        policy: constant
+        duration: 10ms
+        maxRetries: 3
+        matching:
+          gRPCStatusCodes: "14"
+  targets:
+    apps:
+      grpc-callee:
+        timeout: short
+        retry: unavailable
+`

@@ -11,6 +11,9 @@ if [ -n "$unformatted" ]; then
   echo "not gofmt'ed:"; echo "$unformatted"; exit 1
 fi
 
+echo "== generated code"
+bash scripts/protogen.sh --check
+
 echo "== go vet"
 go vet ./...
 

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
@@ -54,15 +55,20 @@ type GRPCApp struct {
 	srv     *grpc.Server
 	healthy atomic.Bool
 
-	mu sync.Mutex
-	md map[string]metadata.MD // by full method name
+	mu    sync.Mutex
+	md    map[string]metadata.MD // by full method name
+	calls map[string]int         // by full method name
+	// What the next unary calls of the test service get (FailNext, SetDelay).
+	failNext  int
+	failCode  codes.Code
+	unaryWait time.Duration
 }
 
 // StartGRPCApp serves a GRPCApp on a fresh loopback port until the test ends.
 func StartGRPCApp(t testing.TB) *GRPCApp {
 	t.Helper()
 	l := Listen(t)
-	a := &GRPCApp{Port: l.Addr().(*net.TCPAddr).Port, md: map[string]metadata.MD{}}
+	a := &GRPCApp{Port: l.Addr().(*net.TCPAddr).Port, md: map[string]metadata.MD{}, calls: map[string]int{}}
 	a.healthy.Store(true)
 	a.srv = grpc.NewServer(grpc.ChainUnaryInterceptor(a.recordUnary), grpc.ChainStreamInterceptor(a.recordStream))
 	runtimev1pb.RegisterAppCallbackServer(a.srv, appCallback{a: a})
@@ -87,15 +93,56 @@ func (a *GRPCApp) Metadata(fullMethod string) metadata.MD {
 	return a.md[fullMethod].Copy()
 }
 
+// Calls is how many calls of fullMethod the app has received.
+func (a *GRPCApp) Calls(fullMethod string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls[fullMethod]
+}
+
+// FailNext makes the next n unary calls of the test service fail with code.
+func (a *GRPCApp) FailNext(n int, code codes.Code) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.failNext, a.failCode = n, code
+}
+
+// SetDelay makes every unary call of the test service wait d (or until
+// its caller gives up) before it answers.
+func (a *GRPCApp) SetDelay(d time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.unaryWait = d
+}
+
 func (a *GRPCApp) record(ctx context.Context, method string) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	a.mu.Lock()
 	a.md[method] = md.Copy()
+	a.calls[method]++
 	a.mu.Unlock()
 }
 
 func (a *GRPCApp) recordUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	a.record(ctx, info.FullMethod)
+	if strings.HasPrefix(info.FullMethod, "/grpc.testing.TestService/") {
+		a.mu.Lock()
+		fail, code, wait := a.failNext > 0, a.failCode, a.unaryWait
+		if fail {
+			a.failNext--
+		}
+		a.mu.Unlock()
+		if fail {
+			return nil, status.Errorf(code, "the app fails this call on purpose")
+		}
+		if wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+		}
+	}
 	return h(ctx, req)
 }
 

@@ -19,16 +19,13 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -110,12 +107,24 @@ type Prepared struct {
 	secrets   []types.Resource
 	clusters  []types.Resource
 	endpoints []types.Resource
-	listeners []types.Resource
+
+	// What the per-node listeners and routes are made of, and those
+	// already made, by the set of documents a node sees.
+	components   []config.Component
+	resiliencies []*config.Resiliency
+	apps         []app
+	mu           sync.Mutex
+	views        map[string]*nodeView
 }
+
+const (
+	routeType    = resourcev3.RouteType
+	listenerType = resourcev3.ListenerType
+)
 
 // Prepare translates in.
 func Prepare(in Input) (*Prepared, error) {
-	p := &Prepared{}
+	p := &Prepared{views: map[string]*nodeView{}}
 	var errs []error
 	add := func(r types.Resource, scopes []string, ns string, err error) {
 		if err != nil {
@@ -133,10 +142,18 @@ func Prepare(in Input) (*Prepared, error) {
 			r, err := documentConfig("configuration/"+c.Metadata.Name, ConfigurationType, config.Document{JSON: c.JSON, Source: c.Source})
 			add(r, nil, c.Metadata.Namespace, err)
 		}
+		p.components = in.Resources.Components
 		for _, d := range in.Resources.Resiliencies {
 			r, err := documentConfig("resiliency/"+d.Name, ResiliencyType, d)
 			add(r, d.Scopes, d.Namespace, err)
+			typed, err := config.ParseResiliency(d)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("translate: resiliency/%s: %w", d.Name, err))
+				continue
+			}
+			p.resiliencies = append(p.resiliencies, typed)
 		}
+		sort.SliceStable(p.resiliencies, func(i, j int) bool { return p.resiliencies[i].Name < p.resiliencies[j].Name })
 		for _, d := range in.Resources.Subscriptions {
 			r, err := documentConfig("subscription/"+d.Name, SubscriptionType, d)
 			add(r, d.Scopes, d.Namespace, err)
@@ -154,38 +171,58 @@ func Prepare(in Input) (*Prepared, error) {
 	if p.clusters, p.endpoints, err = clustersOf(in.Endpoints); err != nil {
 		errs = append(errs, err)
 	}
-	if p.listeners, err = listenersOf(in.Endpoints); err != nil {
-		errs = append(errs, err)
-	}
+	p.apps = appsOf(in.Endpoints)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	p.versions = map[string]map[string]string{}
-	hash := func(typeURL string, rs []types.Resource) error {
-		m := map[string]string{}
-		for _, r := range rs {
-			b, err := cachev3.MarshalResource(r)
-			if err != nil {
-				return err
-			}
-			m[cachev3.GetResourceName(r)] = cachev3.HashResource(b)
-		}
-		p.versions[typeURL] = m
-		return nil
-	}
 	docs := make([]types.Resource, 0, len(p.docs))
 	for _, d := range p.docs {
 		docs = append(docs, d.resource)
 	}
 	for typeURL, rs := range map[string][]types.Resource{
 		resourcev3.ExtensionConfigType: docs, resourcev3.SecretType: p.secrets, resourcev3.ClusterType: p.clusters,
-		resourcev3.EndpointType: p.endpoints, resourcev3.ListenerType: p.listeners,
+		resourcev3.EndpointType: p.endpoints,
 	} {
-		if err := hash(typeURL, rs); err != nil {
+		if p.versions[typeURL], err = hashAll(rs); err != nil {
 			return nil, err
 		}
 	}
 	return p, nil
+}
+
+// hashAll is the content hash of each resource, by name, as go-control-plane
+// computes it.
+func hashAll(rs []types.Resource) (map[string]string, error) {
+	m := make(map[string]string, len(rs))
+	for _, r := range rs {
+		b, err := cachev3.MarshalResource(r)
+		if err != nil {
+			return nil, err
+		}
+		m[cachev3.GetResourceName(r)] = cachev3.HashResource(b)
+	}
+	return m, nil
+}
+
+// appsOf lists the apps of the running sidecars, sorted.
+func appsOf(instances []nameresolution.Instance) []app {
+	seen := map[app]bool{}
+	var out []app
+	for _, inst := range instances {
+		a := app{namespace: nameresolution.NamespaceOrDefault(inst.Namespace), appID: inst.AppID}
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].namespace != out[j].namespace {
+			return out[i].namespace < out[j].namespace
+		}
+		return out[i].appID < out[j].appID
+	})
+	return out
 }
 
 // Snapshot is node's snapshot of the prepared resources at version,
@@ -200,12 +237,17 @@ func (p *Prepared) Snapshot(node Node, version string) (*cachev3.Snapshot, error
 			docs = append(docs, d.resource)
 		}
 	}
+	view, err := p.view(node)
+	if err != nil {
+		return nil, err
+	}
 	res := map[resourcev3.Type][]types.Resource{
 		resourcev3.ExtensionConfigType: docs,
 		resourcev3.SecretType:          nonNil(p.secrets),
 		resourcev3.ClusterType:         nonNil(p.clusters),
 		resourcev3.EndpointType:        nonNil(p.endpoints),
-		resourcev3.ListenerType:        nonNil(p.listeners),
+		listenerType:                   view.listeners,
+		routeType:                      view.routes,
 	}
 	snap, err := cachev3.NewSnapshot(version, res)
 	if err != nil {
@@ -222,9 +264,13 @@ func (p *Prepared) Snapshot(node Node, version string) (*cachev3.Snapshot, error
 		if err != nil {
 			return nil, err
 		}
+		versions := p.versions[typeURL]
+		if v, ok := view.versions[typeURL]; ok {
+			versions = v
+		}
 		m := make(map[string]string, len(rs.Items))
 		for name := range rs.Items {
-			m[name] = p.versions[typeURL][name]
+			m[name] = versions[name]
 		}
 		snap.VersionMap[typeURL] = m
 	}
@@ -332,46 +378,6 @@ func ListenerName(namespace, appID string) string {
 		return appID
 	}
 	return appID + "." + ns
-}
-
-// listenersOf makes, for each app, the API listener a proxyless gRPC client
-// (grpc-go's xds resolver) asks for: an HTTP connection manager with an
-// inline route sending every call to the app's cluster.
-func listenersOf(instances []nameresolution.Instance) ([]types.Resource, error) {
-	seen := map[string]bool{}
-	var out []types.Resource
-	router, err := anypb.New(&routerv3.Router{})
-	if err != nil {
-		return nil, err
-	}
-	for _, inst := range instances {
-		name := ListenerName(inst.Namespace, inst.AppID)
-		if seen[name] {
-			continue
-		}
-		seen[name] = true
-		hcm := &hcmv3.HttpConnectionManager{
-			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-				Name: "route/" + name,
-				VirtualHosts: []*routev3.VirtualHost{{
-					Name:    name,
-					Domains: []string{"*"},
-					Routes: []*routev3.Route{{
-						Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ""}},
-						Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(inst.Namespace, inst.AppID)}}},
-					}},
-				}},
-			}},
-			HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
-		}
-		api, err := anypb.New(hcm)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, &listenerv3.Listener{Name: name, ApiListener: &listenerv3.ApiListener{ApiListener: api}})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].(*listenerv3.Listener).Name < out[j].(*listenerv3.Listener).Name })
-	return out, nil
 }
 
 // clustersOf makes one EDS cluster per app with its load assignment.

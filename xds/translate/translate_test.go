@@ -34,7 +34,7 @@ const anchors = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 func normalised(t *testing.T, snap *cachev3.Snapshot) []byte {
 	t.Helper()
 	out := map[string][]any{}
-	for _, typ := range []string{resourcev3.ExtensionConfigType, resourcev3.SecretType, resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType} {
+	for _, typ := range []string{resourcev3.ExtensionConfigType, resourcev3.SecretType, resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
 		rs := snap.GetResources(typ)
 		names := make([]string, 0, len(rs))
 		for n := range rs {

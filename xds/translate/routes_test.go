@@ -1,0 +1,109 @@
+package translate
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/outrigger/outrigger/config"
+	"github.com/outrigger/outrigger/nameresolution"
+	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
+)
+
+func TestEnvoyRetry(t *testing.T) {
+	if envoyRetry(config.RetryPolicy{Policy: "constant", MaxRetries: 0}) != nil {
+		t.Error("maxRetries 0 is no retry")
+	}
+	exp := envoyRetry(config.RetryPolicy{Policy: "exponential", MaxInterval: 15 * time.Second, MaxRetries: -1})
+	if exp.GetNumRetries().GetValue() != unlimitedRetries ||
+		exp.GetRetryBackOff().GetBaseInterval().AsDuration() != exponentialInitialInterval ||
+		exp.GetRetryBackOff().GetMaxInterval().AsDuration() != 15*time.Second {
+		t.Errorf("exponential, no limit: %v", exp)
+	}
+	if exp.GetRetryOn() != "reset,connect-failure,5xx,cancelled,deadline-exceeded,resource-exhausted,internal,unavailable" {
+		t.Errorf("no matching retries every error: %q", exp.GetRetryOn())
+	}
+	c := envoyRetry(config.RetryPolicy{Policy: "constant", Duration: 0, MaxRetries: 2, HTTPStatusCodes: "429,500-502", GRPCStatusCodes: "2-4"})
+	if b := c.GetRetryBackOff(); b.GetBaseInterval().AsDuration() != time.Millisecond || b.GetMaxInterval().AsDuration() != time.Millisecond {
+		t.Errorf("a zero interval becomes the least grpc-go takes: %v", b)
+	}
+	if got := c.GetRetriableStatusCodes(); len(got) != 4 || got[0] != 429 || got[3] != 502 {
+		t.Errorf("retriable status codes %v", got)
+	}
+	// Of 2-4 only 4 (DEADLINE_EXCEEDED) has a name in Envoy's retry_on.
+	if c.GetRetryOn() != "reset,connect-failure,retriable-status-codes,deadline-exceeded" {
+		t.Errorf("retry_on %q", c.GetRetryOn())
+	}
+}
+
+// TestSidecarRoutes: the building-block routes carry their component, the
+// invocation routes their app's policies; nodes that see the same
+// documents share one view.
+func TestSidecarRoutes(t *testing.T) {
+	res, err := config.LoadResources([]string{"testdata/basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Prepare(Input{Resources: res, Endpoints: []nameresolution.Instance{{AppID: "orders", Host: "10.0.0.1", Port: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := func(node Node) map[string]*routev3.Route {
+		snap, err := p.Snapshot(node, "1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := snap.GetResources(resourcev3.RouteType)[SidecarAPIName].(*routev3.RouteConfiguration)
+		out := map[string]*routev3.Route{}
+		for _, r := range rc.GetVirtualHosts()[0].GetRoutes() {
+			out[r.GetMatch().GetPathSeparatedPrefix()] = r
+		}
+		return out
+	}
+	orders := routes(Node{AppID: "orders"})
+	binding, err := ParseComponentRoute(orders["/v1.0/state/statestore"])
+	if err != nil || binding.GetComponent() != "statestore" || binding.GetApi() != "state" || binding.GetResource() != "component/statestore" {
+		t.Errorf("state route binding %v %v", binding, err)
+	}
+	if pol, err := ParseResiliency(orders["/v1.0/invoke/orders/method"]); err != nil || pol != nil {
+		t.Errorf("orders has no resiliency (scoped to payments): %v %v", pol, err)
+	}
+	payments := routes(Node{AppID: "payments"})
+	if _, ok := payments["/v1.0/state/statestore"]; ok {
+		t.Error("payments must not see the statestore route (scoped to orders)")
+	}
+	pol, err := ParseResiliency(payments["/v1.0/invoke/orders/method"])
+	if err != nil || pol.GetTimeout().AsDuration() != 2*time.Second || pol.GetRetry().GetMaxRetries() != 3 ||
+		pol.GetRetry().GetBackoff() != outriggerv1alpha1.Retry_CONSTANT || pol.GetCircuitBreaker().GetTrip() != "consecutiveFailures > 3" ||
+		pol.GetCircuitBreaker().GetCacheSize() != 50 {
+		t.Errorf("payments' policy for orders: %v %v", pol, err)
+	}
+	if a := payments["/v1.0/invoke/orders/method"].GetRoute(); a.GetTimeout().AsDuration() != 2*time.Second || a.GetRetryPolicy().GetNumRetries().GetValue() != 3 {
+		t.Errorf("Envoy's fields: %v", a)
+	}
+	prod := routes(Node{AppID: "orders", Namespace: "prod"})
+	if _, ok := prod["/v1.0/invoke/orders/method"]; ok {
+		t.Error("a bare app-id reaches the caller's namespace only")
+	}
+	if r, ok := prod["/v1.0/invoke/orders.default/method"]; !ok || r.GetRoute().GetCluster() != "outrigger/default/orders" {
+		t.Errorf("the namespaced form reaches any namespace: %v", r)
+	}
+	if len(p.views) != 3 {
+		t.Errorf("%d views for three distinct nodes", len(p.views))
+	}
+	routes(Node{AppID: "checkout"}) // sees what every unscoped node sees
+	routes(Node{AppID: "shipping"})
+	if len(p.views) != 4 {
+		t.Errorf("%d views: nodes that see the same documents must share one", len(p.views))
+	}
+}
+
+func TestBadResiliencyIsATranslationError(t *testing.T) {
+	res := &config.Resources{Resiliencies: []config.Document{{Name: "r", JSON: []byte(`{"spec":{"targets":{"apps":{"a":{"retry":"none"}}}}}`)}}}
+	if _, err := Prepare(Input{Resources: res}); err == nil || !strings.Contains(err.Error(), `no retry policy "none"`) {
+		t.Errorf("got %v", err)
+	}
+}
