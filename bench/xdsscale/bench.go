@@ -103,6 +103,10 @@ type Result struct {
 	Connect time.Duration
 	// InitialBytes is the size of one sidecar's first delta response.
 	InitialBytes int
+	// ChangeResources is the most resources a sidecar received in the
+	// response that carried a round's one-component change (1 when the
+	// delta protocol sends only what changed).
+	ChangeResources int
 	// ReadyProbes is how many probes it took before the server served every
 	// component (1 unless the start-up race of README.md happened).
 	ReadyProbes int
@@ -159,6 +163,9 @@ type bench struct {
 	readyN       atomic.Int64
 	allReady     chan struct{}
 	initialBytes atomic.Int64
+	// changeResources is the most resources any sidecar got in the
+	// response that carried a round's change.
+	changeResources atomic.Int64
 
 	errOnce sync.Once
 	errCh   chan error
@@ -338,6 +345,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	snaps1, _ := counter(metrics, "outrigger_xds_snapshots_total")
 	res.SnapshotsPerRound = (snaps1 - snaps0) / float64(cfg.Rounds)
 	res.NACKs, _ = counter(metrics, "outrigger_xds_nacks_total")
+	res.ChangeResources = int(b.changeResources.Load())
 	return res, nil
 }
 

@@ -87,6 +87,12 @@ func (b *bench) runSidecar(ctx context.Context, i int, sc sidecarCert, sem chan 
 			return ended(ctx, err)
 		}
 		if hit {
+			for n := int64(len(resp.GetResources())); ; {
+				cur := b.changeResources.Load()
+				if n <= cur || b.changeResources.CompareAndSwap(cur, n) {
+					break
+				}
+			}
 			rd.acked[i] = time.Since(rd.start)
 			lastRound = rd.id
 			if rd.remaining.Add(-1) == 0 {

@@ -31,6 +31,9 @@ func TestRunSmall(t *testing.T) {
 	if res.SnapshotsPerRound != float64(cfg.Clients) {
 		t.Errorf("snapshots per change: got %v, want %d (one per sidecar)", res.SnapshotsPerRound, cfg.Clients)
 	}
+	if res.ChangeResources != 1 {
+		t.Errorf("a one-component change carried %d resources to some sidecar, want 1: unchanged resources are being resent", res.ChangeResources)
+	}
 	if res.NACKs != 0 {
 		t.Errorf("NACKs: got %v, want 0", res.NACKs)
 	}

@@ -42,6 +42,7 @@ func writeReport(w io.Writer, cmd string, res *Result) {
 	fmt.Fprintf(w, "| connect all %d sidecars and deliver %d components to each (%d at a time) | %s |\n",
 		c.Clients, c.Components, c.ConnectConcurrency, ms(res.Connect))
 	fmt.Fprintf(w, "| first delta response to one sidecar | %s |\n", bytesString(float64(res.InitialBytes)))
+	fmt.Fprintf(w, "| resources in the response carrying a one-component change (most of any sidecar) | %d |\n", res.ChangeResources)
 	if res.ReadyProbes > 1 {
 		fmt.Fprintf(w, "| probes before the server served every component (start-up race, README.md) | %d |\n", res.ReadyProbes)
 	}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -14,6 +15,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -66,47 +68,56 @@ var buildingBlockAPIs = []struct {
 // app is an app with running sidecars.
 type app struct{ namespace, appID string }
 
-// nodeView is what differs between nodes beyond the documents they see:
+// nodeView is what differs between nodes: the documents they may see, and
 // the listeners and routes, which carry the Resiliency that applies to the
-// node. Nodes that see the same components and resiliencies share one.
+// node. Nodes that see the same documents in the same namespace share one,
+// and its snapshot.
 type nodeView struct {
 	listeners []types.Resource
 	routes    []types.Resource
 	versions  map[string]map[string]string
+
+	mu   sync.Mutex
+	snap *cachev3.Snapshot
 }
 
-// view is node's listeners and routes, built once per distinct set of
-// documents.
-func (p *Prepared) view(node Node) (*nodeView, error) {
+// view is node's view and the documents it may see, built once per
+// distinct set of documents.
+func (p *Prepared) view(node Node) (*nodeView, []types.Resource, error) {
 	var key strings.Builder
-	var comps []config.Component
-	var rs []*config.Resiliency
-	for i, c := range p.components {
-		if applies(c.Scopes, c.Namespace, node) {
-			comps = append(comps, c)
-			key.WriteString(strconv.Itoa(i) + ",")
+	docs := make([]types.Resource, 0, len(p.docs))
+	for i, d := range p.docs {
+		if applies(d.scopes, d.namespace, node) {
+			docs = append(docs, d.resource)
+			key.WriteString(strconv.Itoa(i))
+			key.WriteByte(',')
 		}
 	}
-	key.WriteString("|")
-	for i, r := range p.resiliencies {
-		if applies(r.Scopes, r.Namespace, node) {
-			rs = append(rs, r)
-			key.WriteString(strconv.Itoa(i) + ",")
-		}
-	}
-	// The namespace decides which apps a bare app-id reaches.
+	// The namespace also decides which apps a bare app-id reaches.
 	key.WriteString("|" + nameresolution.NamespaceOrDefault(node.Namespace))
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if v, ok := p.views[key.String()]; ok {
-		return v, nil
+		return v, docs, nil
+	}
+	var comps []config.Component
+	for _, c := range p.components {
+		if applies(c.Scopes, c.Namespace, node) {
+			comps = append(comps, c)
+		}
+	}
+	var rs []*config.Resiliency
+	for _, r := range p.resiliencies {
+		if applies(r.Scopes, r.Namespace, node) {
+			rs = append(rs, r)
+		}
 	}
 	v, err := p.buildView(node, comps, rs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p.views[key.String()] = v
-	return v, nil
+	return v, docs, nil
 }
 
 func (p *Prepared) buildView(node Node, comps []config.Component, rs []*config.Resiliency) (*nodeView, error) {
@@ -135,7 +146,7 @@ func sidecarRoutes(node Node, apps []app, comps []config.Component, rs []*config
 			if !strings.HasPrefix(c.Type, bb.typePrefix) {
 				continue
 			}
-			binding, err := anypb.New(&outriggerv1alpha1.ComponentRoute{Api: bb.api, Component: c.Name, ComponentType: c.Type, Resource: "component/" + c.Name})
+			binding, err := toAny(&outriggerv1alpha1.ComponentRoute{Api: bb.api, Component: c.Name, ComponentType: c.Type, Resource: "component/" + c.Name})
 			if err != nil {
 				return nil, err
 			}
@@ -144,7 +155,7 @@ func sidecarRoutes(node Node, apps []app, comps []config.Component, rs []*config
 				t, ok := r.Components[c.Name]
 				return t.Outbound, ok && t.Outbound != (config.TargetPolicy{})
 			}); pol != nil {
-				if filters[ResiliencyFilterKey], err = anypb.New(pol.typed()); err != nil {
+				if filters[ResiliencyFilterKey], err = toAny(pol.typed()); err != nil {
 					return nil, err
 				}
 			}
@@ -167,7 +178,7 @@ func sidecarRoutes(node Node, apps []app, comps []config.Component, rs []*config
 		}
 		var filters map[string]*anypb.Any
 		if pol != nil {
-			typed, err := anypb.New(pol.typed())
+			typed, err := toAny(pol.typed())
 			if err != nil {
 				return nil, err
 			}
@@ -362,14 +373,14 @@ func expandCodes(s string) []int {
 // and retries the client's Resiliency gives that app; and the Listener of
 // the sidecar's own API, whose routes come over RDS.
 func listenersOf(apps []app, rs []*config.Resiliency) ([]types.Resource, error) {
-	router, err := anypb.New(&routerv3.Router{})
+	router, err := toAny(&routerv3.Router{})
 	if err != nil {
 		return nil, err
 	}
 	filters := []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}}
 	listener := func(name string, hcm *hcmv3.HttpConnectionManager) (types.Resource, error) {
 		hcm.HttpFilters = filters
-		api, err := anypb.New(hcm)
+		api, err := toAny(hcm)
 		if err != nil {
 			return nil, err
 		}
@@ -404,7 +415,7 @@ func listenersOf(apps []app, rs []*config.Resiliency) ([]types.Resource, error) 
 	// takes its routes over RDS (go-control-plane's consistency check
 	// follows references from filter chains, not from API listeners). It
 	// has no address: the sidecar's flags give it.
-	sidecarHCM, err := anypb.New(&hcmv3.HttpConnectionManager{
+	sidecarHCM, err := toAny(&hcmv3.HttpConnectionManager{
 		StatPrefix: "outrigger_api",
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: SidecarAPIName,

@@ -99,6 +99,17 @@ func TestSidecarRoutes(t *testing.T) {
 	if len(p.views) != 4 {
 		t.Errorf("%d views: nodes that see the same documents must share one", len(p.views))
 	}
+	a, err := p.Snapshot(Node{AppID: "checkout"}, "7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.Snapshot(Node{AppID: "shipping"}, "8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Error("nodes that see the same documents must share one snapshot")
+	}
 }
 
 func TestBadResiliencyIsATranslationError(t *testing.T) {

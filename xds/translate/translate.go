@@ -30,6 +30,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -225,22 +226,24 @@ func appsOf(instances []nameresolution.Instance) []app {
 	return out
 }
 
-// Snapshot is node's snapshot of the prepared resources at version,
-// checked for consistency.
+// Snapshot is node's snapshot of the prepared resources, checked for
+// consistency. Nodes that see the same documents get the same snapshot
+// (go-control-plane only reads it): the first of them gives it its
+// version, and the later ones' version is ignored. A snapshot must not be
+// changed once returned.
 func (p *Prepared) Snapshot(node Node, version string) (*cachev3.Snapshot, error) {
-	// Every type served is present, even empty: a type absent from a
-	// snapshot has no version, and a first request (version "") would then
-	// wait for a change instead of getting its (empty) answer.
-	docs := make([]types.Resource, 0, len(p.docs))
-	for _, d := range p.docs {
-		if applies(d.scopes, d.namespace, node) {
-			docs = append(docs, d.resource)
-		}
-	}
-	view, err := p.view(node)
+	view, docs, err := p.view(node)
 	if err != nil {
 		return nil, err
 	}
+	view.mu.Lock()
+	defer view.mu.Unlock()
+	if view.snap != nil {
+		return view.snap, nil
+	}
+	// Every type served is present, even empty: a type absent from a
+	// snapshot has no version, and a first request (version "") would then
+	// wait for a change instead of getting its (empty) answer.
 	res := map[resourcev3.Type][]types.Resource{
 		resourcev3.ExtensionConfigType: docs,
 		resourcev3.SecretType:          nonNil(p.secrets),
@@ -274,6 +277,7 @@ func (p *Prepared) Snapshot(node Node, version string) (*cachev3.Snapshot, error
 		}
 		snap.VersionMap[typeURL] = m
 	}
+	view.snap = snap
 	return snap, nil
 }
 
@@ -339,7 +343,7 @@ func typedConfig(name, typeURL string, fields map[string]any) (types.Resource, e
 	if err != nil {
 		return nil, fmt.Errorf("translate: %s: %w", name, err)
 	}
-	ts, err := anypb.New(&xdstypev3.TypedStruct{TypeUrl: typeURL, Value: s})
+	ts, err := toAny(&xdstypev3.TypedStruct{TypeUrl: typeURL, Value: s})
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +366,7 @@ func upstreamTLS() (*corev3.TransportSocket, error) {
 			CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider, CertificateName: "default"},
 		}},
 	}}
-	a, err := anypb.New(ctx)
+	a, err := toAny(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -548,4 +552,17 @@ func componentFromJSON(b []byte) (config.Component, error) {
 		c.Metadata = append(c.Metadata, item)
 	}
 	return c, nil
+}
+
+// toAny packs m with a deterministic encoding. anypb.New's encoding of a
+// map (a Struct's fields, a route's typed_per_filter_config) changes from
+// one call to the next, which would change the resource's hash on every
+// rebuild and make the delta protocol resend every resource on every
+// change.
+func toAny(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
 }

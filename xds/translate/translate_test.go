@@ -200,3 +200,28 @@ func TestVersionMapMatchesGoControlPlane(t *testing.T) {
 		t.Errorf("version maps differ:\nours %v\ntheirs %v", ours, snap.VersionMap)
 	}
 }
+
+// TestVersionsAreStable: translating the same input twice gives every
+// resource the same hash, so a rebuild after an unrelated change sends a
+// delta client nothing it already has.
+func TestVersionsAreStable(t *testing.T) {
+	res, err := config.LoadResources([]string{"testdata/basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Input{Resources: res, TrustAnchorsPEM: []byte(anchors), Endpoints: []nameresolution.Instance{{AppID: "orders", Host: "10.0.0.1", Port: 1}}}
+	node := Node{AppID: "payments"}
+	first, err := Snapshot(in, node, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		again, err := Snapshot(in, node, "2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(first.VersionMap, again.VersionMap) {
+			t.Fatalf("hashes changed between two translations of one input:\n%v\n%v", first.VersionMap, again.VersionMap)
+		}
+	}
+}
