@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -102,8 +103,58 @@ func TestXDSComponents(t *testing.T) {
 			t.Errorf("%s: the last good component stopped serving: %q", sc.AppID, body)
 		}
 	}
+	// The control plane shows which sidecar refused what, and why.
+	refusals := func() (map[string]string, error) {
+		resp, err := http.Get("http://" + cp.Addr + "/xds/status")
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		var status struct {
+			Streams []struct {
+				Node    string `json:"node"`
+				Refused []struct {
+					TypeURL string `json:"typeUrl"`
+					Reason  string `json:"reason"`
+				} `json:"refused"`
+			} `json:"streams"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&status); err != nil {
+			return nil, err
+		}
+		out := map[string]string{}
+		for _, st := range status.Streams {
+			for _, r := range st.Refused {
+				out[st.Node] += r.TypeURL + ": " + r.Reason
+			}
+		}
+		return out, nil
+	}
+	framework.WaitFor(t, "the control plane's status to show every sidecar's NACK", func() error {
+		got, err := refusals()
+		if err != nil {
+			return err
+		}
+		for _, sc := range sidecars {
+			node := "spiffe://public/ns/default/" + sc.AppID
+			if r := got[node]; !strings.Contains(r, "TypedExtensionConfig") || !strings.Contains(r, "vault") {
+				return fmt.Errorf("%s: refused %q", node, r)
+			}
+		}
+		return nil
+	})
 	writeFile(t, filepath.Join(resources, "vault.yaml"), fileStore("vault", filepath.Join(dir, "one.json")))
 	waitAll("the fixed component", "k1")
+	framework.WaitFor(t, "the refusals to clear once the sidecars ACK the fix", func() error {
+		got, err := refusals()
+		if err != nil {
+			return err
+		}
+		if len(got) != 0 {
+			return fmt.Errorf("still refused: %v", got)
+		}
+		return nil
+	})
 
 	// The control plane dies; the sidecars serve on, and reconverge on
 	// what changed meanwhile once it is back.

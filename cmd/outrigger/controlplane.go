@@ -110,6 +110,7 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 	mux := http.NewServeMux()
 	mux.Handle(registry.PathPrefix, reg.Handler())
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	mux.Handle(xdsserver.StatusPath, xds.StatusHandler())
 
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()

@@ -11,10 +11,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -130,15 +133,19 @@ func New(opts Options) *Server {
 		opts.Registerer.MustRegister(s.pushes, s.nacks, s.errs)
 	}
 	cb := serverv3.CallbackFuncs{
-		StreamOpenFunc:        s.streamOpen,
-		DeltaStreamOpenFunc:   s.streamOpen,
+		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			return s.streamOpen(ctx, id, false)
+		},
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			return s.streamOpen(ctx, id, true)
+		},
 		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.streamClosed(id) },
 		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.streamClosed(id) },
 		StreamRequestFunc: func(id int64, req *discoveryRequest) error {
-			return s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail())
+			return s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
 		},
 		StreamDeltaRequestFunc: func(id int64, req *deltaRequest) error {
-			return s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail())
+			return s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
 		},
 	}
 	s.xds = serverv3.NewServer(context.Background(), s.cache, cb)
@@ -157,10 +164,79 @@ type stream struct {
 	node       string             // who as a node id
 	host       string             // the client's IP address
 	registered *registry.Instance // the sidecar it announced, if any
+	delta      bool
+	opened     time.Time
+	acks       int
+	nacks      int
+	refused    map[string]NACK // by type URL, until the type is next ACKed
+}
+
+// NACK is a configuration a sidecar refused.
+type NACK struct {
+	TypeURL string    `json:"typeUrl"`
+	Reason  string    `json:"reason"`
+	At      time.Time `json:"at"`
+}
+
+// StreamStatus is what the control plane knows of one connected sidecar.
+type StreamStatus struct {
+	Node      string    `json:"node"`
+	Address   string    `json:"address"`
+	Delta     bool      `json:"delta"`
+	Connected time.Time `json:"connectedSince"`
+	ACKs      int       `json:"acks"`
+	NACKs     int       `json:"nacks"`
+	// Refused are the sidecar's current refusals: a type it NACKed and
+	// has not ACKed since (it serves its last good version of it).
+	Refused []NACK `json:"refused"`
+	// Registered is the mesh address registered for it over xDS, if any.
+	Registered string `json:"registered,omitempty"`
+}
+
+// Status lists the open streams, by node.
+func (s *Server) Status() []StreamStatus {
+	s.mu.Lock()
+	out := make([]StreamStatus, 0, len(s.streams))
+	for _, st := range s.streams {
+		ss := StreamStatus{Node: st.node, Address: st.host, Delta: st.delta, Connected: st.opened, ACKs: st.acks, NACKs: st.nacks, Refused: []NACK{}}
+		for _, n := range st.refused {
+			ss.Refused = append(ss.Refused, n)
+		}
+		sort.Slice(ss.Refused, func(i, j int) bool { return ss.Refused[i].TypeURL < ss.Refused[j].TypeURL })
+		if st.registered != nil {
+			ss.Registered = net.JoinHostPort(st.registered.Host, strconv.Itoa(st.registered.Port))
+		}
+		out = append(out, ss)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Node != out[j].Node {
+			return out[i].Node < out[j].Node
+		}
+		return out[i].Connected.Before(out[j].Connected)
+	})
+	return out
+}
+
+// StatusPath is where the control plane serves StatusHandler.
+const StatusPath = "/xds/status"
+
+// StatusHandler serves Status as JSON: the control plane's view of every
+// connected sidecar and of what it refused.
+func (s *Server) StatusHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "GET only", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"streams": s.Status()})
+	})
 }
 
 // streamOpen records the caller's proven identity for the stream.
-func (s *Server) streamOpen(ctx context.Context, id int64, _ string) error {
+func (s *Server) streamOpen(ctx context.Context, id int64, delta bool) error {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return errors.New("no peer")
@@ -177,7 +253,7 @@ func (s *Server) streamOpen(ctx context.Context, id int64, _ string) error {
 	// Served through net/http, the peer's address is a string.
 	host, _, _ := net.SplitHostPort(p.Addr.String())
 	s.mu.Lock()
-	s.streams[id] = &stream{who: who, node: who.String(), host: host}
+	s.streams[id] = &stream{who: who, node: who.String(), host: host, delta: delta, opened: time.Now(), refused: map[string]NACK{}}
 	s.mu.Unlock()
 	return nil
 }
@@ -253,7 +329,7 @@ func (s *Server) renewRegistrations(ctx context.Context) {
 }
 
 // request checks the node of a request and builds its first snapshot.
-func (s *Server) request(id int64, node *corev3.Node, typeURL string, nack interface{ GetMessage() string }) error {
+func (s *Server) request(id int64, node *corev3.Node, typeURL, nonce string, nack interface{ GetMessage() string }) error {
 	s.mu.Lock()
 	st := s.streams[id]
 	s.mu.Unlock()
@@ -269,7 +345,18 @@ func (s *Server) request(id int64, node *corev3.Node, typeURL string, nack inter
 	}
 	proven := st.node
 	s.announce(id, st, node)
-	if msg := nack.GetMessage(); msg != "" {
+	msg := nack.GetMessage()
+	s.mu.Lock()
+	switch {
+	case msg != "":
+		st.nacks++
+		st.refused[typeURL] = NACK{TypeURL: typeURL, Reason: msg, At: time.Now()}
+	case nonce != "":
+		st.acks++
+		delete(st.refused, typeURL)
+	}
+	s.mu.Unlock()
+	if msg != "" {
 		s.nacks.WithLabelValues(typeURL).Inc()
 		s.log.Warn("a sidecar refused its configuration (NACK)", "node", proven, "type_url", typeURL, "reason", msg)
 		// The cache answers a NACK (which carries the last version the
