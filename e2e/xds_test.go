@@ -181,7 +181,10 @@ func TestXDSComponents(t *testing.T) {
 // ERR_DIRECT_INVOKE at once.
 func TestXDSEndpoints(t *testing.T) {
 	t.Parallel()
-	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{})
+	resources := framework.ShortTempDir(t)
+	// The caller's routes, over ADS, carry a timeout for calls to the callee.
+	writeFile(t, filepath.Join(resources, "resiliency.yaml"), strings.NewReplacer("scopes: [caller]", "scopes: [eds-caller]", "callee:", "eds-callee:").Replace(calleeTimeout))
+	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{ResourcesPaths: []string{resources}})
 	app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
 	viaCP := []string{"--control-plane-address", cp.Addr, "--name-resolution", "registry"}
 	callee := framework.StartSidecar(t, framework.SidecarOptions{AppID: "eds-callee", AppPort: app.Port, MTLS: cp, Args: viaCP})
@@ -192,6 +195,18 @@ func TestXDSEndpoints(t *testing.T) {
 			return err
 		}
 		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%d %s", resp.StatusCode, body)
+		}
+		return nil
+	})
+	// Routes arrive on their own stream type, perhaps just after the
+	// components the sidecar waited for at start.
+	framework.WaitFor(t, "the route's timeout from the control plane to bound a slow call", func() error {
+		resp, body, err := tryCall(callCtx(t), http.MethodPost, caller.URL("/v1.0/invoke/eds-callee/method/slow?hold=3s"), nil, nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "deadline") {
 			return fmt.Errorf("%d %s", resp.StatusCode, body)
 		}
 		return nil

@@ -123,10 +123,22 @@ func (s *Sidecar) invokeHTTP(w http.ResponseWriter, r *http.Request, t route.Tar
 		inv.body = &limitedBody{rc: r.Body, left: s.cfg.MaxBodySize}
 		r.Body = inv.body
 	}
-	r = r.WithContext(context.WithValue(r.Context(), invocationKey{}, inv))
+	ctx, cancel := s.invokeContext(r.Context(), name, ns)
+	defer cancel()
+	r = r.WithContext(context.WithValue(ctx, invocationKey{}, inv))
 	s.peerProxy().ServeHTTP(w, r)
 	*inv = invocation{}
 	invocationPool.Put(inv)
+}
+
+// invokeContext bounds a call to appID in namespace by its route's timeout.
+func (s *Sidecar) invokeContext(ctx context.Context, appID, namespace string) (context.Context, context.CancelFunc) {
+	if s.cfg.Routes != nil {
+		if d := s.cfg.Routes.InvokeTimeout(appID, namespace); d > 0 {
+			return context.WithTimeout(ctx, d)
+		}
+	}
+	return ctx, func() {}
 }
 
 func (s *Sidecar) peerProxy() *httputil.ReverseProxy {

@@ -112,6 +112,10 @@ type Config struct {
 	// store is not configured".
 	Secrets SecretsAPI
 
+	// Routes gives the policies of calls to other apps, from the sidecar's
+	// routes (over xDS, or built from its own folder); nil sets none.
+	Routes InvokeRoutes
+
 	// Resolver finds other apps. Required.
 	Resolver Resolver
 	// Announcer, if set, is started once the listeners are up.
@@ -192,4 +196,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("proxy: a name resolver is required"))
 	}
 	return errors.Join(errs...)
+}
+
+// InvokeRoutes is what service invocation needs of the sidecar's routes.
+type InvokeRoutes interface {
+	// InvokeTimeout bounds a whole call to appID in namespace (the
+	// Resiliency timeout of that app); zero is no bound.
+	InvokeTimeout(appID, namespace string) time.Duration
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"runtime/debug"
@@ -85,6 +86,8 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
 		return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: %v", in.GetId(), err)
 	}
+	ctx, cancel := s.invokeContext(ctx, name, ns)
+	defer cancel()
 	target := s.peers.scheme() + "://" + addr + "/" + route.CleanMethod(msg.GetMethod())
 	if qs := msg.GetHttpExtension().GetQuerystring(); qs != "" {
 		target += "?" + qs
@@ -117,13 +120,13 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 	resp, err := s.peers.transport(name, ns).RoundTrip(req)
 	if err != nil {
 		s.stats.outbound.WithLabelValues(name, "error").Inc()
-		return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: %v", in.GetId(), err)
+		return nil, status.Errorf(invokeErrorCode(err), "failed to invoke, id: %s, err: %v", in.GetId(), err)
 	}
 	defer resp.Body.Close()
 	s.stats.outbound.WithLabelValues(name, statusLabel(resp.StatusCode)).Inc()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxBodySize+1))
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: reading the answer: %v", in.GetId(), err)
+		return nil, status.Errorf(invokeErrorCode(err), "failed to invoke, id: %s, err: reading the answer: %v", in.GetId(), err)
 	}
 	if int64(len(body)) > s.cfg.MaxBodySize {
 		return nil, status.Errorf(codes.ResourceExhausted, "failed to invoke, id: %s, err: the answer is larger than --max-body-size", in.GetId())
@@ -282,7 +285,9 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 	out["dapr-caller-app-id"] = []string{s.cfg.AppID}
 	out["dapr-caller-namespace"] = []string{s.cfg.Namespace}
 	out["outrigger-grpc-proxy"] = []string{"1"}
-	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ss.Context(), out))
+	bounded, cancelBound := s.invokeContext(ss.Context(), name, ns)
+	defer cancelBound()
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(bounded, out))
 	defer cancel()
 	cs, err := conn.NewStream(ctx, proxyStreamDesc, fullMethod, grpc.ForceCodecV2(frameCodec{}))
 	if err != nil {
@@ -333,4 +338,14 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 			return err
 		}
 	}
+}
+
+// invokeErrorCode is the gRPC code of a failed invocation: a timeout (the
+// route's, or the caller's deadline) is DEADLINE_EXCEEDED, anything else
+// INTERNAL, as daprd answers.
+func invokeErrorCode(err error) codes.Code {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return codes.DeadlineExceeded
+	}
+	return codes.Internal
 }

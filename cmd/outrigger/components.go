@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
 	"github.com/outrigger/outrigger/building-blocks/secrets"
 	"github.com/outrigger/outrigger/building-blocks/secrets/localenv"
 	"github.com/outrigger/outrigger/building-blocks/secrets/localfile"
@@ -16,6 +18,7 @@ import (
 	"github.com/outrigger/outrigger/mtls/svid"
 	"github.com/outrigger/outrigger/proxy"
 	xdsclient "github.com/outrigger/outrigger/xds/client"
+	"github.com/outrigger/outrigger/xds/translate"
 )
 
 // componentTypes is every component type this binary is built with.
@@ -77,7 +80,7 @@ type xdsSource struct {
 // start runs the xDS client and waits for the first answer (components
 // applied with start-up rules: a broken one fails the start unless
 // spec.ignoreErrors); changes keep coming in the background.
-func (x *xdsSource) start(ctx context.Context, set *components.Set, cfg *proxy.Config, logger *slog.Logger) (func(), error) {
+func (x *xdsSource) start(ctx context.Context, set *components.Set, routes *translate.RouteTable, cfg *proxy.Config, logger *slog.Logger) (func(), error) {
 	log := logger.With("component", "xds")
 	firstErr := make(chan error, 1)
 	opts := xdsclient.Options{
@@ -97,6 +100,14 @@ func (x *xdsSource) start(ctx context.Context, set *components.Set, cfg *proxy.C
 	}
 	if x.components {
 		opts.Apply = func(res *config.Resources) error { return set.Apply(context.WithoutCancel(ctx), res.Components) }
+		opts.Routes = func(rc *routev3.RouteConfiguration) error {
+			rt, err := translate.NewRoutes(rc)
+			if err != nil {
+				return err
+			}
+			routes.Set(rt)
+			return nil
+		}
 		opts.Applied = func(version string, err error) {
 			select {
 			case firstErr <- err:
@@ -169,9 +180,13 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		Policy:     policy,
 		Logger:     logger,
 	}
+	// The routes of service invocation (the Resiliency of each app) come
+	// from where the components come from.
+	routes := &translate.RouteTable{}
+	cfg.Routes = routes
 	stopXDS := func() {}
 	if xds != nil {
-		if stopXDS, err = xds.start(ctx, set, cfg, logger); err != nil {
+		if stopXDS, err = xds.start(ctx, set, routes, cfg, logger); err != nil {
 			return stop, err
 		}
 		if xds.components {
@@ -191,6 +206,11 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		stopXDS()
 		return stop, fmt.Errorf("components: %w", err)
 	}
+	node := translate.Node{AppID: cfg.AppID, Namespace: cfg.Namespace}
+	if err := setLocalRoutes(routes, res, node); err != nil {
+		stopXDS()
+		return stop, usageError{fmt.Errorf("--resources-path: %w", err)}
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
@@ -205,7 +225,25 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 			if err := set.Apply(runCtx, res.Components); err != nil {
 				log.Error("components: keeping the last good version of what failed", "err", err)
 			}
+			if err := setLocalRoutes(routes, res, node); err != nil {
+				log.Error("routes: keeping the last good version", "err", err)
+			}
 		})
 	}()
 	return func() { cancel(); <-done; stopXDS(); _ = set.Close() }, nil
+}
+
+// setLocalRoutes builds the sidecar's routes from its own resources, with
+// the control plane's translation.
+func setLocalRoutes(table *translate.RouteTable, res *config.Resources, node translate.Node) error {
+	rc, err := translate.LocalRoutes(res, node)
+	if err != nil {
+		return err
+	}
+	rt, err := translate.NewRoutes(rc)
+	if err != nil {
+		return err
+	}
+	table.Set(rt)
+	return nil
 }

@@ -1,8 +1,8 @@
 // Package client is the sidecar's xDS client: one incremental (delta) ADS
 // stream to the control plane over mutual TLS. It subscribes to the
-// sidecar's extension configs (components and documents), to the list of
-// clusters (which apps exist), and, on demand, to the endpoints of each app
-// the sidecar calls: the first call to an app-id subscribes to its
+// sidecar's extension configs (components and documents), to its routes,
+// to the list of clusters (which apps exist), and, on demand, to the
+// endpoints of each app the sidecar calls: the first call to an app-id subscribes to its
 // ClusterLoadAssignment. Each response is applied; an ACK follows a change
 // that applied, a NACK with the reason one that did not, and the sidecar
 // keeps serving its last good configuration. When the control plane goes
@@ -24,6 +24,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -55,6 +56,10 @@ type Options struct {
 	// Applied, when set, learns of every ACK (version) and NACK (error) of
 	// the resources Apply took.
 	Applied func(version string, err error)
+	// Routes, when set, subscribes to the sidecar's route configuration
+	// (translate.SidecarAPIName) and is given it on every change; an error
+	// NACKs it.
+	Routes func(*routev3.RouteConfiguration) error
 	// Endpoints subscribes to clusters and endpoints, for Resolve.
 	Endpoints bool
 	// TrustBundle, when set, subscribes to the SDS trust bundle and is
@@ -173,6 +178,11 @@ func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err e
 	}
 	if c.o.TrustBundle != nil {
 		if err := subscribe(resourcev3.SecretType, []string{translate.TrustBundleName}); err != nil {
+			return false, err
+		}
+	}
+	if c.o.Routes != nil {
+		if err := subscribe(resourcev3.RouteType, []string{translate.SidecarAPIName}); err != nil {
 			return false, err
 		}
 	}
@@ -311,6 +321,18 @@ func (c *Client) apply(resp *discoverygrpc.DiscoveryResponse) error {
 				continue
 			}
 			return c.o.TrustBundle(sec.GetValidationContext().GetTrustedCa().GetInlineBytes())
+		}
+		return nil
+	case resourcev3.RouteType:
+		for _, a := range resp.GetResources() {
+			var rc routev3.RouteConfiguration
+			if err := a.UnmarshalTo(&rc); err != nil {
+				return fmt.Errorf("a resource is not a RouteConfiguration: %w", err)
+			}
+			if rc.GetName() != translate.SidecarAPIName || c.o.Routes == nil {
+				continue
+			}
+			return c.o.Routes(&rc)
 		}
 		return nil
 	case resourcev3.ClusterType:

@@ -121,7 +121,7 @@ func (p *Prepared) view(node Node) (*nodeView, []types.Resource, error) {
 }
 
 func (p *Prepared) buildView(node Node, comps []config.Component, rs []*config.Resiliency) (*nodeView, error) {
-	routes, err := sidecarRoutes(node, p.apps, comps, rs)
+	routes, err := sidecarRoutes(node, withTargets(p.apps, node, rs), comps, rs)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +136,44 @@ func (p *Prepared) buildView(node Node, comps []config.Component, rs []*config.R
 		}
 	}
 	return v, nil
+}
+
+// withTargets adds to apps those the node's Resiliency names as targets in
+// its own namespace: their routes carry their policies even before (or
+// without) a sidecar of theirs registering, as for a development sidecar
+// that finds its peers by mDNS.
+func withTargets(apps []app, node Node, rs []*config.Resiliency) []app {
+	seen := make(map[app]bool, len(apps))
+	for _, a := range apps {
+		seen[a] = true
+	}
+	out := append([]app(nil), apps...)
+	ns := nameresolution.NamespaceOrDefault(node.Namespace)
+	for _, r := range rs {
+		for _, id := range sortedNames(r.Apps) {
+			a := app{namespace: ns, appID: id}
+			if !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].namespace != out[j].namespace {
+			return out[i].namespace < out[j].namespace
+		}
+		return out[i].appID < out[j].appID
+	})
+	return out
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // sidecarRoutes is the RouteConfiguration of one sidecar's API.

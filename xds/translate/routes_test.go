@@ -7,6 +7,7 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/nameresolution"
@@ -116,5 +117,49 @@ func TestBadResiliencyIsATranslationError(t *testing.T) {
 	res := &config.Resources{Resiliencies: []config.Document{{Name: "r", JSON: []byte(`{"spec":{"targets":{"apps":{"a":{"retry":"none"}}}}}`)}}}
 	if _, err := Prepare(Input{Resources: res}); err == nil || !strings.Contains(err.Error(), `no retry policy "none"`) {
 		t.Errorf("got %v", err)
+	}
+}
+
+func TestRouteTable(t *testing.T) {
+	res, err := config.LoadResources([]string{"testdata/basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without a control plane and without endpoints, the Resiliency's
+	// targets still get their routes.
+	rc, err := LocalRoutes(res, Node{AppID: "payments"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := NewRoutes(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table *RouteTable
+	if table.InvokeTimeout("orders", "") != 0 {
+		t.Error("a nil table has no timeouts")
+	}
+	table = &RouteTable{}
+	if table.InvokeTimeout("orders", "") != 0 {
+		t.Error("an empty table has no timeouts")
+	}
+	table.Set(rt)
+	if got := table.InvokeTimeout("orders", ""); got != 2*time.Second {
+		t.Errorf("orders: %v, want the policy's 2s", got)
+	}
+	if got := table.InvokeTimeout("orders", "prod"); got != 0 {
+		t.Errorf("orders in prod is another app: %v", got)
+	}
+	if c, ok := rt.Component("vault"); !ok || c.GetApi() != "secrets" {
+		t.Errorf("vault's binding: %v", c)
+	}
+	// A route whose payload does not decode is refused.
+	bad := &routev3.RouteConfiguration{VirtualHosts: []*routev3.VirtualHost{{Routes: []*routev3.Route{{
+		Name:                 "secrets/x",
+		Action:               &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
+		TypedPerFilterConfig: map[string]*anypb.Any{ComponentFilterKey: {TypeUrl: "type.googleapis.com/outrigger.v1alpha1.ComponentRoute", Value: []byte{0xff}}},
+	}}}}}
+	if _, err := NewRoutes(bad); err == nil || !strings.Contains(err.Error(), "secrets/x") {
+		t.Errorf("an undecodable binding: %v", err)
 	}
 }

@@ -1,0 +1,136 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/outrigger/outrigger/config"
+	"github.com/outrigger/outrigger/nameresolution"
+	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
+)
+
+// Routes is a sidecar's RouteConfiguration read for lookups.
+type Routes struct {
+	invoke     map[string]InvokeRoute // by cluster name
+	components map[string]*outriggerv1alpha1.ComponentRoute
+}
+
+// InvokeRoute is what the routes say of calls to one app.
+type InvokeRoute struct {
+	Cluster string
+	// Timeout bounds the whole call; zero is none.
+	Timeout time.Duration
+	// Resiliency is Dapr's exact policy (nil without one).
+	Resiliency *outriggerv1alpha1.Resiliency
+}
+
+// NewRoutes reads rc. A route whose Outrigger payload does not decode, or
+// an invocation route that names no cluster, is an error (the sidecar
+// NACKs the configuration).
+func NewRoutes(rc *routev3.RouteConfiguration) (*Routes, error) {
+	rt := &Routes{invoke: map[string]InvokeRoute{}, components: map[string]*outriggerv1alpha1.ComponentRoute{}}
+	var errs []error
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			pol, err := ParseResiliency(r)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			switch {
+			case r.GetNonForwardingAction() != nil:
+				binding, err := ParseComponentRoute(r)
+				if err != nil || binding == nil {
+					errs = append(errs, fmt.Errorf("route %q: a building-block route needs its %s: %v", r.GetName(), ComponentFilterKey, err))
+					continue
+				}
+				rt.components[binding.GetComponent()] = binding
+			case r.GetRoute() != nil:
+				a := r.GetRoute()
+				if a.GetCluster() == "" {
+					errs = append(errs, fmt.Errorf("route %q forwards to no cluster", r.GetName()))
+					continue
+				}
+				ir := InvokeRoute{Cluster: a.GetCluster(), Timeout: a.GetTimeout().AsDuration(), Resiliency: pol}
+				if pol.GetTimeout() != nil {
+					ir.Timeout = pol.GetTimeout().AsDuration()
+				}
+				if ir.Timeout < 0 {
+					errs = append(errs, fmt.Errorf("route %q: negative timeout", r.GetName()))
+					continue
+				}
+				rt.invoke[ir.Cluster] = ir
+			default:
+				errs = append(errs, fmt.Errorf("route %q: unsupported action", r.GetName()))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return rt, nil
+}
+
+// Invoke is the route of calls to appID in namespace.
+func (rt *Routes) Invoke(appID, namespace string) (InvokeRoute, bool) {
+	if rt == nil {
+		return InvokeRoute{}, false
+	}
+	r, ok := rt.invoke[ClusterName(namespace, appID)]
+	return r, ok
+}
+
+// Component is the binding of a component's building-block routes.
+func (rt *Routes) Component(name string) (*outriggerv1alpha1.ComponentRoute, bool) {
+	if rt == nil {
+		return nil, false
+	}
+	c, ok := rt.components[name]
+	return c, ok
+}
+
+// RouteTable holds a sidecar's current Routes; it is safe for concurrent
+// use, and a nil table or one never set has no routes.
+type RouteTable struct{ cur atomic.Pointer[Routes] }
+
+// Set replaces the routes.
+func (t *RouteTable) Set(rt *Routes) { t.cur.Store(rt) }
+
+// Routes is the current routes (nil before the first Set).
+func (t *RouteTable) Routes() *Routes {
+	if t == nil {
+		return nil
+	}
+	return t.cur.Load()
+}
+
+// InvokeTimeout is the timeout of calls to appID in namespace.
+func (t *RouteTable) InvokeTimeout(appID, namespace string) time.Duration {
+	r, _ := t.Routes().Invoke(appID, nameresolution.NamespaceOrDefault(namespace))
+	return r.Timeout
+}
+
+// LocalRoutes is the route configuration a sidecar without a control plane
+// builds from its own resources: the same translation the control plane
+// makes, for node, without endpoints (apps come from its Resiliency
+// targets).
+func LocalRoutes(res *config.Resources, node Node) (*routev3.RouteConfiguration, error) {
+	p, err := Prepare(Input{Resources: res})
+	if err != nil {
+		return nil, err
+	}
+	snap, err := p.Snapshot(node, "local")
+	if err != nil {
+		return nil, err
+	}
+	rc, ok := snap.GetResources(resourcev3.RouteType)[SidecarAPIName].(*routev3.RouteConfiguration)
+	if !ok {
+		return nil, errors.New("translate: no " + SidecarAPIName + " routes")
+	}
+	return rc, nil
+}
