@@ -63,6 +63,9 @@ func (s *Sidecar) serveAPI(w http.ResponseWriter, r *http.Request) {
 			}
 			s.invokeHTTP(w, r, t)
 			return
+		case strings.HasPrefix(p, "/v1.0/state/"):
+			s.serveState(w, r)
+			return
 		case strings.HasPrefix(p, "/v1.0/secrets/"):
 			if s.cfg.Secrets == nil {
 				writeError(w, apiError{http.StatusInternalServerError, errCodeSecretStoresNotConfigured, "secret store is not configured"})
@@ -92,11 +95,24 @@ func (s *Sidecar) serveAPI(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if strings.HasPrefix(p, "/v1.0-alpha1/state/") {
+		s.serveState(w, r)
+		return
+	}
 	if t, ok := route.FromHeaders(r.URL.EscapedPath(), r.Header); ok {
 		s.invokeHTTP(w, r, t)
 		return
 	}
 	writeError(w, apiError{http.StatusNotFound, errCodeDirectInvoke, route.ErrNoAppID.Error()})
+}
+
+func (s *Sidecar) serveState(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.State == nil {
+		store, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/v1.0/state/"), "/v1.0-alpha1/state/"), "/")
+		writeError(w, apiError{http.StatusInternalServerError, errCodeStateStoreNotConfigured, "state store " + store + " is not configured"})
+		return
+	}
+	s.cfg.State.ServeHTTP(w, r)
 }
 
 // invokeHTTP sends one invocation to the callee's sidecar, streaming the

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/outrigger/outrigger/mtls/acl"
 )
@@ -48,6 +49,20 @@ type SecretsAPI interface {
 	http.Handler
 	GetSecret(context.Context, *runtimev1pb.GetSecretRequest) (*runtimev1pb.GetSecretResponse, error)
 	GetBulkSecret(context.Context, *runtimev1pb.GetBulkSecretRequest) (*runtimev1pb.GetBulkSecretResponse, error)
+}
+
+// StateAPI is the state building block as the sidecar mounts it:
+// /v1.0/state/... and /v1.0-alpha1/state/{store}/query over HTTP, the
+// state methods over gRPC.
+type StateAPI interface {
+	http.Handler
+	GetState(context.Context, *runtimev1pb.GetStateRequest) (*runtimev1pb.GetStateResponse, error)
+	GetBulkState(context.Context, *runtimev1pb.GetBulkStateRequest) (*runtimev1pb.GetBulkStateResponse, error)
+	SaveState(context.Context, *runtimev1pb.SaveStateRequest) (*emptypb.Empty, error)
+	DeleteState(context.Context, *runtimev1pb.DeleteStateRequest) (*emptypb.Empty, error)
+	DeleteBulkState(context.Context, *runtimev1pb.DeleteBulkStateRequest) (*emptypb.Empty, error)
+	ExecuteStateTransaction(context.Context, *runtimev1pb.ExecuteStateTransactionRequest) (*emptypb.Empty, error)
+	QueryStateAlpha1(context.Context, *runtimev1pb.QueryStateRequest) (*runtimev1pb.QueryStateResponse, error)
 }
 
 // AppHealth configures daprd-style app health probing.
@@ -111,6 +126,9 @@ type Config struct {
 	// Secrets serves the secrets building block; nil answers daprd's "secret
 	// store is not configured".
 	Secrets SecretsAPI
+	// State serves the state building block; nil answers daprd's "state
+	// store is not configured".
+	State StateAPI
 
 	// Routes gives the policies of calls to other apps, from the sidecar's
 	// routes (over xDS, or built from its own folder); nil sets none.

@@ -163,6 +163,69 @@ func (d *daprAPI) GetBulkSecret(ctx context.Context, in *runtimev1pb.GetBulkSecr
 	return d.s.cfg.Secrets.GetBulkSecret(ctx, in)
 }
 
+func (d *daprAPI) stateAPI(store string) (StateAPI, error) {
+	if d.s.cfg.State == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "state store %s is not configured", store)
+	}
+	return d.s.cfg.State, nil
+}
+
+func (d *daprAPI) GetState(ctx context.Context, in *runtimev1pb.GetStateRequest) (*runtimev1pb.GetStateResponse, error) {
+	api, err := d.stateAPI(in.GetStoreName())
+	if err != nil {
+		return nil, err
+	}
+	return api.GetState(ctx, in)
+}
+
+func (d *daprAPI) GetBulkState(ctx context.Context, in *runtimev1pb.GetBulkStateRequest) (*runtimev1pb.GetBulkStateResponse, error) {
+	api, err := d.stateAPI(in.GetStoreName())
+	if err != nil {
+		return nil, err
+	}
+	return api.GetBulkState(ctx, in)
+}
+
+func (d *daprAPI) SaveState(ctx context.Context, in *runtimev1pb.SaveStateRequest) (*emptypb.Empty, error) {
+	api, err := d.stateAPI(in.GetStoreName())
+	if err != nil {
+		return nil, err
+	}
+	return api.SaveState(ctx, in)
+}
+
+func (d *daprAPI) DeleteState(ctx context.Context, in *runtimev1pb.DeleteStateRequest) (*emptypb.Empty, error) {
+	api, err := d.stateAPI(in.GetStoreName())
+	if err != nil {
+		return nil, err
+	}
+	return api.DeleteState(ctx, in)
+}
+
+func (d *daprAPI) DeleteBulkState(ctx context.Context, in *runtimev1pb.DeleteBulkStateRequest) (*emptypb.Empty, error) {
+	api, err := d.stateAPI(in.GetStoreName())
+	if err != nil {
+		return nil, err
+	}
+	return api.DeleteBulkState(ctx, in)
+}
+
+func (d *daprAPI) ExecuteStateTransaction(ctx context.Context, in *runtimev1pb.ExecuteStateTransactionRequest) (*emptypb.Empty, error) {
+	api, err := d.stateAPI(in.GetStoreName())
+	if err != nil {
+		return nil, err
+	}
+	return api.ExecuteStateTransaction(ctx, in)
+}
+
+func (d *daprAPI) QueryStateAlpha1(ctx context.Context, in *runtimev1pb.QueryStateRequest) (*runtimev1pb.QueryStateResponse, error) {
+	api, err := d.stateAPI(in.GetStoreName())
+	if err != nil {
+		return nil, err
+	}
+	return api.QueryStateAlpha1(ctx, in)
+}
+
 func (d *daprAPI) GetMetadata(context.Context, *runtimev1pb.GetMetadataRequest) (*runtimev1pb.GetMetadataResponse, error) {
 	return d.s.metadata(), nil
 }

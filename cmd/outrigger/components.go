@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -12,6 +13,8 @@ import (
 	"github.com/outrigger/outrigger/building-blocks/secrets"
 	"github.com/outrigger/outrigger/building-blocks/secrets/localenv"
 	"github.com/outrigger/outrigger/building-blocks/secrets/localfile"
+	"github.com/outrigger/outrigger/building-blocks/state"
+	"github.com/outrigger/outrigger/building-blocks/state/inmemory"
 	"github.com/outrigger/outrigger/components"
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/mtls"
@@ -27,6 +30,7 @@ func componentTypes() (*components.Registry, error) {
 	for _, t := range []components.Type{
 		storeType(localenv.Type, localenv.New),
 		storeType(localfile.Type, localfile.New),
+		stateType(inmemory.Type, inmemory.New),
 	} {
 		if err := r.Register(t); err != nil {
 			return nil, err
@@ -44,6 +48,19 @@ func storeType[S io.Closer](name string, newStore func(map[string]string) (S, []
 			return nil, nil, err
 		}
 		return s, unknown, nil
+	}}
+}
+
+// stateType adapts a state backend's constructor: the state API reads its
+// own metadata keys (keyPrefix, actorStateStore, ...) and the backend the
+// rest.
+func stateType[S state.Store](name string, newStore func(map[string]string) (S, []string, error)) components.Type {
+	return components.Type{Name: name, New: func(_ context.Context, meta map[string]string) (io.Closer, []string, error) {
+		c, unknown, err := state.NewComponent(meta, newStore)
+		if err != nil {
+			return nil, unknown, err
+		}
+		return c, unknown, nil
 	}}
 }
 
@@ -184,6 +201,22 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 	// from where the components come from.
 	routes := &translate.RouteTable{}
 	cfg.Routes = routes
+	cfg.State = &state.API{
+		Lookup: func(name string) (*state.Component, bool) {
+			c, ok := set.Get(name)
+			if !ok || c.Type.Block() != "state" {
+				return nil, false
+			}
+			sc, ok := c.Instance.(*state.Component)
+			return sc, ok
+		},
+		Configured: func() bool { return len(set.List("state")) > 0 },
+		AppID:      cfg.AppID,
+		// daprd prefixes keys with the namespace (keyPrefix: namespace) only
+		// when NAMESPACE is set, as on Kubernetes.
+		Namespace: os.Getenv("NAMESPACE"),
+		Logger:    logger,
+	}
 	stopXDS := func() {}
 	if xds != nil {
 		if stopXDS, err = xds.start(ctx, set, routes, cfg, logger); err != nil {
