@@ -180,6 +180,20 @@ func TestStateHTTP(t *testing.T) {
 	if resp, body := call(t, http.MethodGet, url("/v1.0/state/shared/k"), nil, nil); string(body) != "1" {
 		t.Errorf("keyPrefix none: %d %q", resp.StatusCode, body)
 	}
+	// The metadata API lists the stores with their capabilities.
+	resp, body = call(t, http.MethodGet, url("/v1.0/metadata"), nil, nil)
+	var md struct {
+		Components []struct {
+			Name         string   `json:"name"`
+			Type         string   `json:"type"`
+			Version      string   `json:"version"`
+			Capabilities []string `json:"capabilities"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(body, &md); err != nil || len(md.Components) != 2 || md.Components[1].Name != "statestore" ||
+		md.Components[1].Type != "state.in-memory" || strings.Join(md.Components[1].Capabilities, ",") != "ETAG,TRANSACTIONAL,TTL" {
+		t.Errorf("metadata: %d %s", resp.StatusCode, body)
+	}
 	wantEchoedState(t, sc)
 }
 

@@ -251,8 +251,16 @@ type metadataJSON struct {
 	RuntimeVersion          string            `json:"runtimeVersion,omitempty"`
 	EnabledFeatures         []string          `json:"enabledFeatures,omitempty"`
 	Extended                map[string]string `json:"extended,omitempty"`
+	Components              []componentJSON   `json:"components,omitempty"`
 	AppConnectionProperties *appConnJSON      `json:"appConnectionProperties,omitempty"`
 	ActorRuntime            actorRuntimeJSON  `json:"actorRuntime"`
+}
+
+type componentJSON struct {
+	Name         string   `json:"name"`
+	Type         string   `json:"type"`
+	Version      string   `json:"version"`
+	Capabilities []string `json:"capabilities,omitempty"`
 }
 
 type appConnJSON struct {
@@ -282,6 +290,9 @@ func (s *Sidecar) serveGetMetadata(w http.ResponseWriter) {
 		RuntimeVersion: m.GetRuntimeVersion(),
 		Extended:       m.GetExtendedMetadata(),
 		ActorRuntime:   actorRuntimeJSON{RuntimeStatus: "DISABLED"},
+	}
+	for _, c := range m.GetRegisteredComponents() {
+		out.Components = append(out.Components, componentJSON{Name: c.GetName(), Type: c.GetType(), Version: c.GetVersion(), Capabilities: c.GetCapabilities()})
 	}
 	if acp := m.GetAppConnectionProperties(); acp != nil {
 		out.AppConnectionProperties = &appConnJSON{

@@ -129,6 +129,8 @@ type Config struct {
 	// State serves the state building block; nil answers daprd's "state
 	// store is not configured".
 	State StateAPI
+	// Components lists the loaded components for the metadata API.
+	Components func() []*runtimev1pb.RegisteredComponents
 
 	// Routes gives the policies of calls to other apps, from the sidecar's
 	// routes (over xDS, or built from its own folder); nil sets none.

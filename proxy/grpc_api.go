@@ -261,6 +261,9 @@ func (s *Sidecar) metadata() *runtimev1pb.GetMetadataResponse {
 		ExtendedMetadata: ext,
 		ActorRuntime:     &runtimev1pb.ActorRuntime{RuntimeStatus: runtimev1pb.ActorRuntime_DISABLED},
 	}
+	if s.cfg.Components != nil {
+		m.RegisteredComponents = s.cfg.Components()
+	}
 	if s.cfg.AppPort > 0 {
 		acp := &runtimev1pb.AppConnectionProperties{
 			Port:           int32(s.cfg.AppPort),

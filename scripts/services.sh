@@ -28,10 +28,12 @@ start_service() {
   esac
 }
 
-# The services the current test suite uses. Later building blocks add theirs.
+# The services the current test suite uses: the state stores' conformance
+# suites run against Redis, PostgreSQL and MariaDB. Later building blocks
+# add theirs.
 services=("$@")
 if [ ${#services[@]} -eq 0 ]; then
-  services=()
+  services=(redis postgres mariadb)
 fi
 for s in "${services[@]}"; do
   start_service "$s"

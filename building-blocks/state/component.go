@@ -20,6 +20,26 @@ type Component struct {
 	ActorStateStore bool
 }
 
+// Capabilities are the store's features as daprd's metadata API names
+// them.
+func (c *Component) Capabilities() []string {
+	out := []string{"ETAG"}
+	f := c.Store.Features()
+	if f.Transactional {
+		out = append(out, "TRANSACTIONAL")
+	}
+	if f.TTL {
+		out = append(out, "TTL")
+	}
+	if f.Query {
+		out = append(out, "QUERY_API")
+	}
+	if c.ActorStateStore && f.Transactional {
+		out = append(out, "ACTOR")
+	}
+	return out
+}
+
 // Close closes the store.
 func (c *Component) Close() error { return c.Store.Close() }
 

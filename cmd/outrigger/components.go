@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/outrigger/outrigger/building-blocks/secrets"
@@ -216,6 +217,17 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		// when NAMESPACE is set, as on Kubernetes.
 		Namespace: os.Getenv("NAMESPACE"),
 		Logger:    logger,
+	}
+	cfg.Components = func() []*runtimev1pb.RegisteredComponents {
+		var out []*runtimev1pb.RegisteredComponents
+		for _, c := range set.List("") {
+			rc := &runtimev1pb.RegisteredComponents{Name: c.Doc.Name, Type: c.Doc.Type, Version: c.Doc.Version}
+			if sc, ok := c.Instance.(*state.Component); ok {
+				rc.Capabilities = sc.Capabilities()
+			}
+			out = append(out, rc)
+		}
+		return out
 	}
 	stopXDS := func() {}
 	if xds != nil {
