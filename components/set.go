@@ -211,7 +211,13 @@ func (s *Set) build(ctx context.Context, d config.Component) (*Component, error)
 	}
 	ictx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	inst, unknown, err := t.New(ictx, meta)
+	refs := map[string]config.SecretKeyRef{}
+	for _, m := range d.Metadata {
+		if m.SecretKeyRef != nil {
+			refs[m.Name] = *m.SecretKeyRef
+		}
+	}
+	inst, unknown, err := t.New(context.WithValue(ictx, secretRefsKey{}, refs), meta)
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +225,17 @@ func (s *Set) build(ctx context.Context, d config.Component) (*Component, error)
 		s.opts.Logger.Warn("component metadata key not known to its type; ignored", "component", d.Name, "type", d.Type, "key", k, "source", d.Source.String())
 	}
 	return &Component{Doc: d, Type: t, Instance: inst}, nil
+}
+
+type secretRefsKey struct{}
+
+// SecretRefs tells a component type's New which of its metadata values came
+// from a secretKeyRef, and from which secret: by metadata name. Some types
+// need the reference itself (a state store names its encryption keys by
+// their secrets).
+func SecretRefs(ctx context.Context) map[string]config.SecretKeyRef {
+	refs, _ := ctx.Value(secretRefsKey{}).(map[string]config.SecretKeyRef)
+	return refs
 }
 
 // resolve turns spec.metadata into values: value as written, envRef from

@@ -209,6 +209,10 @@ func (a *API) httpGet(w http.ResponseWriter, r *http.Request, storeName, key str
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	if it.Value, err = c.open(it.Value); err != nil {
+		a.fail(w, &legacyError{http.StatusInternalServerError, codeGet, fmt.Sprintf("fail to get %s from state store %s: %s", key, storeName, err)})
+		return
+	}
 	h := w.Header()
 	h.Set("ETag", it.ETag)
 	for k, v := range itemMetadata(it) {
@@ -299,6 +303,10 @@ func (a *API) httpSave(w http.ResponseWriter, r *http.Request, storeName string)
 		}
 		if req.Key, err = a.key(c, storeName, it.Key); err != nil {
 			a.fail(w, err)
+			return
+		}
+		if req.Value, err = c.seal(req.Value); err != nil {
+			a.fail(w, &legacyError{http.StatusInternalServerError, codeSave, fmt.Sprintf("failed saving state in state store %s: %s", storeName, err)})
 			return
 		}
 		reqs = append(reqs, req)
@@ -397,7 +405,12 @@ func (a *API) bulkGet(ctx context.Context, c *Component, storeName string, keys 
 			case err != nil:
 				out[i].Error = err.Error()
 			case found:
-				out[i].Data = jsonData(it.Value)
+				v, err := c.open(it.Value)
+				if err != nil {
+					out[i].Error = err.Error()
+					return
+				}
+				out[i].Data = jsonData(v)
 				out[i].ETag = it.ETag
 				out[i].Metadata = itemMetadata(it)
 			}
@@ -495,6 +508,9 @@ func (a *API) txOp(c *Component, storeName, kind string, it saveItem, meta map[s
 		if req.Key, err = a.key(c, storeName, it.Key); err != nil {
 			return Operation{}, err
 		}
+		if req.Value, err = c.seal(req.Value); err != nil {
+			return Operation{}, &legacyError{http.StatusInternalServerError, codeTransaction, "error while executing state transaction: " + err.Error()}
+		}
 		return Operation{Set: &req}, nil
 	case "delete":
 		k, err := a.key(c, storeName, it.Key)
@@ -558,6 +574,9 @@ func (a *API) query(ctx context.Context, storeName string, body []byte, meta map
 	if !ok || !c.Store.Features().Query {
 		return QueryResult{}, errQueryUnsupported(storeName)
 	}
+	if c.Encrypted() {
+		return QueryResult{}, errQueryFailed(storeName, "cannot query encrypted store")
+	}
 	parsed, err := ParseQuery(body)
 	if err != nil {
 		return QueryResult{}, errQueryFailed(storeName, "failed to parse JSON query body: "+err.Error())
@@ -613,7 +632,11 @@ func (a *API) GetState(ctx context.Context, in *runtimev1pb.GetStateRequest) (*r
 	if !found {
 		return &runtimev1pb.GetStateResponse{}, nil
 	}
-	return &runtimev1pb.GetStateResponse{Data: it.Value, Etag: it.ETag, Metadata: itemMetadata(it)}, nil
+	v, err := c.open(it.Value)
+	if err != nil {
+		return nil, basic(codes.Internal, http.StatusInternalServerError, codeGet, fmt.Sprintf("fail to get %s from state store %s: %s", in.GetKey(), in.GetStoreName(), err))
+	}
+	return &runtimev1pb.GetStateResponse{Data: v, Etag: it.ETag, Metadata: itemMetadata(it)}, nil
 }
 
 // GetBulkState is dapr.proto.runtime.v1.Dapr/GetBulkState.
@@ -657,7 +680,12 @@ func (a *API) bulkGetRaw(ctx context.Context, c *Component, keys, storeKeys []st
 			case err != nil:
 				item.Error = err.Error()
 			case found:
-				item.Data, item.Etag, item.Metadata = it.Value, it.ETag, itemMetadata(it)
+				v, err := c.open(it.Value)
+				if err != nil {
+					item.Error = err.Error()
+					break
+				}
+				item.Data, item.Etag, item.Metadata = v, it.ETag, itemMetadata(it)
 			}
 			out[i] = item
 		})
@@ -706,6 +734,9 @@ func (a *API) SaveState(ctx context.Context, in *runtimev1pb.SaveStateRequest) (
 		}
 		if req.Key, err = a.key(c, in.GetStoreName(), s.GetKey()); err != nil {
 			return nil, err
+		}
+		if req.Value, err = c.seal(req.Value); err != nil {
+			return nil, basic(codes.Internal, http.StatusInternalServerError, codeSave, fmt.Sprintf("failed saving state in state store %s: %s", in.GetStoreName(), err))
 		}
 		reqs = append(reqs, req)
 	}
@@ -785,6 +816,9 @@ func (a *API) ExecuteStateTransaction(ctx context.Context, in *runtimev1pb.Execu
 			}
 			req.Metadata = mergeMetadata(req.Metadata, in.GetMetadata())
 			req.Key = k
+			if req.Value, err = c.seal(req.Value); err != nil {
+				return nil, basic(codes.Internal, http.StatusInternalServerError, codeTransaction, "error while executing state transaction: "+err.Error())
+			}
 			ops = append(ops, Operation{Set: &req})
 		case "delete":
 			req := deleteFromItem(s)

@@ -19,7 +19,7 @@ import (
 
 func newAPI(t *testing.T, meta map[string]string) (*state.API, *state.Component) {
 	t.Helper()
-	c, unknown, err := state.NewComponent(meta, inmemory.New)
+	c, unknown, err := state.NewComponent(meta, nil, inmemory.New)
 	if err != nil || len(unknown) != 0 {
 		t.Fatal(err, unknown)
 	}
@@ -72,11 +72,11 @@ func TestKeyPrefixes(t *testing.T) {
 			t.Errorf("AppKey(%q) = %q", c.want, got)
 		}
 	}
-	if _, _, err := state.NewComponent(map[string]string{"keyPrefix": "a||b"}, inmemory.New); err == nil {
+	if _, _, err := state.NewComponent(map[string]string{"keyPrefix": "a||b"}, nil, inmemory.New); err == nil {
 		t.Error("a keyPrefix with || must be refused")
 	}
-	if _, _, err := state.NewComponent(map[string]string{"primaryEncryptionKey": "k"}, inmemory.New); err == nil {
-		t.Error("encryption is not supported yet and must be refused, not ignored")
+	if _, _, err := state.NewComponent(map[string]string{"primaryEncryptionKey": strings.Repeat("ab", 16)}, nil, inmemory.New); err == nil {
+		t.Error("an encryption key given as a plain value has no name to store with the values and must be refused")
 	}
 }
 

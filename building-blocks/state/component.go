@@ -18,7 +18,12 @@ type Component struct {
 	KeyPrefix string
 	// ActorStateStore marks the store actors keep their state in.
 	ActorStateStore bool
+
+	enc *encryption // nil when values are stored as given
 }
+
+// Encrypted reports whether the store encrypts values at rest.
+func (c *Component) Encrypted() bool { return c.enc != nil }
 
 // Capabilities are the store's features as daprd's metadata API names
 // them.
@@ -47,11 +52,11 @@ func (c *Component) Close() error { return c.Store.Close() }
 type apiMetadata struct {
 	KeyPrefix       string `meta:"keyPrefix" default:"appid"`
 	ActorStateStore bool   `meta:"actorStateStore" default:"false"`
-	// Encryption and the outbox are read, so they are not reported as
-	// unknown, but not supported yet: a component that sets them fails.
 	PrimaryEncryptionKey   string `meta:"primaryEncryptionKey"`
 	SecondaryEncryptionKey string `meta:"secondaryEncryptionKey"`
-	OutboxPublishPubsub    string `meta:"outboxPublishPubsub"`
+	// The outbox is read, so it is not reported as unknown, but not
+	// supported yet: a component that sets it fails.
+	OutboxPublishPubsub string `meta:"outboxPublishPubsub"`
 	OutboxPublishTopic     string `meta:"outboxPublishTopic"`
 	OutboxPubsub           string `meta:"outboxPubsub"`
 	OutboxDiscard          string `meta:"outboxDiscardWhenMissingState"`
@@ -59,8 +64,10 @@ type apiMetadata struct {
 
 // NewComponent builds a state store component: it reads the state API's
 // own keys of meta, hands the rest to newStore, and returns the keys
-// neither reads, for the pipeline to warn about.
-func NewComponent[S Store](meta map[string]string, newStore func(map[string]string) (S, []string, error)) (*Component, []string, error) {
+// neither reads, for the pipeline to warn about. secretNames names the
+// secret each secretKeyRef'd metadata value came from (encryption keys are
+// named by their secrets).
+func NewComponent[S Store](meta map[string]string, secretNames map[string]string, newStore func(map[string]string) (S, []string, error)) (*Component, []string, error) {
 	var m apiMetadata
 	rest, err := metadata.Decode(meta, &m)
 	if err != nil {
@@ -69,8 +76,19 @@ func NewComponent[S Store](meta map[string]string, newStore func(map[string]stri
 	if strings.Contains(m.KeyPrefix, keySeparator) {
 		return nil, nil, fmt.Errorf("metadata keyPrefix %q: must not contain %q", m.KeyPrefix, keySeparator)
 	}
-	if m.PrimaryEncryptionKey != "" || m.SecondaryEncryptionKey != "" {
-		return nil, nil, errors.New("metadata primaryEncryptionKey: encryption at rest is not supported yet")
+	var enc *encryption
+	if m.PrimaryEncryptionKey != "" {
+		enc = &encryption{}
+		if enc.primary, err = newAESKey(lookupFold(secretNames, "primaryEncryptionKey"), m.PrimaryEncryptionKey); err != nil {
+			return nil, nil, fmt.Errorf("metadata primaryEncryptionKey: %w", err)
+		}
+		if m.SecondaryEncryptionKey != "" {
+			if enc.secondary, err = newAESKey(lookupFold(secretNames, "secondaryEncryptionKey"), m.SecondaryEncryptionKey); err != nil {
+				return nil, nil, fmt.Errorf("metadata secondaryEncryptionKey: %w", err)
+			}
+		}
+	} else if m.SecondaryEncryptionKey != "" {
+		return nil, nil, errors.New("metadata secondaryEncryptionKey: needs a primaryEncryptionKey")
 	}
 	if m.OutboxPublishPubsub != "" || m.OutboxPubsub != "" {
 		return nil, nil, errors.New("metadata outboxPublishPubsub: the transactional outbox is not supported yet")
@@ -89,7 +107,7 @@ func NewComponent[S Store](meta map[string]string, newStore func(map[string]stri
 	default:
 		prefix = m.KeyPrefix // a custom prefix keeps its case
 	}
-	return &Component{Store: store, KeyPrefix: prefix, ActorStateStore: m.ActorStateStore}, unknown, nil
+	return &Component{Store: store, KeyPrefix: prefix, ActorStateStore: m.ActorStateStore, enc: enc}, unknown, nil
 }
 
 // Key prefix strategies, and the separator Dapr puts between a prefix and a
@@ -139,4 +157,31 @@ func AppKey(storeKey string) string {
 		return storeKey
 	}
 	return parts[1]
+}
+
+// seal is the value stored for v.
+func (c *Component) seal(v []byte) ([]byte, error) {
+	if c.enc == nil {
+		return v, nil
+	}
+	return c.enc.encrypt(v)
+}
+
+// open is the value the app gets for a stored v.
+func (c *Component) open(v []byte) ([]byte, error) {
+	if c.enc == nil {
+		return v, nil
+	}
+	return c.enc.decrypt(v)
+}
+
+// lookupFold is m[key] with the key matched case-insensitively, as metadata
+// names are.
+func lookupFold(m map[string]string, key string) string {
+	for k, v := range m {
+		if strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return ""
 }

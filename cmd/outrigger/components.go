@@ -56,8 +56,12 @@ func storeType[S io.Closer](name string, newStore func(map[string]string) (S, []
 // own metadata keys (keyPrefix, actorStateStore, ...) and the backend the
 // rest.
 func stateType[S state.Store](name string, newStore func(map[string]string) (S, []string, error)) components.Type {
-	return components.Type{Name: name, New: func(_ context.Context, meta map[string]string) (io.Closer, []string, error) {
-		c, unknown, err := state.NewComponent(meta, newStore)
+	return components.Type{Name: name, New: func(ctx context.Context, meta map[string]string) (io.Closer, []string, error) {
+		secretNames := map[string]string{}
+		for k, ref := range components.SecretRefs(ctx) {
+			secretNames[k] = ref.Name
+		}
+		c, unknown, err := state.NewComponent(meta, secretNames, newStore)
 		if err != nil {
 			return nil, unknown, err
 		}
