@@ -466,7 +466,7 @@ func (a *API) httpTransaction(w http.ResponseWriter, r *http.Request, storeName 
 		return
 	}
 	var body struct {
-		Operations []txOperation      `json:"operations"`
+		Operations []txOperation     `json:"operations"`
 		Metadata   map[string]string `json:"metadata"`
 	}
 	if err := decodeBody(r, &body); err != nil {

@@ -50,16 +50,16 @@ func (c *Component) Close() error { return c.Store.Close() }
 
 // apiMetadata is what the state API reads of a component's metadata.
 type apiMetadata struct {
-	KeyPrefix       string `meta:"keyPrefix" default:"appid"`
-	ActorStateStore bool   `meta:"actorStateStore" default:"false"`
+	KeyPrefix              string `meta:"keyPrefix" default:"appid"`
+	ActorStateStore        bool   `meta:"actorStateStore" default:"false"`
 	PrimaryEncryptionKey   string `meta:"primaryEncryptionKey"`
 	SecondaryEncryptionKey string `meta:"secondaryEncryptionKey"`
 	// The outbox is read, so it is not reported as unknown, but not
 	// supported yet: a component that sets it fails.
 	OutboxPublishPubsub string `meta:"outboxPublishPubsub"`
-	OutboxPublishTopic     string `meta:"outboxPublishTopic"`
-	OutboxPubsub           string `meta:"outboxPubsub"`
-	OutboxDiscard          string `meta:"outboxDiscardWhenMissingState"`
+	OutboxPublishTopic  string `meta:"outboxPublishTopic"`
+	OutboxPubsub        string `meta:"outboxPubsub"`
+	OutboxDiscard       string `meta:"outboxDiscardWhenMissingState"`
 }
 
 // NewComponent builds a state store component: it reads the state API's
