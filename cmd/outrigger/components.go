@@ -16,6 +16,7 @@ import (
 	"github.com/outrigger/outrigger/building-blocks/secrets/localfile"
 	"github.com/outrigger/outrigger/building-blocks/state"
 	"github.com/outrigger/outrigger/building-blocks/state/inmemory"
+	"github.com/outrigger/outrigger/building-blocks/state/mysql"
 	"github.com/outrigger/outrigger/components"
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/mtls"
@@ -32,6 +33,7 @@ func componentTypes() (*components.Registry, error) {
 		storeType(localenv.Type, localenv.New),
 		storeType(localfile.Type, localfile.New),
 		stateType(inmemory.Type, inmemory.New),
+		stateType(mysql.Type, mysql.New),
 	} {
 		if err := r.Register(t); err != nil {
 			return nil, err
