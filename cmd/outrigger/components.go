@@ -17,6 +17,7 @@ import (
 	"github.com/outrigger/outrigger/building-blocks/state"
 	"github.com/outrigger/outrigger/building-blocks/state/inmemory"
 	"github.com/outrigger/outrigger/building-blocks/state/mysql"
+	"github.com/outrigger/outrigger/building-blocks/state/postgresql"
 	"github.com/outrigger/outrigger/components"
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/mtls"
@@ -34,6 +35,7 @@ func componentTypes() (*components.Registry, error) {
 		storeType(localfile.Type, localfile.New),
 		stateType(inmemory.Type, inmemory.New),
 		stateType(mysql.Type, mysql.New),
+		stateType(postgresql.Type, postgresql.New, "v1", "v2"),
 	} {
 		if err := r.Register(t); err != nil {
 			return nil, err
@@ -57,8 +59,8 @@ func storeType[S io.Closer](name string, newStore func(map[string]string) (S, []
 // stateType adapts a state backend's constructor: the state API reads its
 // own metadata keys (keyPrefix, actorStateStore, ...) and the backend the
 // rest.
-func stateType[S state.Store](name string, newStore func(map[string]string) (S, []string, error)) components.Type {
-	return components.Type{Name: name, New: func(ctx context.Context, meta map[string]string) (io.Closer, []string, error) {
+func stateType[S state.Store](name string, newStore func(map[string]string) (S, []string, error), versions ...string) components.Type {
+	return components.Type{Name: name, Versions: versions, New: func(ctx context.Context, meta map[string]string) (io.Closer, []string, error) {
 		secretNames := map[string]string{}
 		for k, ref := range components.SecretRefs(ctx) {
 			secretNames[k] = ref.Name
