@@ -19,6 +19,7 @@ import (
 	"github.com/outrigger/outrigger/building-blocks/state/mysql"
 	"github.com/outrigger/outrigger/building-blocks/state/postgresql"
 	"github.com/outrigger/outrigger/building-blocks/state/redis"
+	"github.com/outrigger/outrigger/building-blocks/state/sqlite"
 	"github.com/outrigger/outrigger/components"
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/mtls"
@@ -38,6 +39,7 @@ func componentTypes() (*components.Registry, error) {
 		stateType(mysql.Type, mysql.New),
 		stateType(postgresql.Type, postgresql.New, "v1", "v2"),
 		stateType(redis.Type, redis.New),
+		stateType(sqlite.Type, sqlite.New),
 	} {
 		if err := r.Register(t); err != nil {
 			return nil, err

@@ -22,6 +22,7 @@ Usage:
   outrigger run -f FILE                            run several apps from a run file
   outrigger control-plane [--dev] [flags]          run the control plane
   outrigger stop                                   stop the development control process
+  outrigger init                                   write the default resources (a SQLite state store)
   outrigger version                                print the version
 
 Run "outrigger COMMAND -h" for a command's flags.
@@ -64,6 +65,8 @@ func run(args []string) int {
 		err = controlPlaneCommand(ctx, args[1:])
 	case "stop":
 		err = stopCommand(ctx, args[1:])
+	case "init":
+		err = initCommand(args[1:])
 	case "version", "--version", "-v":
 		fmt.Println(version)
 		return 0

@@ -23,6 +23,8 @@ DAPR_HTTP_PORT, DAPR_GRPC_PORT and APP_ID in their environment; sidecar
 ports not given are picked free. Apps find one another through the
 development control process, which the first run starts in the background
 ($OUTRIGGER_HOME, default ~/.outrigger) and ` + "`outrigger stop`" + ` stops.
+An app that names no resources path gets $OUTRIGGER_HOME/resources, made on
+first use with a SQLite state store named statestore (see outrigger init).
 Ctrl-C stops the apps, then their sidecars; the run ends when an app exits,
 with that app's exit code.
 
@@ -141,6 +143,15 @@ func devApp(f *sidecarFlags, fs *flag.FlagSet, command []string, dir string, env
 	}
 	if !set["dapr-internal-listen-address"] {
 		cfg.MeshListenAddress = "127.0.0.1"
+	}
+	if len(cfg.ResourcesPaths) == 0 {
+		// As `dapr run` takes ~/.dapr/components: the default resources,
+		// made on first use.
+		dir, _, err := devmode.DefaultResources(home)
+		if err != nil {
+			return devmode.App{}, fmt.Errorf("default resources: %w", err)
+		}
+		cfg.ResourcesPaths = []string{dir}
 	}
 	sidecar := func(controlPlane string, logs io.Writer) (proxy.Config, io.Closer, error) {
 		c := cfg
