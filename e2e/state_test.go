@@ -205,3 +205,48 @@ func wantEchoedState(t *testing.T, sc *framework.Sidecar) {
 		t.Fatalf("the sidecar stopped serving: %d", resp.StatusCode)
 	}
 }
+
+// TestStateQuery: the query API over HTTP and through the Go SDK, on the
+// SQLite store, sees only the app's own keys.
+func TestStateQuery(t *testing.T) {
+	t.Parallel()
+	dir := framework.ShortTempDir(t)
+	res := stateStores(t, fmt.Sprintf("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: docs\nspec:\n  type: state.sqlite\n  version: v1\n  metadata:\n  - name: connectionString\n    value: %q\n", filepath.Join(dir, "q.db")))
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "querier", Args: []string{"--resources-path", res}})
+	other := framework.StartSidecar(t, framework.SidecarOptions{AppID: "other", Args: []string{"--resources-path", res}})
+	for _, p := range []struct {
+		sc   *framework.Sidecar
+		body string
+	}{
+		{sc, `[{"key":"1","value":{"city":"Oslo","temp":3}},{"key":"2","value":{"city":"Lima","temp":19}},{"key":"3","value":{"city":"Oslo","temp":-2}}]`},
+		{other, `[{"key":"4","value":{"city":"Oslo","temp":10}}]`},
+	} {
+		if resp, body := call(t, http.MethodPost, p.sc.URL("/v1.0/state/docs"), strings.NewReader(p.body), nil); resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("save: %d %s", resp.StatusCode, body)
+		}
+	}
+	q := `{"filter":{"EQ":{"city":"Oslo"}},"sort":[{"key":"temp","order":"DESC"}]}`
+	resp, body := call(t, http.MethodPost, sc.URL("/v1.0-alpha1/state/docs/query"), strings.NewReader(q), nil)
+	var out struct {
+		Results []struct {
+			Key  string          `json:"key"`
+			Data json.RawMessage `json:"data"`
+			ETag string          `json:"etag"`
+		} `json:"results"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil || len(out.Results) != 2 ||
+		out.Results[0].Key != "1" || out.Results[1].Key != "3" || out.Results[0].ETag == "" {
+		t.Errorf("query: %d %s", resp.StatusCode, body)
+	}
+	client, err := dapr.NewClientWithPort(strconv.Itoa(sc.GRPCPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	qr, err := client.QueryStateAlpha1(callCtx(t), "docs", q, nil)
+	if err != nil || len(qr.Results) != 2 || qr.Results[0].Key != "1" {
+		t.Errorf("QueryStateAlpha1: %+v %v", qr, err)
+	}
+	resp, body = call(t, http.MethodPost, sc.URL("/v1.0-alpha1/state/docs/query"), strings.NewReader(`{"filter":{"LIKE":{"city":"O%"}}}`), nil)
+	wantDaprError(t, resp, body, http.StatusInternalServerError, "ERR_STATE_QUERY")
+}
