@@ -581,15 +581,12 @@ func (a *API) query(ctx context.Context, storeName string, body []byte, meta map
 	if err != nil {
 		return QueryResult{}, errQueryFailed(storeName, "failed to parse JSON query body: "+err.Error())
 	}
+	// The app sees only its own keys: those with the prefix it writes.
+	prefix, _ := c.StoreKey("", storeName, a.AppID, a.Namespace)
+	parsed.KeyPrefix = prefix
 	res, err := q.Query(ctx, parsed)
 	if err != nil {
 		return QueryResult{}, errQueryFailed(storeName, err.Error())
-	}
-	// A query sees the store's keys; the app sees only its own (the same
-	// prefix it would have written).
-	prefix := ""
-	if k, err := c.StoreKey("", storeName, a.AppID, a.Namespace); err == nil {
-		prefix = k
 	}
 	kept := res.Items[:0]
 	for _, it := range res.Items {

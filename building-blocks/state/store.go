@@ -113,8 +113,11 @@ type Operation struct {
 // Query is a state query (Dapr's query API): a filter over the JSON values,
 // a sort, and a page.
 type Query struct {
-	Filter *Filter
-	Sort   []Sort
+	// KeyPrefix, when set, limits the query to keys that start with it (an
+	// app's own keys).
+	KeyPrefix string
+	Filter    *Filter
+	Sort      []Sort
 	// Limit bounds the page; zero is no bound.
 	Limit int
 	// Token continues from the page that returned it.

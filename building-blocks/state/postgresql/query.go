@@ -112,6 +112,9 @@ func hasNUL(v any) bool {
 func (s *Store) Query(ctx context.Context, q state.Query) (state.QueryResult, error) {
 	var b sqlBuilder
 	where := "value_json IS NOT NULL AND " + notExpired
+	if q.KeyPrefix != "" {
+		where += " AND starts_with(key, " + b.arg(q.KeyPrefix) + ")"
+	}
 	if q.Filter != nil {
 		cond, err := b.filter(q.Filter, 0)
 		if err != nil {

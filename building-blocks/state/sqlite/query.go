@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/outrigger/outrigger/building-blocks/state"
 )
@@ -42,6 +43,10 @@ func (s *Store) Query(ctx context.Context, q state.Query) (state.QueryResult, er
 	b.sql.WriteString(s.table)
 	b.sql.WriteString(" WHERE expiration_time IS NULL OR expiration_time > ?) WHERE doc IS NOT NULL")
 	b.args = append(b.args, s.now().UnixMilli())
+	if q.KeyPrefix != "" {
+		b.sql.WriteString(" AND substr(key, 1, ?) = ?")
+		b.args = append(b.args, utf8.RuneCountInString(q.KeyPrefix), q.KeyPrefix)
+	}
 	if q.Filter != nil {
 		b.sql.WriteString(" AND ")
 		if err := b.filter(q.Filter); err != nil {

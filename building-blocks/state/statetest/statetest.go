@@ -420,6 +420,16 @@ func Run(t *testing.T, newStore Factory) {
 		if got := strings.Join(all, ","); got != "p1,p2,p3,p4,p5" {
 			t.Errorf("all pages: %s", got)
 		}
+		// KeyPrefix limits a query to one app's keys.
+		mustSet(t, st, "app||x", []byte(`{"person":{"name":"zed","org":"dev"},"score":9}`))
+		mustSet(t, st, "app||y", []byte(`{"person":{"name":"yan","org":"ops"},"score":8}`))
+		res, err = q.Query(c, state.Query{KeyPrefix: "app||", Filter: &state.Filter{Op: "EQ", Key: "person.org", Value: "dev"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := keysOf(res.Items); got != "app||x" {
+			t.Errorf("org = dev among keys app||*: %s", got)
+		}
 	})
 }
 
