@@ -191,3 +191,23 @@ func FuzzHTTPSave(f *testing.F) {
 		}
 	})
 }
+
+func FuzzHTTPTransactionAndBulk(f *testing.F) {
+	f.Add(`{"operations":[{"operation":"upsert","request":{"key":"a","value":1,"etag":"x"}},{"operation":"delete","request":{"key":"b"}}]}`, `{"keys":["a","b"],"parallelism":1}`)
+	f.Add(`{"operations":[{"operation":"merge"}]}`, `{"keys":[]}`)
+	f.Fuzz(func(t *testing.T, tx, bulk string) {
+		api, _ := newAPI(t, nil)
+		if w := do(api, http.MethodPost, "/v1.0/state/store/transaction", tx, nil); w.Code != http.StatusNoContent {
+			errorCode(t, w)
+		}
+		w := do(api, http.MethodPost, "/v1.0/state/store/bulk", bulk, nil)
+		if w.Code == http.StatusOK {
+			var items []map[string]any
+			if err := json.Unmarshal(w.Body.Bytes(), &items); err != nil {
+				t.Fatalf("a bulk answer that is not JSON: %q", w.Body)
+			}
+			return
+		}
+		errorCode(t, w)
+	})
+}
