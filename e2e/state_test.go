@@ -168,6 +168,9 @@ func TestStateHTTP(t *testing.T) {
 	wantDaprError(t, resp, body, http.StatusBadRequest, "ERR_MALFORMED_REQUEST")
 	resp, body = call(t, http.MethodPost, url("/v1.0/state/statestore"), strings.NewReader(`[{"value":1}]`), nil)
 	wantDaprError(t, resp, body, http.StatusBadRequest, "ERR_MALFORMED_REQUEST")
+	big := `[{"key":"big","value":"` + strings.Repeat("x", 5<<20) + `"}]`
+	resp, body = call(t, http.MethodPost, url("/v1.0/state/statestore"), strings.NewReader(big), nil)
+	wantDaprError(t, resp, body, http.StatusRequestEntityTooLarge, "ERR_MALFORMED_REQUEST")
 	resp, body = call(t, http.MethodGet, url("/v1.0/state/statestore/x%7C%7Cy"), nil, nil)
 	wantDaprError(t, resp, body, http.StatusBadRequest, "ERR_MALFORMED_REQUEST")
 	resp, body = call(t, http.MethodGet, url("/v1.0/state/nostore/a"), nil, nil)

@@ -112,6 +112,9 @@ func (s *Sidecar) serveState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiError{http.StatusInternalServerError, errCodeStateStoreNotConfigured, "state store " + store + " is not configured"})
 		return
 	}
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodySize)
+	}
 	s.cfg.State.ServeHTTP(w, r)
 }
 

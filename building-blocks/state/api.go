@@ -275,6 +275,11 @@ func decodeBody(r *http.Request, v any) error {
 }
 
 func malformed(err error) error {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return &legacyError{http.StatusRequestEntityTooLarge, codeMalformedRequest,
+			fmt.Sprintf("the request body is larger than the sidecar's --max-body-size (%d bytes)", tooLarge.Limit)}
+	}
 	return &legacyError{http.StatusBadRequest, codeMalformedRequest, err.Error()}
 }
 
@@ -538,6 +543,10 @@ type queryItem struct {
 func (a *API) httpQuery(w http.ResponseWriter, r *http.Request, storeName string) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
+		if e := malformed(err); e.(*legacyError).status == http.StatusRequestEntityTooLarge {
+			a.fail(w, e)
+			return
+		}
 		a.fail(w, &legacyError{http.StatusBadRequest, "ERR_BODY_READ", "failed to read request body: " + err.Error()})
 		return
 	}
