@@ -2,8 +2,8 @@
 // sidecar's default state store, through the official Dapr Go SDK. Each run
 // reads the count with its ETag, adds one with an ETag-checked write (so two
 // counters running at once never lose an increment: the loser reads again
-// and retries), records the visit in a transaction with a log entry, reads
-// both back in bulk, and prints the count.
+// and retries), records the visit in a transaction with a log entry,
+// deletes the previous entry, reads both back in bulk, and prints the count.
 //
 //	go run ./cmd/outrigger run --app-id counter -- go run ./examples/counter
 //
@@ -49,6 +49,10 @@ func main() {
 	}
 	if err := client.ExecuteStateTransaction(ctx, *store, nil, ops); err != nil {
 		log.Fatalf("counter: transaction: %v", err)
+	}
+	// Keep only the newest log entry.
+	if err := client.DeleteState(ctx, *store, *key+"-log-"+strconv.Itoa(count-1), nil); err != nil {
+		log.Fatalf("counter: deleting the previous log entry: %v", err)
 	}
 	items, err := client.GetBulkState(ctx, *store, []string{*key, logKey}, nil, 2)
 	if err != nil {
