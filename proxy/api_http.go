@@ -66,6 +66,9 @@ func (s *Sidecar) serveAPI(w http.ResponseWriter, r *http.Request) {
 		case strings.HasPrefix(p, "/v1.0/state/"):
 			s.serveState(w, r)
 			return
+		case strings.HasPrefix(p, "/v1.0/publish/"):
+			s.servePublish(w, r)
+			return
 		case strings.HasPrefix(p, "/v1.0/secrets/"):
 			if s.cfg.Secrets == nil {
 				writeError(w, apiError{http.StatusInternalServerError, errCodeSecretStoresNotConfigured, "secret store is not configured"})
@@ -99,11 +102,26 @@ func (s *Sidecar) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.serveState(w, r)
 		return
 	}
+	if strings.HasPrefix(p, "/v1.0-alpha1/publish/") {
+		s.servePublish(w, r)
+		return
+	}
 	if t, ok := route.FromHeaders(r.URL.EscapedPath(), r.Header); ok {
 		s.invokeHTTP(w, r, t)
 		return
 	}
 	writeError(w, apiError{http.StatusNotFound, errCodeDirectInvoke, route.ErrNoAppID.Error()})
+}
+
+func (s *Sidecar) servePublish(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.PubSub == nil {
+		writeError(w, apiError{http.StatusBadRequest, errCodePubSubNotConfigured, "pubsub is not configured"})
+		return
+	}
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodySize)
+	}
+	s.cfg.PubSub.ServeHTTP(w, r)
 }
 
 func (s *Sidecar) serveState(w http.ResponseWriter, r *http.Request) {

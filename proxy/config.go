@@ -65,6 +65,16 @@ type StateAPI interface {
 	QueryStateAlpha1(context.Context, *runtimev1pb.QueryStateRequest) (*runtimev1pb.QueryStateResponse, error)
 }
 
+// PubSubAPI is the publish half of the pub/sub building block as the
+// sidecar mounts it: /v1.0/publish/... over HTTP, PublishEvent and the bulk
+// methods over gRPC.
+type PubSubAPI interface {
+	http.Handler
+	PublishEvent(context.Context, *runtimev1pb.PublishEventRequest) (*emptypb.Empty, error)
+	BulkPublishEvent(context.Context, *runtimev1pb.BulkPublishRequest) (*runtimev1pb.BulkPublishResponse, error)
+	BulkPublishEventAlpha1(context.Context, *runtimev1pb.BulkPublishRequest) (*runtimev1pb.BulkPublishResponse, error)
+}
+
 // AppHealth configures daprd-style app health probing.
 type AppHealth struct {
 	Enabled   bool
@@ -129,6 +139,12 @@ type Config struct {
 	// State serves the state building block; nil answers daprd's "state
 	// store is not configured".
 	State StateAPI
+	// PubSub serves publishing; nil answers daprd's "pubsub is not
+	// configured".
+	PubSub PubSubAPI
+	// Background runs beside the servers once they listen, until the
+	// sidecar stops (the pub/sub subscriber runs here).
+	Background []func(ctx context.Context, s *Sidecar)
 	// Components lists the loaded components for the metadata API.
 	Components func() []*runtimev1pb.RegisteredComponents
 

@@ -13,6 +13,7 @@ const (
 	errCodeDirectInvoke              = "ERR_DIRECT_INVOKE"
 	errCodeSecretStoresNotConfigured = "ERR_SECRET_STORES_NOT_CONFIGURED"
 	errCodeStateStoreNotConfigured   = "ERR_STATE_STORE_NOT_CONFIGURED"
+	errCodePubSubNotConfigured       = "ERR_PUBSUB_NOT_CONFIGURED"
 	errCodeHealthNotReady            = "ERR_HEALTH_NOT_READY"
 	errCodeOutboundNotReady          = "ERR_OUTBOUND_HEALTH_NOT_READY"
 	errCodeHealthAppIDMismatch       = "ERR_HEALTH_APPID_NOT_MATCH"

@@ -226,6 +226,37 @@ func (d *daprAPI) QueryStateAlpha1(ctx context.Context, in *runtimev1pb.QuerySta
 	return api.QueryStateAlpha1(ctx, in)
 }
 
+func (d *daprAPI) pubsubAPI() (PubSubAPI, error) {
+	if d.s.cfg.PubSub == nil {
+		return nil, status.Error(codes.FailedPrecondition, "pubsub is not configured")
+	}
+	return d.s.cfg.PubSub, nil
+}
+
+func (d *daprAPI) PublishEvent(ctx context.Context, in *runtimev1pb.PublishEventRequest) (*emptypb.Empty, error) {
+	api, err := d.pubsubAPI()
+	if err != nil {
+		return nil, err
+	}
+	return api.PublishEvent(ctx, in)
+}
+
+func (d *daprAPI) BulkPublishEvent(ctx context.Context, in *runtimev1pb.BulkPublishRequest) (*runtimev1pb.BulkPublishResponse, error) {
+	api, err := d.pubsubAPI()
+	if err != nil {
+		return nil, err
+	}
+	return api.BulkPublishEvent(ctx, in)
+}
+
+func (d *daprAPI) BulkPublishEventAlpha1(ctx context.Context, in *runtimev1pb.BulkPublishRequest) (*runtimev1pb.BulkPublishResponse, error) {
+	api, err := d.pubsubAPI()
+	if err != nil {
+		return nil, err
+	}
+	return api.BulkPublishEventAlpha1(ctx, in)
+}
+
 func (d *daprAPI) GetMetadata(context.Context, *runtimev1pb.GetMetadataRequest) (*runtimev1pb.GetMetadataResponse, error) {
 	return d.s.metadata(), nil
 }

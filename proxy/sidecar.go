@@ -244,6 +244,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	} else {
 		close(appUp)
 	}
+	for _, bg := range s.cfg.Background {
+		wg.Go(func() { bg(runCtx, s) })
+	}
 	s.outbound.Store(true)
 	close(s.ready)
 	s.log.Info("sidecar is up", "app_id", s.cfg.AppID, "namespace", s.cfg.Namespace,

@@ -6,11 +6,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"github.com/outrigger/outrigger/building-blocks/pubsub"
+	pubsubinmemory "github.com/outrigger/outrigger/building-blocks/pubsub/inmemory"
 	"github.com/outrigger/outrigger/building-blocks/secrets"
 	"github.com/outrigger/outrigger/building-blocks/secrets/localenv"
 	"github.com/outrigger/outrigger/building-blocks/secrets/localfile"
@@ -40,6 +44,7 @@ func componentTypes() (*components.Registry, error) {
 		stateType(postgresql.Type, postgresql.New, "v1", "v2"),
 		stateType(redis.Type, redis.New),
 		stateType(sqlite.Type, sqlite.New),
+		pubsubType(pubsubinmemory.Type, pubsubinmemory.New),
 	} {
 		if err := r.Register(t); err != nil {
 			return nil, err
@@ -77,6 +82,47 @@ func stateType[S state.Store](name string, newStore func(map[string]string) (S, 
 	}}
 }
 
+// pubsubType adapts a broker's constructor: the runtime reads the topic
+// scopes and the broker the rest.
+func pubsubType[B pubsub.Broker](name string, newBroker func(map[string]string) (B, []string, error), versions ...string) components.Type {
+	return components.Type{Name: name, Versions: versions, New: func(_ context.Context, meta map[string]string) (io.Closer, []string, error) {
+		c, unknown, err := pubsub.NewComponent(meta, newBroker)
+		if err != nil {
+			return nil, unknown, err
+		}
+		return c, unknown, nil
+	}}
+}
+
+// subscriptionDocs holds the Subscription documents last loaded, for the
+// subscriber.
+type subscriptionDocs struct {
+	docs atomic.Pointer[[]config.Document]
+}
+
+func (s *subscriptionDocs) set(docs []config.Document) { s.docs.Store(&docs) }
+
+// forApp parses the documents that apply to appID.
+func (s *subscriptionDocs) forApp(appID string, log *slog.Logger) []pubsub.Subscription {
+	p := s.docs.Load()
+	if p == nil {
+		return nil
+	}
+	var out []pubsub.Subscription
+	for _, d := range *p {
+		if !config.Applies(d.Scopes, appID) {
+			continue
+		}
+		sub, err := pubsub.ParseDeclarative(d.JSON, d.Source.String()+": subscription "+strconv.Quote(d.Name))
+		if err != nil {
+			log.Error("subscription not loaded", "err", err)
+			continue
+		}
+		out = append(out, sub)
+	}
+	return out
+}
+
 // secretValue reads one key of a secret from a live secret store, for
 // secretKeyRef.
 func secretValue(ctx context.Context, store io.Closer, name, key string) (string, error) {
@@ -110,7 +156,7 @@ type xdsSource struct {
 // start runs the xDS client and waits for the first answer (components
 // applied with start-up rules: a broken one fails the start unless
 // spec.ignoreErrors); changes keep coming in the background.
-func (x *xdsSource) start(ctx context.Context, set *components.Set, routes *translate.RouteTable, cfg *proxy.Config, logger *slog.Logger) (func(), error) {
+func (x *xdsSource) start(ctx context.Context, set *components.Set, routes *translate.RouteTable, subDocs *subscriptionDocs, cfg *proxy.Config, logger *slog.Logger) (func(), error) {
 	log := logger.With("component", "xds")
 	firstErr := make(chan error, 1)
 	opts := xdsclient.Options{
@@ -129,7 +175,10 @@ func (x *xdsSource) start(ctx context.Context, set *components.Set, routes *tran
 		Logger: log,
 	}
 	if x.components {
-		opts.Apply = func(res *config.Resources) error { return set.Apply(context.WithoutCancel(ctx), res.Components) }
+		opts.Apply = func(res *config.Resources) error {
+			subDocs.set(res.Subscriptions)
+			return set.Apply(context.WithoutCancel(ctx), res.Components)
+		}
 		opts.Routes = func(rc *routev3.RouteConfiguration) error {
 			rt, err := translate.NewRoutes(rc)
 			if err != nil {
@@ -230,6 +279,33 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		Namespace: os.Getenv("NAMESPACE"),
 		Logger:    logger,
 	}
+	pubsubLookup := func(name string) (*pubsub.Component, bool) {
+		c, ok := set.Get(name)
+		if !ok || c.Type.Block() != "pubsub" {
+			return nil, false
+		}
+		pc, ok := c.Instance.(*pubsub.Component)
+		return pc, ok
+	}
+	cfg.PubSub = &pubsub.API{
+		Lookup:     pubsubLookup,
+		Configured: func() bool { return len(set.List("pubsub")) > 0 },
+		AppID:      cfg.AppID,
+		Logger:     logger,
+	}
+	subDocs := &subscriptionDocs{}
+	cfg.Background = append(cfg.Background, func(ctx context.Context, sc *proxy.Sidecar) {
+		app := sc.App()
+		if app == nil {
+			return // no app port: nothing to deliver to
+		}
+		sub := &pubsub.Subscriber{
+			Lookup: pubsubLookup, App: app, AppID: cfg.AppID,
+			Declarative: func() []pubsub.Subscription { return subDocs.forApp(cfg.AppID, log) },
+			Logger:      logger.With("component", "subscriber"),
+		}
+		_ = sub.Run(ctx)
+	})
 	cfg.Components = func() []*runtimev1pb.RegisteredComponents {
 		var out []*runtimev1pb.RegisteredComponents
 		for _, c := range set.List("") {
@@ -243,7 +319,7 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 	}
 	stopXDS := func() {}
 	if xds != nil {
-		if stopXDS, err = xds.start(ctx, set, routes, cfg, logger); err != nil {
+		if stopXDS, err = xds.start(ctx, set, routes, subDocs, cfg, logger); err != nil {
 			return stop, err
 		}
 		if xds.components {
@@ -259,6 +335,7 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		stopXDS()
 		return stop, usageError{fmt.Errorf("--resources-path: %w", loadErr)}
 	}
+	subDocs.set(res.Subscriptions)
 	if err := set.Apply(ctx, res.Components); err != nil {
 		stopXDS()
 		return stop, fmt.Errorf("components: %w", err)
@@ -279,6 +356,7 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 			if res == nil {
 				return
 			}
+			subDocs.set(res.Subscriptions)
 			if err := set.Apply(runCtx, res.Components); err != nil {
 				log.Error("components: keeping the last good version of what failed", "err", err)
 			}

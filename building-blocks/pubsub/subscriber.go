@@ -1,0 +1,548 @@
+package pubsub
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"github.com/google/cel-go/cel"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// App is how the subscriber reaches its app (the sidecar's app channel).
+type App interface {
+	// Protocol is http, h2c or grpc.
+	Protocol() string
+	// WaitReady waits until calls may be delivered to the app.
+	WaitReady(ctx context.Context) error
+	// Do sends an HTTP request to the app (path and query as given).
+	Do(req *http.Request) (*http.Response, error)
+	// Callback is the app's gRPC AppCallback service (gRPC apps).
+	Callback() runtimev1pb.AppCallbackClient
+	// WithToken prepares a gRPC call's context; release ends the call's
+	// hold on the app's concurrency.
+	WithToken(ctx context.Context) (context.Context, func(), error)
+}
+
+// Subscription is one topic the app subscribes to, from the app
+// (programmatic) or from a Subscription document (declarative).
+type Subscription struct {
+	PubsubName string
+	Topic      string
+	// Rules are tried in order; the first whose CEL expression holds
+	// routes the event; else Default.
+	Rules           []Rule
+	Default         string
+	DeadLetterTopic string
+	Metadata        map[string]string
+	// Source says where it came from, for logs and errors: "the app" or
+	// a file.
+	Source string
+}
+
+// Rule routes the events its CEL expression (over event) matches to Path.
+type Rule struct {
+	Match string
+	Path  string
+	prog  cel.Program
+}
+
+// Delivery outcomes, as Dapr apps answer.
+const (
+	statusSuccess = "SUCCESS"
+	statusRetry   = "RETRY"
+	statusDrop    = "DROP"
+)
+
+// RetryPolicy is the subscriber's built-in retry of a failed delivery,
+// before the message goes to its dead-letter topic or back to the broker.
+type RetryPolicy struct {
+	Attempts int           // deliveries in all (default 5)
+	Initial  time.Duration // first back-off (default 100ms), doubling
+	Max      time.Duration // longest back-off (default 5s)
+}
+
+// Subscriber delivers the app's subscriptions: it asks the app for its
+// programmatic subscriptions once it is ready, adds the declarative ones,
+// subscribes to each topic in the app's consumer group, and delivers every
+// event to the app, acknowledging it only after the app answered success.
+type Subscriber struct {
+	Lookup func(name string) (*Component, bool)
+	App    App
+	AppID  string
+	// Declarative returns the Subscription documents that apply to the app.
+	Declarative func() []Subscription
+	// MaxInFlight bounds the deliveries in flight per subscription
+	// (default 16; --app-max-concurrency bounds them all).
+	MaxInFlight int
+	Retry       RetryPolicy
+	Logger      *slog.Logger
+
+	mu     sync.Mutex
+	active []Subscription
+}
+
+// celEnv declares event, the CloudEvent as a map, as Dapr's rules see it.
+var celEnv = sync.OnceValues(func() (*cel.Env, error) {
+	return cel.NewEnv(cel.Variable("event", cel.MapType(cel.StringType, cel.DynType)))
+})
+
+// CompileRules compiles the CEL expressions of s's rules; an error names
+// the rule.
+func (s *Subscription) CompileRules() error {
+	env, err := celEnv()
+	if err != nil {
+		return err
+	}
+	for i := range s.Rules {
+		ast, iss := env.Compile(s.Rules[i].Match)
+		if iss != nil && iss.Err() != nil {
+			return fmt.Errorf("routes.rules[%d].match %q: %w", i, s.Rules[i].Match, iss.Err())
+		}
+		if ast.OutputType() != cel.BoolType && ast.OutputType() != cel.DynType {
+			return fmt.Errorf("routes.rules[%d].match %q: not a boolean expression", i, s.Rules[i].Match)
+		}
+		prg, err := env.Program(ast)
+		if err != nil {
+			return fmt.Errorf("routes.rules[%d].match %q: %w", i, s.Rules[i].Match, err)
+		}
+		s.Rules[i].prog = prg
+	}
+	return nil
+}
+
+// path routes an event: the first matching rule's path, else the default;
+// "" when nothing routes it.
+func (s *Subscription) path(event map[string]any) string {
+	for _, r := range s.Rules {
+		if r.prog == nil {
+			continue
+		}
+		out, _, err := r.prog.Eval(map[string]any{"event": event})
+		if err == nil && out.Value() == true {
+			return r.Path
+		}
+	}
+	return s.Default
+}
+
+func (sub *Subscriber) log() *slog.Logger {
+	if sub.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return sub.Logger
+}
+
+// Active lists the subscriptions in place (the metadata API shows them).
+func (sub *Subscriber) Active() []Subscription {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	return append([]Subscription(nil), sub.active...)
+}
+
+// Run waits for the app, gathers the subscriptions and subscribes; the
+// deliveries run until ctx is done.
+func (sub *Subscriber) Run(ctx context.Context) error {
+	if err := sub.App.WaitReady(ctx); err != nil {
+		return nil
+	}
+	var subs []Subscription
+	if sub.Declarative != nil {
+		subs = append(subs, sub.Declarative()...)
+	}
+	prog, err := sub.programmatic(ctx)
+	if err != nil {
+		sub.log().Warn("the app's subscriptions could not be read; only the declarative ones apply", "err", err)
+	}
+	subs = append(subs, prog...)
+	for _, s := range subs {
+		if err := sub.subscribe(ctx, s); err != nil {
+			sub.log().Error("subscription not made", "pubsub", s.PubsubName, "topic", s.Topic, "source", s.Source, "err", err)
+		}
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (sub *Subscriber) subscribe(ctx context.Context, s Subscription) error {
+	if err := s.CompileRules(); err != nil {
+		return err
+	}
+	if s.Default == "" && len(s.Rules) == 0 {
+		return errors.New("no route: give route, or routes.default or rules")
+	}
+	c, ok := sub.Lookup(s.PubsubName)
+	if !ok {
+		return fmt.Errorf("pubsub %s is not found", s.PubsubName)
+	}
+	if !c.CanSubscribe(sub.AppID, s.Topic) {
+		return fmt.Errorf("topic %s is not allowed for app id %s", s.Topic, sub.AppID)
+	}
+	inFlight := sub.MaxInFlight
+	if inFlight <= 0 {
+		inFlight = 16
+	}
+	err := c.Broker.Subscribe(ctx, SubscribeRequest{Topic: s.Topic, Group: sub.AppID, MaxInFlight: inFlight, Metadata: s.Metadata},
+		func(ctx context.Context, m *Message) error { return sub.handle(ctx, c, &s, m) })
+	if err != nil {
+		return err
+	}
+	sub.mu.Lock()
+	sub.active = append(sub.active, s)
+	sub.mu.Unlock()
+	sub.log().Info("subscribed", "pubsub", s.PubsubName, "topic", s.Topic, "source", s.Source)
+	return nil
+}
+
+// handle delivers one message, with the built-in retries; nil acks it.
+func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription, m *Message) error {
+	event, err := eventOf(m, s)
+	if err != nil {
+		// A message that is not a CloudEvent cannot be delivered; retrying
+		// will not change it.
+		sub.log().Warn("dropping a message that is not a CloudEvent", "pubsub", s.PubsubName, "topic", s.Topic, "err", err)
+		return nil
+	}
+	if eventExpired(event) || (!m.Expires.IsZero() && time.Now().After(m.Expires)) {
+		sub.log().Debug("dropping an expired message", "pubsub", s.PubsubName, "topic", s.Topic)
+		return nil
+	}
+	path := s.path(event)
+	if path == "" {
+		sub.log().Debug("no route matches the event; dropped", "pubsub", s.PubsubName, "topic", s.Topic)
+		return nil
+	}
+	pol := sub.Retry
+	if pol.Attempts <= 0 {
+		pol.Attempts = 5
+	}
+	if pol.Initial <= 0 {
+		pol.Initial = 100 * time.Millisecond
+	}
+	if pol.Max <= 0 {
+		pol.Max = 5 * time.Second
+	}
+	wait := pol.Initial
+	var last error
+	for attempt := 1; attempt <= pol.Attempts; attempt++ {
+		status, err := sub.deliver(ctx, s, path, event)
+		switch {
+		case err == nil && status == statusSuccess:
+			return nil
+		case err == nil && status == statusDrop:
+			sub.log().Warn("the app dropped an event", "pubsub", s.PubsubName, "topic", s.Topic, "id", event["id"])
+			return nil
+		case err != nil:
+			last = err
+		default:
+			last = errors.New("the app asked for a retry")
+		}
+		if attempt == pol.Attempts || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+		wait = min(wait*2, pol.Max)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if s.DeadLetterTopic != "" {
+		if err := c.Broker.Publish(ctx, s.DeadLetterTopic, Message{Data: m.Data, ContentType: m.ContentType, Metadata: m.Metadata}); err != nil {
+			return fmt.Errorf("delivery failed (%v) and the dead-letter topic %s refused it: %w", last, s.DeadLetterTopic, err)
+		}
+		sub.log().Warn("event sent to the dead-letter topic after its retries", "pubsub", s.PubsubName, "topic", s.Topic, "deadLetterTopic", s.DeadLetterTopic, "err", last)
+		return nil
+	}
+	return last
+}
+
+// eventOf is the CloudEvent of a message: the message itself, or a new one
+// around a raw payload.
+func eventOf(m *Message, s *Subscription) (map[string]any, error) {
+	raw := false
+	for k, v := range s.Metadata {
+		if strings.EqualFold(k, "rawPayload") && strings.EqualFold(v, "true") {
+			raw = true
+		}
+	}
+	if raw || !json.Valid(m.Data) {
+		if !raw && m.ContentType != "" && isCloudEvent(m.ContentType) {
+			return nil, errors.New("not valid JSON")
+		}
+		// A raw subscription, or a payload that is not JSON (published
+		// raw): wrapped in a new CloudEvent rather than lost.
+		return map[string]any{
+			"id": newID(), "specversion": specVersion, "datacontenttype": "application/octet-stream",
+			"source": "Dapr", "type": defaultEventType, "topic": s.Topic, "pubsubname": s.PubsubName,
+			"data_base64": base64.StdEncoding.EncodeToString(m.Data),
+		}, nil
+	}
+	var ce map[string]any
+	dec := json.NewDecoder(bytes.NewReader(m.Data))
+	dec.UseNumber()
+	if err := dec.Decode(&ce); err != nil || ce == nil {
+		return nil, fmt.Errorf("not a JSON object: %v", err)
+	}
+	return ce, nil
+}
+
+// deliver makes one delivery to the app and returns its status.
+func (sub *Subscriber) deliver(ctx context.Context, s *Subscription, path string, event map[string]any) (string, error) {
+	if sub.App.Protocol() == "grpc" {
+		return sub.deliverGRPC(ctx, s, path, event)
+	}
+	body, err := json.Marshal(event)
+	if err != nil {
+		return "", err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://app/"+strings.TrimPrefix(path, "/"), bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", CloudEventContentType)
+	if tp, ok := event["traceparent"].(string); ok && tp != "" {
+		req.Header.Set("traceparent", tp)
+	}
+	if ts, ok := event["tracestate"].(string); ok && ts != "" {
+		req.Header.Set("tracestate", ts)
+	}
+	resp, err := sub.App.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		sub.log().Warn("the app has no handler for the route; the event is dropped, as daprd does", "path", path, "topic", s.Topic)
+		return statusDrop, nil
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		return "", fmt.Errorf("the app answered %d", resp.StatusCode)
+	}
+	var st struct {
+		Status string `json:"status"`
+	}
+	if len(bytes.TrimSpace(answer)) == 0 || json.Unmarshal(answer, &st) != nil || st.Status == "" {
+		return statusSuccess, nil
+	}
+	switch strings.ToUpper(st.Status) {
+	case statusSuccess, statusRetry, statusDrop:
+		return strings.ToUpper(st.Status), nil
+	}
+	return "", fmt.Errorf("the app answered status %q", st.Status)
+}
+
+// ceCoreFields are the CloudEvent attributes TopicEventRequest has fields
+// for; the rest go in its extensions.
+var ceCoreFields = map[string]bool{"id": true, "source": true, "type": true, "specversion": true, "datacontenttype": true, "data": true, "data_base64": true, "topic": true, "pubsubname": true}
+
+func (sub *Subscriber) deliverGRPC(ctx context.Context, s *Subscription, path string, event map[string]any) (string, error) {
+	str := func(k string) string { v, _ := event[k].(string); return v }
+	req := &runtimev1pb.TopicEventRequest{
+		Id: str("id"), Source: str("source"), Type: str("type"), SpecVersion: str("specversion"),
+		DataContentType: str("datacontenttype"), Topic: s.Topic, PubsubName: s.PubsubName, Path: path,
+	}
+	switch {
+	case event["data_base64"] != nil:
+		b, err := base64.StdEncoding.DecodeString(str("data_base64"))
+		if err != nil {
+			return statusDrop, nil
+		}
+		req.Data = b
+	case event["data"] != nil:
+		if d, ok := event["data"].(string); ok && !isJSON(req.GetDataContentType()) {
+			req.Data = []byte(d)
+		} else {
+			b, err := json.Marshal(event["data"])
+			if err != nil {
+				return "", err
+			}
+			req.Data = b
+		}
+	}
+	ext := map[string]any{}
+	for k, v := range event {
+		if !ceCoreFields[k] {
+			ext[k] = jsonPlain(v)
+		}
+	}
+	if st, err := structpb.NewStruct(ext); err == nil {
+		req.Extensions = st
+	}
+	cctx, release, err := sub.App.WithToken(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	resp, err := sub.App.Callback().OnTopicEvent(cctx, req)
+	if err != nil {
+		return "", err
+	}
+	switch resp.GetStatus() {
+	case runtimev1pb.TopicEventResponse_SUCCESS:
+		return statusSuccess, nil
+	case runtimev1pb.TopicEventResponse_DROP:
+		return statusDrop, nil
+	default:
+		return statusRetry, nil
+	}
+}
+
+// jsonPlain turns json.Number into float64 for structpb.
+func jsonPlain(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = jsonPlain(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = jsonPlain(e)
+		}
+		return out
+	}
+	return v
+}
+
+// programmatic asks the app for its subscriptions: GET /dapr/subscribe
+// (HTTP) or ListTopicSubscriptions (gRPC). An app without them has none.
+func (sub *Subscriber) programmatic(ctx context.Context) ([]Subscription, error) {
+	if sub.App.Protocol() == "grpc" {
+		cctx, release, err := sub.App.WithToken(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		resp, err := sub.App.Callback().ListTopicSubscriptions(cctx, &emptypb.Empty{})
+		if err != nil {
+			return nil, nil // an app that does not implement it has none
+		}
+		var out []Subscription
+		for _, t := range resp.GetSubscriptions() {
+			s := Subscription{PubsubName: t.GetPubsubName(), Topic: t.GetTopic(), Metadata: t.GetMetadata(), DeadLetterTopic: t.GetDeadLetterTopic(), Source: "the app (ListTopicSubscriptions)"}
+			s.Default = t.GetRoutes().GetDefault()
+			for _, r := range t.GetRoutes().GetRules() {
+				s.Rules = append(s.Rules, Rule{Match: r.GetMatch(), Path: r.GetPath()})
+			}
+			if s.Default == "" && len(s.Rules) == 0 {
+				s.Default = s.Topic // gRPC apps route by topic when no path is given
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://app/dapr/subscribe", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := sub.App.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /dapr/subscribe: the app answered %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, err
+	}
+	return ParseProgrammatic(body)
+}
+
+// ParseProgrammatic reads the app's answer to GET /dapr/subscribe.
+func ParseProgrammatic(body []byte) ([]Subscription, error) {
+	var items []subscriptionJSON
+	if err := json.Unmarshal(body, &items); err != nil {
+		return nil, fmt.Errorf("GET /dapr/subscribe: %w", err)
+	}
+	out := make([]Subscription, 0, len(items))
+	for i, it := range items {
+		s, err := it.subscription("the app (GET /dapr/subscribe)")
+		if err != nil {
+			return nil, fmt.Errorf("GET /dapr/subscribe: [%d]: %w", i, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// subscriptionJSON is a subscription as apps and Subscription documents
+// write it (v1alpha1 route, v2alpha1 routes).
+type subscriptionJSON struct {
+	PubsubName      string            `json:"pubsubname"`
+	Topic           string            `json:"topic"`
+	Route           string            `json:"route"`
+	Metadata        map[string]string `json:"metadata"`
+	DeadLetterTopic string            `json:"deadLetterTopic"`
+	Routes          struct {
+		Rules []struct {
+			Match string `json:"match"`
+			Path  string `json:"path"`
+		} `json:"rules"`
+		Default string `json:"default"`
+	} `json:"routes"`
+}
+
+func (j subscriptionJSON) subscription(source string) (Subscription, error) {
+	s := Subscription{PubsubName: j.PubsubName, Topic: j.Topic, Metadata: j.Metadata, DeadLetterTopic: j.DeadLetterTopic, Source: source}
+	if s.PubsubName == "" {
+		return s, errors.New("pubsubname is required")
+	}
+	if s.Topic == "" {
+		return s, errors.New("topic is required")
+	}
+	s.Default = j.Routes.Default
+	if s.Default == "" {
+		s.Default = j.Route
+	}
+	for _, r := range j.Routes.Rules {
+		s.Rules = append(s.Rules, Rule{Match: r.Match, Path: r.Path})
+	}
+	return s, s.CompileRules()
+}
+
+// ParseDeclarative reads a Subscription document (its JSON, as package
+// config carries it): spec.pubsubname, spec.topic, spec.route (v1alpha1)
+// or spec.routes (v2alpha1), spec.metadata, spec.deadLetterTopic.
+func ParseDeclarative(doc []byte, source string) (Subscription, error) {
+	var d struct {
+		Spec subscriptionJSON `json:"spec"`
+	}
+	if err := json.Unmarshal(doc, &d); err != nil {
+		return Subscription{}, fmt.Errorf("%s: %w", source, err)
+	}
+	s, err := d.Spec.subscription(source)
+	if err != nil {
+		return s, fmt.Errorf("%s: spec: %w", source, err)
+	}
+	return s, nil
+}
+
+// String names the subscription in logs.
+func (s Subscription) String() string {
+	return fmt.Sprintf("%s/%s (%s)", s.PubsubName, s.Topic, s.Source)
+}

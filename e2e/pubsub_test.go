@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dapr "github.com/dapr/go-sdk/client"
+	"github.com/dapr/go-sdk/service/common"
+	daprgrpc "github.com/dapr/go-sdk/service/grpc"
+	daprhttp "github.com/dapr/go-sdk/service/http"
+
+	"github.com/outrigger/outrigger/e2e/framework"
+)
+
+// received records what a subscriber app got, by topic.
+type received struct {
+	mu     sync.Mutex
+	events map[string][]*common.TopicEvent
+}
+
+func (r *received) add(key string, e *common.TopicEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.events == nil {
+		r.events = map[string][]*common.TopicEvent{}
+	}
+	r.events[key] = append(r.events[key], e)
+}
+
+func (r *received) count(topic string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.events[topic])
+}
+
+func (r *received) get(topic string) []*common.TopicEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*common.TopicEvent(nil), r.events[topic]...)
+}
+
+// subscriberApp registers the test's handlers on an SDK service: orders
+// (success), flaky (RETRY twice, then success), poison (always an error,
+// with a dead-letter topic), its dead letters, and a declarative route.
+func subscriberApp(t *testing.T, s common.Service, got *received) {
+	t.Helper()
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	add := func(sub *common.Subscription, fn common.TopicEventHandler) {
+		if err := s.AddTopicEventHandler(sub, fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(&common.Subscription{PubsubName: "pubsub", Topic: "orders", Route: "/orders"}, func(ctx context.Context, e *common.TopicEvent) (bool, error) {
+		got.add("orders", e)
+		return false, nil
+	})
+	add(&common.Subscription{PubsubName: "pubsub", Topic: "flaky", Route: "/flaky"}, func(ctx context.Context, e *common.TopicEvent) (bool, error) {
+		mu.Lock()
+		attempts[e.ID]++
+		n := attempts[e.ID]
+		mu.Unlock()
+		if n <= 2 {
+			return true, errors.New("not yet")
+		}
+		got.add("flaky", e)
+		return false, nil
+	})
+	add(&common.Subscription{PubsubName: "pubsub", Topic: "poison", Route: "/poison", DeadLetterTopic: "poison-dead"}, func(ctx context.Context, e *common.TopicEvent) (bool, error) {
+		got.add("poison", e)
+		return true, errors.New("never")
+	})
+	add(&common.Subscription{PubsubName: "pubsub", Topic: "poison-dead", Route: "/dead"}, func(ctx context.Context, e *common.TopicEvent) (bool, error) {
+		got.add("poison-dead", e)
+		return false, nil
+	})
+	// The routes of the declarative subscription (declarativeSub). A gRPC
+	// app's SDK dispatches by topic, so the app registers the same
+	// subscription too; both are in the app's consumer group.
+	add(&common.Subscription{PubsubName: "pubsub", Topic: "things", Route: "/widgets", Match: `event.type == "widget"`}, func(ctx context.Context, e *common.TopicEvent) (bool, error) {
+		got.add("declared/widgets", e)
+		return false, nil
+	})
+	add(&common.Subscription{PubsubName: "pubsub", Topic: "things", Route: "/other"}, func(ctx context.Context, e *common.TopicEvent) (bool, error) {
+		got.add("declared/other", e)
+		return false, nil
+	})
+}
+
+const declarativeSub = `apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata:
+  name: things
+spec:
+  pubsubname: pubsub
+  topic: things
+  routes:
+    rules:
+    - match: event.type == "widget"
+      path: /widgets
+    default: /other
+`
+
+// TestPubSubGoSDK: the official Go SDK publishes through the sidecar and the
+// SDK's HTTP and gRPC services subscribe, programmatically and
+// declaratively (a v2alpha1 Subscription with a CEL rule): events arrive as
+// CloudEvents, RETRY redelivers, a message that always fails reaches its
+// dead-letter topic after its retries.
+func TestPubSubGoSDK(t *testing.T) {
+	for _, proto := range []string{"http", "grpc"} {
+		t.Run(proto, func(t *testing.T) {
+			t.Parallel()
+			got := &received{}
+			l := framework.Listen(t)
+			port := l.Addr().(*net.TCPAddr).Port
+			_ = l.Close()
+			var svc common.Service
+			if proto == "http" {
+				svc = daprhttp.NewService(":" + strconv.Itoa(port))
+			} else {
+				var err error
+				if svc, err = daprgrpc.NewService(":" + strconv.Itoa(port)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			subscriberApp(t, svc, got)
+			go func() { _ = svc.Start() }()
+			t.Cleanup(func() { _ = svc.GracefulStop() })
+
+			res := stateStores(t, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
+			writeFile(t, filepath.Join(res, "things.yaml"), declarativeSub)
+			sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "sub-" + proto, AppPort: port, AppProtocol: proto, Args: []string{"--resources-path", res}})
+			client, err := dapr.NewClientWithPort(strconv.Itoa(sc.GRPCPort))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(client.Close)
+			ctx := callCtx(t)
+
+			// The subscriptions are made once the app is up: publish until
+			// the first event arrives.
+			framework.WaitFor(t, "the subscriptions to be in place", func() error {
+				if err := client.PublishEvent(ctx, "pubsub", "orders", map[string]any{"warmup": true}); err != nil {
+					return err
+				}
+				time.Sleep(100 * time.Millisecond)
+				if got.count("orders") == 0 {
+					return errors.New("nothing delivered yet")
+				}
+				return nil
+			})
+			for i := range 10 {
+				if err := client.PublishEvent(ctx, "pubsub", "orders", map[string]any{"n": i}); err != nil {
+					t.Fatalf("PublishEvent: %v", err)
+				}
+			}
+			if err := client.PublishEvent(ctx, "pubsub", "flaky", []byte("try again"), dapr.PublishEventWithContentType("text/plain")); err != nil {
+				t.Fatal(err)
+			}
+			if err := client.PublishEvent(ctx, "pubsub", "poison", []byte("bad"), dapr.PublishEventWithContentType("text/plain")); err != nil {
+				t.Fatal(err)
+			}
+			for _, typ := range []string{"widget", "gadget"} {
+				ce := fmt.Sprintf(`{"specversion":"1.0","id":"%s-1","source":"test","type":"%s","datacontenttype":"application/json","data":{"kind":"%s"}}`, typ, typ, typ)
+				if err := client.PublishEvent(ctx, "pubsub", "things", []byte(ce), dapr.PublishEventWithContentType("application/cloudevents+json")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			framework.WaitFor(t, "every event to be delivered", func() error {
+				for topic, want := range map[string]int{"orders": 11, "flaky": 1, "poison-dead": 1, "declared/widgets": 1, "declared/other": 1} {
+					if n := got.count(topic); n < want {
+						return fmt.Errorf("%s: %d of %d", topic, n, want)
+					}
+				}
+				return nil
+			})
+			e := got.get("orders")[5]
+			if e.PubsubName != "pubsub" || e.SpecVersion != "1.0" || e.Source != "sub-"+proto || e.ID == "" || e.DataContentType != "application/json" {
+				t.Errorf("the CloudEvent: %+v", e)
+			}
+			if n := got.count("poison"); n != 5 {
+				t.Errorf("the poison message was delivered %d times before its dead letter, want 5 (the built-in retries)", n)
+			}
+			if d := got.get("poison-dead"); len(d) != 1 || !strings.Contains(fmt.Sprint(d[0].Data), "bad") {
+				t.Errorf("the dead letter: %+v", d)
+			}
+		})
+	}
+}
+
+// TestPublishErrors: daprd's answers to bad publishes.
+func TestPublishErrors(t *testing.T) {
+	t.Parallel()
+	res := stateStores(t, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata:\n  - name: publishingScopes\n    value: \"pub-errors=allowed\"\n")
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "pub-errors", Args: []string{"--resources-path", res}})
+	resp, body := call(t, http.MethodPost, sc.URL("/v1.0/publish/nope/t"), strings.NewReader("x"), nil)
+	wantDaprError(t, resp, body, http.StatusNotFound, "ERR_PUBSUB_NOT_FOUND")
+	resp, body = call(t, http.MethodPost, sc.URL("/v1.0/publish/pubsub/denied"), strings.NewReader("x"), nil)
+	wantDaprError(t, resp, body, http.StatusForbidden, "ERR_PUBSUB_FORBIDDEN")
+	resp, body = call(t, http.MethodPost, sc.URL("/v1.0/publish/pubsub/allowed"), strings.NewReader("{"), http.Header{"Content-Type": {"application/cloudevents+json"}})
+	wantDaprError(t, resp, body, http.StatusBadRequest, "ERR_PUBSUB_CLOUD_EVENTS_SER")
+	resp, body = call(t, http.MethodPost, sc.URL("/v1.0/publish/pubsub/allowed?metadata.rawPayload=maybe"), strings.NewReader("x"), nil)
+	wantDaprError(t, resp, body, http.StatusBadRequest, "ERR_PUBSUB_REQUEST_METADATA")
+	if resp, body := call(t, http.MethodPost, sc.URL("/v1.0/publish/pubsub/allowed"), strings.NewReader(`{"a":1}`), http.Header{"Content-Type": {"application/json"}}); resp.StatusCode != http.StatusNoContent {
+		t.Errorf("an allowed publish: %d %s", resp.StatusCode, body)
+	}
+	resp, body = call(t, http.MethodPost, sc.URL("/v1.0-alpha1/publish/bulk/pubsub/allowed"), strings.NewReader(`[{"entryId":"1","event":"a","contentType":"text/plain"},{"entryId":"2","event":{"b":2},"contentType":"application/json"}]`), nil)
+	if resp.StatusCode != http.StatusNoContent {
+		t.Errorf("bulk publish: %d %s", resp.StatusCode, body)
+	}
+	resp, body = call(t, http.MethodPost, sc.URL("/v1.0-alpha1/publish/bulk/pubsub/allowed"), strings.NewReader(`[{"event":"a"}]`), nil)
+	wantDaprError(t, resp, body, http.StatusBadRequest, "ERR_PUBSUB_EVENTS_SER")
+}
