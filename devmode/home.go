@@ -57,6 +57,8 @@ type ControlPlaneRecord struct {
 	Started time.Time `json:"started"`
 	// Version is the outrigger version it runs.
 	Version string `json:"version,omitempty"`
+	// NATSURL is the embedded broker's address (nats://127.0.0.1:port).
+	NATSURL string `json:"natsURL,omitempty"`
 }
 
 // ReadControlPlaneRecord reads home's record of the development control

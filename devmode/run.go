@@ -146,6 +146,10 @@ func Run(ctx context.Context, o Options, apps []App) (int, error) {
 			}
 		}
 		r.addr = rec.Address
+		if rec.NATSURL != "" {
+			// The default pub/sub component reads it (envRef).
+			_ = os.Setenv(NATSURLEnv, rec.NATSURL)
+		}
 	}
 
 	runCtx, stopAll := context.WithCancel(ctx)

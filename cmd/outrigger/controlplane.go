@@ -136,8 +136,20 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 		})
 	}()
 
+	natsURL := ""
 	if *dev {
-		rec := devmode.ControlPlaneRecord{Address: addr, PID: os.Getpid(), Started: time.Now().UTC(), Version: version}
+		// The embedded broker of outrigger run's default pub/sub.
+		url, stopNATS, err := devmode.StartNATS(home)
+		if err != nil {
+			logger.Warn("the embedded NATS broker did not start; the default pub/sub will not work", "err", err)
+		} else {
+			natsURL = url
+			defer stopNATS()
+			logger.Info("embedded NATS broker with JetStream is up", "url", url, "store", filepath.Join(home, devmode.NATSDir))
+		}
+	}
+	if *dev {
+		rec := devmode.ControlPlaneRecord{Address: addr, PID: os.Getpid(), Started: time.Now().UTC(), Version: version, NATSURL: natsURL}
 		if err := devmode.WriteControlPlaneRecord(home, rec); err != nil {
 			stopServing()
 			<-serveErr
