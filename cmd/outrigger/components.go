@@ -15,6 +15,7 @@ import (
 
 	"github.com/outrigger/outrigger/building-blocks/pubsub"
 	pubsubinmemory "github.com/outrigger/outrigger/building-blocks/pubsub/inmemory"
+	"github.com/outrigger/outrigger/building-blocks/pubsub/rabbitmq"
 	"github.com/outrigger/outrigger/building-blocks/secrets"
 	"github.com/outrigger/outrigger/building-blocks/secrets/localenv"
 	"github.com/outrigger/outrigger/building-blocks/secrets/localfile"
@@ -45,6 +46,7 @@ func componentTypes() (*components.Registry, error) {
 		stateType(redis.Type, redis.New),
 		stateType(sqlite.Type, sqlite.New),
 		pubsubType(pubsubinmemory.Type, pubsubinmemory.New),
+		pubsubType(rabbitmq.Type, rabbitmq.New),
 	} {
 		if err := r.Register(t); err != nil {
 			return nil, err
