@@ -29,11 +29,11 @@ start_service() {
 }
 
 # The services the current test suite uses: the state stores' conformance
-# suites run against Redis, PostgreSQL and MariaDB. Later building blocks
-# add theirs.
+# suites run against Redis, PostgreSQL and MariaDB, the brokers' against
+# RabbitMQ, NATS (JetStream) and Mosquitto. Later building blocks add theirs.
 services=("$@")
 if [ ${#services[@]} -eq 0 ]; then
-  services=(redis postgres mariadb)
+  services=(redis postgres mariadb rabbitmq nats mosquitto)
 fi
 for s in "${services[@]}"; do
   start_service "$s"
