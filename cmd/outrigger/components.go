@@ -16,6 +16,7 @@ import (
 	"github.com/outrigger/outrigger/building-blocks/pubsub"
 	pubsubinmemory "github.com/outrigger/outrigger/building-blocks/pubsub/inmemory"
 	"github.com/outrigger/outrigger/building-blocks/pubsub/rabbitmq"
+	pubsubredis "github.com/outrigger/outrigger/building-blocks/pubsub/redis"
 	"github.com/outrigger/outrigger/building-blocks/secrets"
 	"github.com/outrigger/outrigger/building-blocks/secrets/localenv"
 	"github.com/outrigger/outrigger/building-blocks/secrets/localfile"
@@ -47,6 +48,7 @@ func componentTypes() (*components.Registry, error) {
 		stateType(sqlite.Type, sqlite.New),
 		pubsubType(pubsubinmemory.Type, pubsubinmemory.New),
 		pubsubType(rabbitmq.Type, rabbitmq.New),
+		pubsubType(pubsubredis.Type, pubsubredis.New),
 	} {
 		if err := r.Register(t); err != nil {
 			return nil, err
