@@ -18,13 +18,17 @@ const ResourcesDir = "resources"
 // OUTRIGGER_HOME.
 const StateFile = "state.db"
 
-// DefaultStoreName is the name of the default state store, as `dapr init`
-// names its own.
-const DefaultStoreName = "statestore"
+// DefaultStoreName and DefaultPubSubName are the names of the default
+// state store and pub/sub, as `dapr init` names its own.
+const (
+	DefaultStoreName  = "statestore"
+	DefaultPubSubName = "pubsub"
+)
 
 // DefaultResources returns $home/resources, creating it with the default
 // components the first time: a state store (state.sqlite, one file under
-// the home, the actors' store too). A folder that exists is the user's and
+// the home, the actors' store too) and a pub/sub (pubsub.jetstream on the
+// development control process's embedded NATS). A folder that exists is the user's and
 // is left as it is. created says whether this call made it.
 func DefaultResources(home string) (dir string, created bool, err error) {
 	dir = filepath.Join(home, ResourcesDir)
@@ -60,6 +64,25 @@ spec:
     value: "true"
 `, DefaultStoreName, strconv.Quote(StatePath(home)))
 	if err := os.WriteFile(filepath.Join(tmp, DefaultStoreName+".yaml"), []byte(doc), 0o644); err != nil {
+		return "", false, err
+	}
+	pubsubDoc := fmt.Sprintf(`# The default pub/sub of outrigger run: the NATS server with JetStream that
+# the development control process embeds (its store under OUTRIGGER_HOME),
+# shared by every app on the machine. outrigger run sets %[1]s.
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: %[2]s
+spec:
+  type: pubsub.jetstream
+  version: v1
+  # Apps still start when the broker is not there.
+  ignoreErrors: true
+  metadata:
+  - name: natsURL
+    envRef: %[1]s
+`, NATSURLEnv, DefaultPubSubName)
+	if err := os.WriteFile(filepath.Join(tmp, DefaultPubSubName+".yaml"), []byte(pubsubDoc), 0o644); err != nil {
 		return "", false, err
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/outrigger/outrigger/building-blocks/pubsub"
 	pubsubinmemory "github.com/outrigger/outrigger/building-blocks/pubsub/inmemory"
+	"github.com/outrigger/outrigger/building-blocks/pubsub/jetstream"
 	"github.com/outrigger/outrigger/building-blocks/pubsub/mqtt3"
 	"github.com/outrigger/outrigger/building-blocks/pubsub/rabbitmq"
 	pubsubredis "github.com/outrigger/outrigger/building-blocks/pubsub/redis"
@@ -51,6 +52,7 @@ func componentTypes() (*components.Registry, error) {
 		pubsubType(rabbitmq.Type, rabbitmq.New),
 		pubsubType(pubsubredis.Type, pubsubredis.New),
 		pubsubType(mqtt3.Type, mqtt3.New),
+		pubsubType(jetstream.Type, jetstream.New),
 	} {
 		if err := r.Register(t); err != nil {
 			return nil, err
