@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -219,4 +220,67 @@ func TestPublishErrors(t *testing.T) {
 	}
 	resp, body = call(t, http.MethodPost, sc.URL("/v1.0-alpha1/publish/bulk/pubsub/allowed"), strings.NewReader(`[{"event":"a"}]`), nil)
 	wantDaprError(t, resp, body, http.StatusBadRequest, "ERR_PUBSUB_EVENTS_SER")
+}
+
+// TestPubSubStreaming: the Go SDK's streaming subscription
+// (SubscribeTopicEventsAlpha1): events come down the stream, an event the
+// app asks to retry comes back, and one it never answers is redelivered
+// after the stream ends.
+func TestPubSubStreaming(t *testing.T) {
+	t.Parallel()
+	res := stateStores(t, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "streamer", Args: []string{"--resources-path", res}})
+	client, err := dapr.NewClientWithPort(strconv.Itoa(sc.GRPCPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	ctx := callCtx(t)
+
+	var mu sync.Mutex
+	got := map[string]int{}
+	retried := map[string]bool{}
+	stop, err := client.SubscribeWithHandler(ctx, dapr.SubscriptionOptions{PubsubName: "pubsub", Topic: "stream"}, func(e *common.TopicEvent) common.SubscriptionResponseStatus {
+		mu.Lock()
+		defer mu.Unlock()
+		var body map[string]any
+		_ = json.Unmarshal(e.RawData, &body)
+		id := fmt.Sprint(body["n"])
+		if id == "3" && !retried[id] {
+			retried[id] = true
+			return common.SubscriptionResponseStatusRetry
+		}
+		got[id]++
+		return common.SubscriptionResponseStatusSuccess
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := client.PublishEvent(ctx, "pubsub", "stream", map[string]any{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	framework.WaitFor(t, "every streamed event", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range 10 {
+			if got[strconv.Itoa(i)] == 0 {
+				return fmt.Errorf("event %d not yet", i)
+			}
+		}
+		return nil
+	})
+	mu.Lock()
+	if !retried["3"] || got["3"] != 1 {
+		t.Errorf("the retried event: retried %v, delivered %d", retried["3"], got["3"])
+	}
+	mu.Unlock()
+	if err := stop(); err != nil {
+		t.Logf("closing the stream: %v", err)
+	}
+	// Another subscription on a topic the app may not use is refused.
+	if _, err := client.Subscribe(ctx, dapr.SubscriptionOptions{PubsubName: "nope", Topic: "x"}); err == nil {
+		t.Error("a stream on an unknown pub/sub was accepted")
+	}
 }

@@ -73,6 +73,7 @@ type PubSubAPI interface {
 	PublishEvent(context.Context, *runtimev1pb.PublishEventRequest) (*emptypb.Empty, error)
 	BulkPublishEvent(context.Context, *runtimev1pb.BulkPublishRequest) (*runtimev1pb.BulkPublishResponse, error)
 	BulkPublishEventAlpha1(context.Context, *runtimev1pb.BulkPublishRequest) (*runtimev1pb.BulkPublishResponse, error)
+	SubscribeTopicEventsAlpha1(runtimev1pb.Dapr_SubscribeTopicEventsAlpha1Server) error
 }
 
 // AppHealth configures daprd-style app health probing.

@@ -257,6 +257,14 @@ func (d *daprAPI) BulkPublishEventAlpha1(ctx context.Context, in *runtimev1pb.Bu
 	return api.BulkPublishEventAlpha1(ctx, in)
 }
 
+func (d *daprAPI) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTopicEventsAlpha1Server) error {
+	api, err := d.pubsubAPI()
+	if err != nil {
+		return err
+	}
+	return api.SubscribeTopicEventsAlpha1(stream)
+}
+
 func (d *daprAPI) GetMetadata(context.Context, *runtimev1pb.GetMetadataRequest) (*runtimev1pb.GetMetadataResponse, error) {
 	return d.s.metadata(), nil
 }

@@ -17,7 +17,6 @@ import (
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"github.com/google/cel-go/cel"
 	"google.golang.org/protobuf/types/known/emptypb"
-	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // App is how the subscriber reaches its app (the sidecar's app channel).
@@ -351,37 +350,9 @@ func (sub *Subscriber) deliver(ctx context.Context, s *Subscription, path string
 var ceCoreFields = map[string]bool{"id": true, "source": true, "type": true, "specversion": true, "datacontenttype": true, "data": true, "data_base64": true, "topic": true, "pubsubname": true}
 
 func (sub *Subscriber) deliverGRPC(ctx context.Context, s *Subscription, path string, event map[string]any) (string, error) {
-	str := func(k string) string { v, _ := event[k].(string); return v }
-	req := &runtimev1pb.TopicEventRequest{
-		Id: str("id"), Source: str("source"), Type: str("type"), SpecVersion: str("specversion"),
-		DataContentType: str("datacontenttype"), Topic: s.Topic, PubsubName: s.PubsubName, Path: path,
-	}
-	switch {
-	case event["data_base64"] != nil:
-		b, err := base64.StdEncoding.DecodeString(str("data_base64"))
-		if err != nil {
-			return statusDrop, nil
-		}
-		req.Data = b
-	case event["data"] != nil:
-		if d, ok := event["data"].(string); ok && !isJSON(req.GetDataContentType()) {
-			req.Data = []byte(d)
-		} else {
-			b, err := json.Marshal(event["data"])
-			if err != nil {
-				return "", err
-			}
-			req.Data = b
-		}
-	}
-	ext := map[string]any{}
-	for k, v := range event {
-		if !ceCoreFields[k] {
-			ext[k] = jsonPlain(v)
-		}
-	}
-	if st, err := structpb.NewStruct(ext); err == nil {
-		req.Extensions = st
+	req, err := topicEventRequest(s, path, event)
+	if err != nil {
+		return statusDrop, nil // an event whose data cannot be read will not get better
 	}
 	cctx, release, err := sub.App.WithToken(ctx)
 	if err != nil {
