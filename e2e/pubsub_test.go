@@ -284,3 +284,107 @@ func TestPubSubStreaming(t *testing.T) {
 		t.Error("a stream on an unknown pub/sub was accepted")
 	}
 }
+
+// TestPubSubBulk: bulk publish through the Go SDK (PublishEvents) and bulk
+// subscribe (bulkSubscribe in the app's subscription): the app gets batches
+// of at most maxMessagesCount in daprd's bulk shape, and an entry it
+// answers RETRY for comes back.
+func TestPubSubBulk(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	got := map[string]int{}
+	var sizes []int
+	retried := false
+	mux := http.NewServeMux()
+	mux.HandleFunc("/dapr/subscribe", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`[{"pubsubname":"pubsub","topic":"batch","route":"/batch","bulkSubscribe":{"enabled":true,"maxMessagesCount":10,"maxAwaitDurationMs":200}}]`))
+	})
+	mux.HandleFunc("/batch", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Entries []struct {
+				EntryID string         `json:"entryId"`
+				Event   map[string]any `json:"event"`
+			} `json:"entries"`
+			Topic string `json:"topic"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Topic != "batch" {
+			http.Error(w, "bad batch", http.StatusBadRequest)
+			return
+		}
+		type status struct {
+			EntryID string `json:"entryId"`
+			Status  string `json:"status"`
+		}
+		var out struct {
+			Statuses []status `json:"statuses"`
+		}
+		mu.Lock()
+		sizes = append(sizes, len(body.Entries))
+		for _, e := range body.Entries {
+			n := fmt.Sprint(e.Event["data"].(map[string]any)["n"])
+			if n == "7" && !retried {
+				retried = true
+				out.Statuses = append(out.Statuses, status{e.EntryID, "RETRY"})
+				continue
+			}
+			got[n]++
+			out.Statuses = append(out.Statuses, status{e.EntryID, "SUCCESS"})
+		}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
+	l := framework.Listen(t)
+	srv := &http.Server{Handler: mux}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	res := stateStores(t, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "bulker", AppPort: l.Addr().(*net.TCPAddr).Port, Args: []string{"--resources-path", res}})
+	client, err := dapr.NewClientWithPort(strconv.Itoa(sc.GRPCPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	// The subscription is made once the app is up: publish until a first
+	// event arrives.
+	framework.WaitFor(t, "the bulk subscription", func() error {
+		if err := client.PublishEvent(callCtx(t), "pubsub", "batch", map[string]any{"n": "warm"}); err != nil {
+			return err
+		}
+		time.Sleep(300 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		if got["warm"] == 0 {
+			return errors.New("nothing delivered yet")
+		}
+		return nil
+	})
+	events := make([]any, 25)
+	for i := range events {
+		events[i] = map[string]any{"n": i}
+	}
+	if res := client.PublishEvents(callCtx(t), "pubsub", "batch", events); res.Error != nil || len(res.FailedEvents) > 0 {
+		t.Fatalf("PublishEvents: %v (%d failed)", res.Error, len(res.FailedEvents))
+	}
+	framework.WaitFor(t, "every event in batches", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range 25 {
+			if got[strconv.Itoa(i)] == 0 {
+				return fmt.Errorf("event %d not yet (batches %v)", i, sizes)
+			}
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	largest := 0
+	for _, n := range sizes {
+		largest = max(largest, n)
+	}
+	if largest > 10 || largest < 2 || !retried {
+		t.Errorf("batch sizes %v (want at most 10, some above 1); retried %v", sizes, retried)
+	}
+}

@@ -45,6 +45,8 @@ type Subscription struct {
 	Default         string
 	DeadLetterTopic string
 	Metadata        map[string]string
+	// Bulk delivers the events in batches.
+	Bulk BulkSubscribe
 	// Source says where it came from, for logs and errors: "the app" or
 	// a file.
 	Source string
@@ -192,8 +194,33 @@ func (sub *Subscriber) subscribe(ctx context.Context, s Subscription) error {
 	if inFlight <= 0 {
 		inFlight = 16
 	}
-	err := c.Broker.Subscribe(ctx, SubscribeRequest{Topic: s.Topic, Group: sub.AppID, MaxInFlight: inFlight, Metadata: s.Metadata},
-		func(ctx context.Context, m *Message) error { return sub.handle(ctx, c, &s, m) })
+	handler := func(ctx context.Context, m *Message) error { return sub.handle(ctx, c, &s, m) }
+	if s.Bulk.Enabled {
+		if s.Bulk.MaxMessages <= 0 {
+			s.Bulk.MaxMessages = defaultBulkMessages
+		}
+		if s.Bulk.MaxAwait <= 0 {
+			s.Bulk.MaxAwait = defaultBulkAwait
+		}
+		// A batch fills from the deliveries in flight.
+		inFlight = max(inFlight, s.Bulk.MaxMessages)
+		b := &batcher{sub: sub, s: &s, path: s.path}
+		handler = func(ctx context.Context, m *Message) error {
+			event, err := eventOf(m, &s)
+			if err != nil || eventExpired(event) || (!m.Expires.IsZero() && time.Now().After(m.Expires)) {
+				return nil
+			}
+			st, err := b.add(ctx, event)
+			if err != nil {
+				return err
+			}
+			if st == statusRetry {
+				return errors.New("the app asked for a retry")
+			}
+			return nil
+		}
+	}
+	err := c.Broker.Subscribe(ctx, SubscribeRequest{Topic: s.Topic, Group: sub.AppID, MaxInFlight: inFlight, Metadata: s.Metadata}, handler)
 	if err != nil {
 		return err
 	}
@@ -418,6 +445,9 @@ func (sub *Subscriber) programmatic(ctx context.Context) ([]Subscription, error)
 			if s.Default == "" && len(s.Rules) == 0 {
 				s.Default = s.Topic // gRPC apps route by topic when no path is given
 			}
+			if bs := t.GetBulkSubscribe(); bs.GetEnabled() {
+				s.Bulk = BulkSubscribe{Enabled: true, MaxMessages: int(bs.GetMaxMessagesCount()), MaxAwait: time.Duration(bs.GetMaxAwaitDurationMs()) * time.Millisecond}
+			}
 			out = append(out, s)
 		}
 		return out, nil
@@ -476,6 +506,11 @@ type subscriptionJSON struct {
 		} `json:"rules"`
 		Default string `json:"default"`
 	} `json:"routes"`
+	BulkSubscribe struct {
+		Enabled            bool `json:"enabled"`
+		MaxMessagesCount   int  `json:"maxMessagesCount"`
+		MaxAwaitDurationMs int  `json:"maxAwaitDurationMs"`
+	} `json:"bulkSubscribe"`
 }
 
 func (j subscriptionJSON) subscription(source string) (Subscription, error) {
@@ -493,6 +528,11 @@ func (j subscriptionJSON) subscription(source string) (Subscription, error) {
 	for _, r := range j.Routes.Rules {
 		s.Rules = append(s.Rules, Rule{Match: r.Match, Path: r.Path})
 	}
+	bs := j.BulkSubscribe
+	if bs.MaxMessagesCount < 0 || bs.MaxAwaitDurationMs < 0 {
+		return s, errors.New("bulkSubscribe: maxMessagesCount and maxAwaitDurationMs must not be negative")
+	}
+	s.Bulk = BulkSubscribe{Enabled: bs.Enabled, MaxMessages: bs.MaxMessagesCount, MaxAwait: time.Duration(bs.MaxAwaitDurationMs) * time.Millisecond}
 	return s, s.CompileRules()
 }
 
