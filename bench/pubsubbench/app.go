@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // Routes of the subscriber app.
@@ -142,7 +144,7 @@ func (s *sink) counts(phase int) counts {
 // is lost when no new one arrived for idle since the later of the last
 // arrival and since: then, or when a process exits or ctx ends, it fails
 // with the subscriber's log.
-func (s *sink) wait(ctx context.Context, phase int, since time.Time, idle time.Duration, sub *process, others ...*process) error {
+func (s *sink) wait(ctx context.Context, phase int, since time.Time, idle time.Duration, sub *harness.Process, others ...*harness.Process) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -150,12 +152,12 @@ func (s *sink) wait(ctx context.Context, phase int, since time.Time, idle time.D
 		case <-s.done[phase]:
 			return nil
 		case <-ctx.Done():
-			return sub.failure(s.lost(phase, fmt.Sprintf("the run ended (%v)", context.Cause(ctx))))
+			return sub.Failure(s.lost(phase, fmt.Sprintf("the run ended (%v)", context.Cause(ctx))))
 		case <-tick.C:
 		}
-		for _, p := range append([]*process{sub}, others...) {
-			if p.exited() {
-				return p.failure(s.lost(phase, "a sidecar exited"))
+		for _, p := range append([]*harness.Process{sub}, others...) {
+			if p.Exited() {
+				return p.Failure(s.lost(phase, "a sidecar exited"))
 			}
 		}
 		s.mu.Lock()
@@ -165,7 +167,7 @@ func (s *sink) wait(ctx context.Context, phase int, since time.Time, idle time.D
 			last = since
 		}
 		if time.Since(last) > idle {
-			return sub.failure(s.lost(phase, fmt.Sprintf("no new message for %v", idle)))
+			return sub.Failure(s.lost(phase, fmt.Sprintf("no new message for %v", idle)))
 		}
 	}
 }

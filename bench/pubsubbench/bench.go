@@ -20,6 +20,7 @@ import (
 
 	dapr "github.com/dapr/go-sdk/client"
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // Targets of the publish-latency part, in the order a round runs them.
@@ -228,8 +229,8 @@ type LatencyRun struct {
 	// StartUp is, for a sidecar target, the time from the sidecar's start
 	// until /v1.0/healthz/outbound answered 204 (one sidecar serves both
 	// protocols of a round).
-	StartUp time.Duration `json:"startup_ns,omitempty"`
-	Publish OpStats       `json:"publish"`
+	StartUp time.Duration   `json:"startup_ns,omitempty"`
+	Publish harness.OpStats `json:"publish"`
 }
 
 // E2ERun is one end-to-end run: one sidecar, one mode, one round.
@@ -305,13 +306,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	if cfg.Outrigger == "" {
 		fmt.Fprintf(cfg.Progress, "pubsubbench: building ./cmd/outrigger...\n")
-		if cfg.Outrigger, err = buildOutrigger(ctx, dir); err != nil {
+		if cfg.Outrigger, err = harness.BuildOutrigger(ctx, dir); err != nil {
 			return nil, err
 		}
 	} else if _, err := os.Stat(cfg.Outrigger); err != nil {
 		return nil, fmt.Errorf("outrigger binary: %v", err)
 	}
-	res.Env.Outrigger = commandOutput(cfg.Outrigger, "version")
+	res.Env.Outrigger = harness.CommandOutput(cfg.Outrigger, "version")
 
 	res.Targets = []string{targetDirect, targetOutriggerGRPC, targetOutriggerHTTP}
 	res.Sidecars = []string{sidecarOutrigger}
@@ -325,7 +326,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Daprd = daprd; daprd != "" {
 		res.Targets = append(res.Targets, targetDaprdGRPC, targetDaprdHTTP)
 		res.Sidecars = append(res.Sidecars, sidecarDaprd)
-		res.Env.Daprd = commandOutput(cfg.Daprd, "--version")
+		res.Env.Daprd = harness.CommandOutput(cfg.Daprd, "--version")
 	}
 	res.Config = cfg
 
@@ -390,7 +391,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 func (b *bench) progressLatency(r int, lr LatencyRun) {
 	fmt.Fprintf(b.cfg.Progress, "pubsubbench: round %d/%d %-15s publish p50 %.3f p90 %.3f p99 %.3f ms\n",
-		r, b.cfg.Rounds, lr.Target, msOf(lr.Publish.P50), msOf(lr.Publish.P90), msOf(lr.Publish.P99))
+		r, b.cfg.Rounds, lr.Target, harness.MsOf(lr.Publish.P50), harness.MsOf(lr.Publish.P90), harness.MsOf(lr.Publish.P99))
 }
 
 // bench is the state of one run.
@@ -442,7 +443,7 @@ func (b *bench) latencySidecar(ctx context.Context, round int, sidecar string) (
 	}
 	p, ports, startUp, err := b.startSidecar(ctx, sidecar, "publisher", dir, 0)
 	if p != nil {
-		defer p.stop(stopGrace)
+		defer p.Stop(stopGrace)
 	}
 	if err != nil {
 		return nil, err
@@ -453,7 +454,7 @@ func (b *bench) latencySidecar(ctx context.Context, round int, sidecar string) (
 		switch protocol {
 		case "grpc":
 			if c, err = newGRPCClient(ports.grpc); err != nil {
-				return nil, p.failure(err)
+				return nil, p.Failure(err)
 			}
 		default:
 			c = newHTTPClient(ports.http, 1)
@@ -462,10 +463,10 @@ func (b *bench) latencySidecar(ctx context.Context, round int, sidecar string) (
 		runs[i].Publish, err = b.measurePublish(ctx, c, runs[i].Topic)
 		c.close()
 		if err != nil {
-			return nil, p.failure(fmt.Errorf("%s: %w", runs[i].Target, err))
+			return nil, p.Failure(fmt.Errorf("%s: %w", runs[i].Target, err))
 		}
-		if p.exited() {
-			return nil, p.failure(errors.New("exited during the measurements"))
+		if p.Exited() {
+			return nil, p.Failure(errors.New("exited during the measurements"))
 		}
 	}
 	return runs, nil
@@ -473,7 +474,7 @@ func (b *bench) latencySidecar(ctx context.Context, round int, sidecar string) (
 
 // measurePublish runs the warm-up, then the recorded publishes, one at a
 // time, and checks that the stream holds every message once.
-func (b *bench) measurePublish(ctx context.Context, c publisher, topic string) (OpStats, error) {
+func (b *bench) measurePublish(ctx context.Context, c publisher, topic string) (harness.OpStats, error) {
 	cfg := b.cfg
 	run := func(phase, n int, record []time.Duration) error {
 		for i := range n {
@@ -494,20 +495,20 @@ func (b *bench) measurePublish(ctx context.Context, c publisher, topic string) (
 		return nil
 	}
 	if err := run(phaseWarm, cfg.Warmup, nil); err != nil {
-		return OpStats{}, fmt.Errorf("warm-up: %w", err)
+		return harness.OpStats{}, fmt.Errorf("warm-up: %w", err)
 	}
 	samples := make([]time.Duration, cfg.Ops)
 	if err := run(phaseMeasured, cfg.Ops, samples); err != nil {
-		return OpStats{}, err
+		return harness.OpStats{}, err
 	}
 	msgs, _, err := b.broker.streamState(ctx, topic)
 	if err != nil {
-		return OpStats{}, fmt.Errorf("stream %s: %w", topic, err)
+		return harness.OpStats{}, fmt.Errorf("stream %s: %w", topic, err)
 	}
 	if want := uint64(cfg.Warmup + cfg.Ops); msgs != want {
-		return OpStats{}, fmt.Errorf("stream %s holds %d messages after %d acknowledged publishes", topic, msgs, want)
+		return harness.OpStats{}, fmt.Errorf("stream %s holds %d messages after %d acknowledged publishes", topic, msgs, want)
 	}
-	return summarize(samples), nil
+	return harness.Summarize(samples), nil
 }
 
 // runE2E measures one sidecar end to end, in both modes: a fresh publisher
@@ -540,14 +541,14 @@ func (b *bench) runE2E(ctx context.Context, round int, sidecar string) ([]E2ERun
 
 	sub, _, subStart, err := b.startSidecar(ctx, sidecar, "subscriber", dir, b.app.port)
 	if sub != nil {
-		defer sub.stop(stopGrace)
+		defer sub.Stop(stopGrace)
 	}
 	if err != nil {
 		return nil, err
 	}
 	pub, ports, pubStart, err := b.startSidecar(ctx, sidecar, "publisher", dir, 0)
 	if pub != nil {
-		defer pub.stop(stopGrace)
+		defer pub.Stop(stopGrace)
 	}
 	if err != nil {
 		return nil, err
@@ -558,7 +559,7 @@ func (b *bench) runE2E(ctx context.Context, round int, sidecar string) ([]E2ERun
 	var c bulkPublisher
 	if cfg.E2EAPI == "grpc" {
 		if c, err = newGRPCClient(ports.grpc); err != nil {
-			return nil, pub.failure(err)
+			return nil, pub.Failure(err)
 		}
 	} else {
 		c = newHTTPClient(ports.http, cfg.Publishers)
@@ -581,9 +582,9 @@ func (b *bench) runE2E(ctx context.Context, round int, sidecar string) ([]E2ERun
 	if n, first := b.app.takeUnexpected(); n > 0 {
 		return nil, fmt.Errorf("the app received %d deliveries it did not expect; the first: %s", n, first)
 	}
-	for _, p := range []*process{pub, sub} {
-		if p.exited() {
-			return nil, p.failure(errors.New("exited during the measurements"))
+	for _, p := range []*harness.Process{pub, sub} {
+		if p.Exited() {
+			return nil, p.Failure(errors.New("exited during the measurements"))
 		}
 	}
 	return runs, nil
@@ -591,32 +592,32 @@ func (b *bench) runE2E(ctx context.Context, round int, sidecar string) ([]E2ERun
 
 // e2eMode publishes the warm-up and waits for it, then times the measured
 // messages from the first publish until the app has them all.
-func (b *bench) e2eMode(ctx context.Context, c bulkPublisher, e *E2ERun, s *sink, pub, sub *process) error {
+func (b *bench) e2eMode(ctx context.Context, c bulkPublisher, e *E2ERun, s *sink, pub, sub *harness.Process) error {
 	cfg := b.cfg
 	if cfg.E2EWarmup > 0 {
 		ids, payloads := makeMessages(phaseWarm, cfg.E2EWarmup, cfg.PayloadSize)
 		if _, err := b.pump(ctx, c, e.Mode, e.Topic, ids, payloads); err != nil {
-			return pub.failure(fmt.Errorf("warm-up: %w", err))
+			return pub.Failure(fmt.Errorf("warm-up: %w", err))
 		}
 		if err := s.wait(ctx, phaseWarm, time.Now(), cfg.DrainTimeout, sub, pub); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
 	ids, payloads := makeMessages(phaseMeasured, cfg.Messages, cfg.PayloadSize)
-	pub0, err1 := pub.cpuTime()
-	sub0, err2 := sub.cpuTime()
+	pub0, err1 := pub.CPUTime()
+	sub0, err2 := sub.CPUTime()
 	self0 := selfCPU()
 	start := time.Now()
 	published, err := b.pump(ctx, c, e.Mode, e.Topic, ids, payloads)
 	if err != nil {
-		return pub.failure(err)
+		return pub.Failure(err)
 	}
 	if err := s.wait(ctx, phaseMeasured, start.Add(published), cfg.DrainTimeout, sub, pub); err != nil {
 		return err
 	}
 	self1 := selfCPU()
-	pub1, err3 := pub.cpuTime()
-	sub1, err4 := sub.cpuTime()
+	pub1, err3 := pub.CPUTime()
+	sub1, err4 := sub.CPUTime()
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return fmt.Errorf("reading the sidecars' CPU time: %w", err)
 	}
@@ -686,7 +687,7 @@ type sidecarPorts struct{ http, grpc, internal, metrics int }
 // startSidecar writes the pub/sub component and starts one sidecar of role
 // "publisher" (appPort 0: no app) or "subscriber", ready to serve:
 // /v1.0/healthz/outbound answers 204.
-func (b *bench) startSidecar(ctx context.Context, sidecar, role, dir string, appPort int) (*process, sidecarPorts, time.Duration, error) {
+func (b *bench) startSidecar(ctx context.Context, sidecar, role, dir string, appPort int) (*harness.Process, sidecarPorts, time.Duration, error) {
 	var ports sidecarPorts
 	dir = filepath.Join(dir, role)
 	resources := filepath.Join(dir, "resources")
@@ -700,7 +701,7 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, role, dir string, app
 	if err := os.WriteFile(filepath.Join(resources, "pubsub.yaml"), componentYAML(meta), 0o644); err != nil {
 		return nil, ports, 0, err
 	}
-	pp, err := freePorts(4)
+	pp, err := harness.FreePorts(4)
 	if err != nil {
 		return nil, ports, 0, err
 	}
@@ -741,11 +742,11 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, role, dir string, app
 	default:
 		return nil, ports, 0, fmt.Errorf("unknown sidecar %q", sidecar)
 	}
-	p, err := startProcess(fmt.Sprintf("%s %s sidecar (%s)", sidecar, role, filepath.Base(filepath.Dir(dir))), filepath.Join(dir, sidecar+".log"), env, bin, args...)
+	p, err := harness.StartProcess(fmt.Sprintf("%s %s sidecar (%s)", sidecar, role, filepath.Base(filepath.Dir(dir))), filepath.Join(dir, sidecar+".log"), env, bin, args...)
 	if err != nil {
 		return nil, ports, 0, err
 	}
-	startUp, err := p.waitStatus(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", ports.http), 204, 5*time.Millisecond, b.cfg.StartTimeout)
+	startUp, err := p.WaitStatus(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", ports.http), 204, 5*time.Millisecond, b.cfg.StartTimeout)
 	return p, ports, startUp, err
 }
 

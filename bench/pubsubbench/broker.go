@@ -9,6 +9,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // broker is the NATS server with JetStream that every target publishes to,
@@ -108,7 +109,7 @@ func (b *broker) streamState(ctx context.Context, topic string) (msgs uint64, co
 // waitConsumers waits until every topic's stream has a consumer: the
 // subscriber sidecar has subscribed. It fails, with the sidecar's log, when
 // the sidecar exits or timeout passes.
-func (b *broker) waitConsumers(ctx context.Context, p *process, timeout time.Duration, topics ...string) error {
+func (b *broker) waitConsumers(ctx context.Context, p *harness.Process, timeout time.Duration, topics ...string) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		var missing []string
@@ -124,15 +125,15 @@ func (b *broker) waitConsumers(ctx context.Context, p *process, timeout time.Dur
 		if len(missing) == 0 {
 			return nil
 		}
-		if p.exited() {
-			return p.failure(errors.New("exited before it subscribed"))
+		if p.Exited() {
+			return p.Failure(errors.New("exited before it subscribed"))
 		}
 		if time.Now().After(deadline) {
-			return p.failure(fmt.Errorf("no consumer on stream(s) %v within %v of its readiness: the sidecar did not subscribe", missing, timeout))
+			return p.Failure(fmt.Errorf("no consumer on stream(s) %v within %v of its readiness: the sidecar did not subscribe", missing, timeout))
 		}
 		select {
 		case <-ctx.Done():
-			return p.failure(fmt.Errorf("waiting for its subscriptions: %w", context.Cause(ctx)))
+			return p.Failure(fmt.Errorf("waiting for its subscriptions: %w", context.Cause(ctx)))
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

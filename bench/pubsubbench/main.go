@@ -34,6 +34,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 func main() {
@@ -60,7 +62,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.E2EWarmup, "e2e-warmup", 1000, "messages sent and awaited before an end-to-end run's timed ones")
 	fs.StringVar(&cfg.E2EAPI, "e2e-api", "http", "API the end-to-end runs publish with: http (bulk and single publish routes) or grpc (Go SDK PublishEvents/PublishEvent)")
 	fs.StringVar(&cfg.Outrigger, "outrigger", "", "outrigger binary (default: go build ./cmd/outrigger into the working folder)")
-	fs.StringVar(&cfg.Daprd, "daprd", defaultDaprd(), "daprd binary (scripts/tools.sh daprd); the daprd targets are skipped when the default is missing")
+	fs.StringVar(&cfg.Daprd, "daprd", harness.DefaultDaprd(), "daprd binary (scripts/tools.sh daprd); the daprd targets are skipped when the default is missing")
 	fs.StringVar(&cfg.DaprdConcurrency, "daprd-concurrency", "parallel", "concurrency metadata of daprd's pubsub.jetstream component: parallel, or single (Dapr's default: one delivery at a time)")
 	fs.DurationVar(&cfg.StartTimeout, "start-timeout", 30*time.Second, "longest a sidecar may take to become ready, and a subscriber to subscribe")
 	fs.DurationVar(&cfg.OpTimeout, "op-timeout", 10*time.Second, "bound on one publish or bulk publish (a timeout fails the run)")

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // TestRunSmall runs the whole harness at a tiny size: both parts, through
@@ -21,7 +23,7 @@ func TestRunSmall(t *testing.T) {
 		Rounds: 1, Ops: 20, Warmup: 5, Messages: 300, E2EWarmup: 20, Batch: 50, Publishers: 2,
 		DrainTimeout: 15 * time.Second, Timeout: 55 * time.Second, Command: "go test ./bench/pubsubbench",
 	}
-	daprd, note, err := chooseDaprd(defaultDaprd(), false)
+	daprd, note, err := chooseDaprd(harness.DefaultDaprd(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,11 +133,11 @@ func TestSidecarFailsLoudly(t *testing.T) {
 // nothing new came for the drain timeout, naming it.
 func TestLostMessageFails(t *testing.T) {
 	dir := t.TempDir()
-	p, err := startProcess("fake subscriber", filepath.Join(dir, "log"), nil, "sleep", "30")
+	p, err := harness.StartProcess("fake subscriber", filepath.Join(dir, "log"), nil, "sleep", "30")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.stop(time.Second)
+	defer p.Stop(time.Second)
 	s := newSink("t", 0, 3)
 	if bad := s.record(time.Now(), []string{"m0000000", "m0000001", "m0000001"}); bad != "" {
 		t.Fatalf("record: unexpected %q", bad)
@@ -257,7 +259,7 @@ func TestPercentile(t *testing.T) {
 		p    float64
 		want time.Duration
 	}{{50, 100}, {90, 180}, {99, 198}, {100, 200}, {0.1, 1}} {
-		if got := percentile(s, c.p); got != c.want {
+		if got := harness.Percentile(s, c.p); got != c.want {
 			t.Errorf("p%v of 1..200: got %d, want %d", c.p, got, c.want)
 		}
 	}

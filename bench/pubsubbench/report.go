@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // Targets the report checks the Outrigger rows against.
@@ -21,11 +23,11 @@ const (
 // percentiles the report shows.
 var percentiles = []struct {
 	name string
-	get  func(*OpStats) time.Duration
+	get  func(*harness.OpStats) time.Duration
 }{
-	{"p50", func(s *OpStats) time.Duration { return s.P50 }},
-	{"p90", func(s *OpStats) time.Duration { return s.P90 }},
-	{"p99", func(s *OpStats) time.Duration { return s.P99 }},
+	{"p50", func(s *harness.OpStats) time.Duration { return s.P50 }},
+	{"p90", func(s *harness.OpStats) time.Duration { return s.P90 }},
+	{"p99", func(s *harness.OpStats) time.Duration { return s.P99 }},
 }
 
 // writeReport prints res as markdown.
@@ -63,7 +65,7 @@ func writeReport(w io.Writer, res *Result) {
 	for _, target := range res.Targets {
 		fmt.Fprintf(w, "| %s |", target)
 		for _, p := range percentiles {
-			v := perRoundLatency(res, target, func(l *LatencyRun) float64 { return msOf(p.get(&l.Publish)) })
+			v := perRoundLatency(res, target, func(l *LatencyRun) float64 { return harness.MsOf(p.get(&l.Publish)) })
 			fmt.Fprintf(w, " %s |", cell(v, "%.3f"))
 		}
 		fmt.Fprintln(w)
@@ -71,19 +73,19 @@ func writeReport(w io.Writer, res *Result) {
 	fmt.Fprintln(w)
 
 	fmt.Fprintf(w, "### Latency a sidecar adds to a publish\n\n")
-	fmt.Fprintf(w, "Target: **a publish through the sidecar is at most %.1f ms above a direct publish at p50** (checked on the Outrigger rows; daprd's are a reference). Per round, the target's percentile minus direct's; then the median across rounds.\n\n", msOf(addedTarget))
+	fmt.Fprintf(w, "Target: **a publish through the sidecar is at most %.1f ms above a direct publish at p50** (checked on the Outrigger rows; daprd's are a reference). Per round, the target's percentile minus direct's; then the median across rounds.\n\n", harness.MsOf(addedTarget))
 	fmt.Fprintln(w, "| target | added p50 ms | added p99 ms | at most 0.2 ms at p50 |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- |")
 	for _, target := range res.Targets {
 		if target == targetDirect {
 			continue
 		}
-		p50 := added(res, target, func(s *OpStats) time.Duration { return s.P50 })
-		p99 := added(res, target, func(s *OpStats) time.Duration { return s.P99 })
+		p50 := added(res, target, func(s *harness.OpStats) time.Duration { return s.P50 })
+		p99 := added(res, target, func(s *harness.OpStats) time.Duration { return s.P99 })
 		verdict := "(reference)"
 		if sc, _, _ := sidecarOf(target); sc == sidecarOutrigger {
 			verdict = "not met"
-			if s, ok := spreadOf(p50); ok && s.med <= msOf(addedTarget) {
+			if s, ok := harness.SpreadOf(p50); ok && s.Med <= harness.MsOf(addedTarget) {
 				verdict = "met"
 			}
 		}
@@ -107,7 +109,7 @@ func writeReport(w io.Writer, res *Result) {
 			switch {
 			case sidecar == sidecarOutrigger && mode == modeBulk:
 				verdict = "not met"
-				if s, ok := spreadOf(rate); ok && s.med >= rateTarget {
+				if s, ok := harness.SpreadOf(rate); ok && s.Med >= rateTarget {
 					verdict = "met"
 				}
 			case mode == modeSingle:
@@ -125,7 +127,7 @@ func writeReport(w io.Writer, res *Result) {
 	for _, sidecar := range res.Sidecars {
 		for _, mode := range modes {
 			per := func(f func(*E2ERun) time.Duration) []float64 {
-				return perRoundE2E(res, sidecar, mode, func(e *E2ERun) float64 { return msOf(f(e)) * 1000 / float64(e.Messages) })
+				return perRoundE2E(res, sidecar, mode, func(e *E2ERun) float64 { return harness.MsOf(f(e)) * 1000 / float64(e.Messages) })
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", sidecar, mode,
 				cell(per(func(e *E2ERun) time.Duration { return e.CPUPublisher }), "%.0f"),
@@ -140,9 +142,9 @@ func writeReport(w io.Writer, res *Result) {
 	fmt.Fprintln(w, "| sidecar | latency part (no app) | end to end: publisher (no app) | end to end: subscriber (with app) |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- |")
 	for _, sidecar := range res.Sidecars {
-		lat := perRoundLatency(res, sidecar+"-grpc", func(l *LatencyRun) float64 { return msOf(l.StartUp) })
-		pub := perRoundE2E(res, sidecar, modeBulk, func(e *E2ERun) float64 { return msOf(e.PublisherStartUp) })
-		sub := perRoundE2E(res, sidecar, modeBulk, func(e *E2ERun) float64 { return msOf(e.SubscriberStartUp) })
+		lat := perRoundLatency(res, sidecar+"-grpc", func(l *LatencyRun) float64 { return harness.MsOf(l.StartUp) })
+		pub := perRoundE2E(res, sidecar, modeBulk, func(e *E2ERun) float64 { return harness.MsOf(e.PublisherStartUp) })
+		sub := perRoundE2E(res, sidecar, modeBulk, func(e *E2ERun) float64 { return harness.MsOf(e.SubscriberStartUp) })
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", sidecar, cell(lat, "%.0f"), cell(pub, "%.0f"), cell(sub, "%.0f"))
 	}
 	fmt.Fprintln(w)
@@ -180,12 +182,12 @@ func perRoundE2E(res *Result, sidecar, mode string, f func(*E2ERun) float64) []f
 }
 
 // added is, per round, f of target minus f of direct, in ms.
-func added(res *Result, target string, f func(*OpStats) time.Duration) []float64 {
+func added(res *Result, target string, f func(*harness.OpStats) time.Duration) []float64 {
 	var v []float64
 	for i := range res.Rounds {
 		t, d := res.Rounds[i].latency(target), res.Rounds[i].latency(targetDirect)
 		if t != nil && d != nil {
-			v = append(v, msOf(f(&t.Publish)-f(&d.Publish)))
+			v = append(v, harness.MsOf(f(&t.Publish)-f(&d.Publish)))
 		}
 	}
 	return v
@@ -194,14 +196,14 @@ func added(res *Result, target string, f func(*OpStats) time.Duration) []float64
 // cell formats the median and range of v with format f, e.g.
 // "0.212 (0.201–0.230)".
 func cell(v []float64, f string) string {
-	s, ok := spreadOf(v)
+	s, ok := harness.SpreadOf(v)
 	if !ok {
 		return "–"
 	}
 	if len(v) == 1 {
-		return fmt.Sprintf(f, s.med)
+		return fmt.Sprintf(f, s.Med)
 	}
-	return fmt.Sprintf(f+" ("+f+"–"+f+")", s.med, s.lo, s.hi)
+	return fmt.Sprintf(f+" ("+f+"–"+f+")", s.Med, s.Lo, s.Hi)
 }
 
 // dupCell is the sum of per-round duplicates, with each round's.

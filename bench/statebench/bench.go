@@ -23,6 +23,7 @@ import (
 	dapr "github.com/dapr/go-sdk/client"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/outrigger/outrigger/bench/harness"
 	"github.com/outrigger/outrigger/building-blocks/state"
 	"github.com/outrigger/outrigger/building-blocks/state/redis"
 	"github.com/outrigger/outrigger/building-blocks/state/sqlite"
@@ -191,9 +192,9 @@ type TargetRun struct {
 	Target  string `json:"target"`
 	// StartUp is, for a sidecar, the time from its start until
 	// /v1.0/healthz/outbound answered 204.
-	StartUp time.Duration `json:"startup_ns,omitempty"`
-	Save    OpStats       `json:"save"`
-	Get     OpStats       `json:"get"`
+	StartUp time.Duration   `json:"startup_ns,omitempty"`
+	Save    harness.OpStats `json:"save"`
+	Get     harness.OpStats `json:"get"`
 }
 
 // find returns the run of backend and target in r.
@@ -246,13 +247,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	if cfg.Outrigger == "" {
 		fmt.Fprintf(cfg.Progress, "statebench: building ./cmd/outrigger...\n")
-		if cfg.Outrigger, err = buildOutrigger(ctx, dir); err != nil {
+		if cfg.Outrigger, err = harness.BuildOutrigger(ctx, dir); err != nil {
 			return nil, err
 		}
 	} else if _, err := os.Stat(cfg.Outrigger); err != nil {
 		return nil, fmt.Errorf("outrigger binary: %v", err)
 	}
-	res.Env.Outrigger = commandOutput(cfg.Outrigger, "version")
+	res.Env.Outrigger = harness.CommandOutput(cfg.Outrigger, "version")
 
 	res.Targets = []string{targetDirect, targetOutriggerGRPC, targetOutriggerHTTP}
 	switch _, statErr := os.Stat(cfg.Daprd); {
@@ -265,7 +266,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.Daprd = ""
 	default:
 		res.Targets = append(res.Targets, targetDaprdGRPC, targetDaprdHTTP)
-		res.Env.Daprd = commandOutput(cfg.Daprd, "--version")
+		res.Env.Daprd = harness.CommandOutput(cfg.Daprd, "--version")
 	}
 	res.Config = cfg
 	fmt.Fprintf(cfg.Progress, "statebench: %d round(s) of %s x %s, %d ops (+%d warm-up) each (timeout %v)\n",
@@ -283,7 +284,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 					return nil, fmt.Errorf("round %d, %s, %s: %w", r, backend, target, err)
 				}
 				fmt.Fprintf(cfg.Progress, "statebench: round %d/%d %-6s %-14s save p50 %.3f p99 %.3f ms, get p50 %.3f p99 %.3f ms\n",
-					r, cfg.Rounds, backend, target, msOf(tr.Save.P50), msOf(tr.Save.P99), msOf(tr.Get.P50), msOf(tr.Get.P99))
+					r, cfg.Rounds, backend, target, harness.MsOf(tr.Save.P50), harness.MsOf(tr.Save.P99), harness.MsOf(tr.Get.P50), harness.MsOf(tr.Get.P99))
 				round.Runs = append(round.Runs, tr)
 			}
 		}
@@ -329,7 +330,7 @@ func (b *bench) runTarget(ctx context.Context, round int, backend, target string
 
 	var (
 		c    opClient
-		proc *process
+		proc *harness.Process
 	)
 	if target == targetDirect {
 		var (
@@ -354,7 +355,7 @@ func (b *bench) runTarget(ctx context.Context, round int, backend, target string
 		)
 		proc, port, tr.StartUp, err = b.startSidecar(ctx, sidecar, backend, target, dir, meta, keyPrefix)
 		if proc != nil {
-			defer proc.stop(stopGrace)
+			defer proc.Stop(stopGrace)
 		}
 		if err != nil {
 			return tr, err
@@ -366,7 +367,7 @@ func (b *bench) runTarget(ctx context.Context, round int, backend, target string
 			c = newHTTPClient(port.http, b.cfg.Strong)
 		}
 		if err != nil {
-			return tr, proc.failure(err)
+			return tr, proc.Failure(err)
 		}
 	}
 	defer c.close()
@@ -374,14 +375,14 @@ func (b *bench) runTarget(ctx context.Context, round int, backend, target string
 	save, get, err := b.measure(ctx, c)
 	if err != nil {
 		if proc != nil {
-			return tr, proc.failure(err)
+			return tr, proc.Failure(err)
 		}
 		return tr, err
 	}
-	if proc != nil && proc.exited() {
-		return tr, proc.failure(errors.New("exited during the measurements"))
+	if proc != nil && proc.Exited() {
+		return tr, proc.Failure(errors.New("exited during the measurements"))
 	}
-	tr.Save, tr.Get = summarize(save), summarize(get)
+	tr.Save, tr.Get = harness.Summarize(save), harness.Summarize(get)
 	return tr, nil
 }
 
@@ -401,7 +402,7 @@ type sidecarPorts struct{ http, grpc, internal, metrics int }
 
 // startSidecar writes the component and starts one sidecar, ready to
 // serve: /v1.0/healthz/outbound answers 204.
-func (b *bench) startSidecar(ctx context.Context, sidecar, backend, target, dir string, meta map[string]string, keyPrefix string) (*process, sidecarPorts, time.Duration, error) {
+func (b *bench) startSidecar(ctx context.Context, sidecar, backend, target, dir string, meta map[string]string, keyPrefix string) (*harness.Process, sidecarPorts, time.Duration, error) {
 	var ports sidecarPorts
 	resources := filepath.Join(dir, "resources")
 	if err := os.MkdirAll(resources, 0o755); err != nil {
@@ -417,7 +418,7 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, backend, target, dir 
 	if err := os.WriteFile(filepath.Join(resources, "statestore.yaml"), componentYAML(backend, compMeta), 0o644); err != nil {
 		return nil, ports, 0, err
 	}
-	pp, err := freePorts(4)
+	pp, err := harness.FreePorts(4)
 	if err != nil {
 		return nil, ports, 0, err
 	}
@@ -451,11 +452,11 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, backend, target, dir 
 	default:
 		return nil, ports, 0, fmt.Errorf("unknown sidecar %q", sidecar)
 	}
-	p, err := startProcess(fmt.Sprintf("%s sidecar (%s, %s)", sidecar, backend, target), filepath.Join(dir, sidecar+".log"), env, bin, args...)
+	p, err := harness.StartProcess(fmt.Sprintf("%s sidecar (%s, %s)", sidecar, backend, target), filepath.Join(dir, sidecar+".log"), env, bin, args...)
 	if err != nil {
 		return nil, ports, 0, err
 	}
-	startUp, err := p.waitStatus(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", ports.http), 204, 5*time.Millisecond, b.cfg.StartTimeout)
+	startUp, err := p.WaitStatus(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", ports.http), 204, 5*time.Millisecond, b.cfg.StartTimeout)
 	return p, ports, startUp, err
 }
 

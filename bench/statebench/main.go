@@ -29,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 func main() {
@@ -52,7 +54,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.RedisAddr, "redis", "127.0.0.1:6379", "Redis server (loopback only, no password)")
 	consistency := fs.String("consistency", "eventual", "consistency of every save and get, on every target: eventual or strong")
 	fs.StringVar(&cfg.Outrigger, "outrigger", "", "outrigger binary (default: go build ./cmd/outrigger into the working folder)")
-	fs.StringVar(&cfg.Daprd, "daprd", defaultDaprd(), "daprd binary (scripts/tools.sh daprd); the daprd targets are skipped when the default is missing")
+	fs.StringVar(&cfg.Daprd, "daprd", harness.DefaultDaprd(), "daprd binary (scripts/tools.sh daprd); the daprd targets are skipped when the default is missing")
 	fs.DurationVar(&cfg.StartTimeout, "start-timeout", 30*time.Second, "longest a sidecar may take to become ready")
 	fs.DurationVar(&cfg.OpTimeout, "op-timeout", 5*time.Second, "bound on one save or get (a timeout fails the run)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 0, "bound on the whole run (0: computed from rounds and ops, generously)")

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outrigger/outrigger/bench/harness"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -21,7 +22,7 @@ func TestRunSmall(t *testing.T) {
 		Rounds: 1, Ops: 20, Warmup: 5, Backends: []string{backendSQLite, backendRedis},
 		Timeout: 50 * time.Second, Command: "go test ./bench/statebench",
 	}
-	if d := defaultDaprd(); d != "" {
+	if d := harness.DefaultDaprd(); d != "" {
 		if _, err := os.Stat(d); err == nil {
 			cfg.Daprd = d
 		}
@@ -121,11 +122,11 @@ func TestPercentile(t *testing.T) {
 		p    float64
 		want time.Duration
 	}{{50, 100}, {90, 180}, {99, 198}, {99.9, 200}, {100, 200}, {0.1, 1}} {
-		if got := percentile(s, c.p); got != c.want {
+		if got := harness.Percentile(s, c.p); got != c.want {
 			t.Errorf("p%v of 1..200: got %d, want %d", c.p, got, c.want)
 		}
 	}
-	if got := percentile(s[:1], 99); got != 1 {
+	if got := harness.Percentile(s[:1], 99); got != 1 {
 		t.Errorf("p99 of one sample: got %d", got)
 	}
 }

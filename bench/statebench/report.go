@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // addedTarget is the target the report checks the Outrigger rows against:
@@ -16,20 +18,20 @@ const addedTarget = 100 * time.Microsecond
 // operations of a target run, as the report names them.
 var operations = []struct {
 	name string
-	get  func(*TargetRun) *OpStats
+	get  func(*TargetRun) *harness.OpStats
 }{
-	{"save", func(t *TargetRun) *OpStats { return &t.Save }},
-	{"get", func(t *TargetRun) *OpStats { return &t.Get }},
+	{"save", func(t *TargetRun) *harness.OpStats { return &t.Save }},
+	{"get", func(t *TargetRun) *harness.OpStats { return &t.Get }},
 }
 
 // percentiles the report shows.
 var percentiles = []struct {
 	name string
-	get  func(*OpStats) time.Duration
+	get  func(*harness.OpStats) time.Duration
 }{
-	{"p50", func(s *OpStats) time.Duration { return s.P50 }},
-	{"p90", func(s *OpStats) time.Duration { return s.P90 }},
-	{"p99", func(s *OpStats) time.Duration { return s.P99 }},
+	{"p50", func(s *harness.OpStats) time.Duration { return s.P50 }},
+	{"p90", func(s *harness.OpStats) time.Duration { return s.P90 }},
+	{"p99", func(s *harness.OpStats) time.Duration { return s.P99 }},
 }
 
 // writeReport prints res as markdown.
@@ -67,7 +69,7 @@ func writeReport(w io.Writer, res *Result) {
 			for _, target := range res.Targets {
 				fmt.Fprintf(w, "| %s |", target)
 				for _, p := range percentiles {
-					v := perRound(res, backend, target, func(t *TargetRun) float64 { return msOf(p.get(op.get(t))) })
+					v := perRound(res, backend, target, func(t *TargetRun) float64 { return harness.MsOf(p.get(op.get(t))) })
 					fmt.Fprintf(w, " %s |", cell(v, false))
 				}
 				fmt.Fprintln(w)
@@ -77,7 +79,7 @@ func writeReport(w io.Writer, res *Result) {
 	}
 
 	fmt.Fprintf(w, "### Latency the sidecar adds over direct\n\n")
-	fmt.Fprintf(w, "Target: **the sidecar adds at most %.1f ms at p50** (checked on the Outrigger rows). Per round, the target's percentile minus direct's for the same backend and operation; then the median across rounds.\n\n", msOf(addedTarget))
+	fmt.Fprintf(w, "Target: **the sidecar adds at most %.1f ms at p50** (checked on the Outrigger rows). Per round, the target's percentile minus direct's for the same backend and operation; then the median across rounds.\n\n", harness.MsOf(addedTarget))
 	fmt.Fprintln(w, "| backend | operation | target | added p50 ms | added p99 ms | at most 0.1 ms at p50 |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
 	for _, backend := range c.Backends {
@@ -91,7 +93,7 @@ func writeReport(w io.Writer, res *Result) {
 				verdict := "(reference)"
 				if isOutrigger(target) {
 					verdict = "not met"
-					if s, ok := spreadOf(p50); ok && s.med <= msOf(addedTarget) {
+					if s, ok := harness.SpreadOf(p50); ok && s.Med <= harness.MsOf(addedTarget) {
 						verdict = "met"
 					}
 				}
@@ -112,7 +114,7 @@ func writeReport(w io.Writer, res *Result) {
 			if target == targetDirect {
 				continue
 			}
-			v := perRound(res, backend, target, func(t *TargetRun) float64 { return msOf(t.StartUp) })
+			v := perRound(res, backend, target, func(t *TargetRun) float64 { return harness.MsOf(t.StartUp) })
 			fmt.Fprintf(w, "| %s | %s | %s |\n", backend, target, cell(v, false))
 		}
 	}
@@ -137,7 +139,7 @@ func added(res *Result, backend, target string, f func(*TargetRun) time.Duration
 	for i := range res.Rounds {
 		t, d := res.Rounds[i].find(backend, target), res.Rounds[i].find(backend, targetDirect)
 		if t != nil && d != nil {
-			v = append(v, msOf(f(t)-f(d)))
+			v = append(v, harness.MsOf(f(t)-f(d)))
 		}
 	}
 	return v
@@ -146,7 +148,7 @@ func added(res *Result, backend, target string, f func(*TargetRun) time.Duration
 // cell formats the median and range of v, e.g. "0.212 (0.201–0.230)";
 // signed shows the signs, for differences.
 func cell(v []float64, signed bool) string {
-	s, ok := spreadOf(v)
+	s, ok := harness.SpreadOf(v)
 	if !ok {
 		return "–"
 	}
@@ -155,9 +157,9 @@ func cell(v []float64, signed bool) string {
 		f = "%+.3f"
 	}
 	if len(v) == 1 {
-		return fmt.Sprintf(f, s.med)
+		return fmt.Sprintf(f, s.Med)
 	}
-	return fmt.Sprintf(f+" ("+f+"–"+f+")", s.med, s.lo, s.hi)
+	return fmt.Sprintf(f+" ("+f+"–"+f+")", s.Med, s.Lo, s.Hi)
 }
 
 // writeJSON writes res, every round's numbers and samples included.

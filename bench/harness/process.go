@@ -1,4 +1,8 @@
-package main
+// Package harness holds what the benchmark harnesses under bench/ share:
+// child processes with their logs in files, readiness polls, building
+// ./cmd/outrigger, finding daprd, and exact percentiles with their
+// spread across rounds.
+package harness
 
 import (
 	"bytes"
@@ -10,13 +14,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// process is one sidecar the harness started, with its log in a file.
-type process struct {
+// Process is one sidecar the harness started, with its log in a file.
+type Process struct {
 	name    string
 	cmd     *exec.Cmd
 	logPath string
@@ -25,10 +30,10 @@ type process struct {
 	waitErr error
 }
 
-// startProcess starts bin with args, its output going to logPath. The child
+// StartProcess starts bin with args, its output going to logPath. The child
 // gets its own process group (a terminal's Ctrl-C reaches the harness, which
 // stops it) and is killed by the kernel if the harness dies (Pdeathsig).
-func startProcess(name, logPath string, env []string, bin string, args ...string) (*process, error) {
+func StartProcess(name, logPath string, env []string, bin string, args ...string) (*Process, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -38,7 +43,7 @@ func startProcess(name, logPath string, env []string, bin string, args ...string
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	p := &Process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	p.started = time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %v", name, err)
@@ -50,7 +55,7 @@ func startProcess(name, logPath string, env []string, bin string, args ...string
 	return p, nil
 }
 
-func (p *process) exited() bool {
+func (p *Process) Exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -59,9 +64,9 @@ func (p *process) exited() bool {
 	}
 }
 
-// stop sends SIGTERM to the process's group and SIGKILL after grace.
-func (p *process) stop(grace time.Duration) {
-	if p == nil || p.exited() {
+// Stop sends SIGTERM to the process's group and SIGKILL after grace.
+func (p *Process) Stop(grace time.Duration) {
+	if p == nil || p.Exited() {
 		return
 	}
 	pid := p.cmd.Process.Pid
@@ -76,8 +81,8 @@ func (p *process) stop(grace time.Duration) {
 	}
 }
 
-// logTail is the end of the process's log, for failure reports.
-func (p *process) logTail(lines int) string {
+// LogTail is the end of the process's log, for failure reports.
+func (p *Process) LogTail(lines int) string {
 	b, err := os.ReadFile(p.logPath)
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
@@ -89,11 +94,11 @@ func (p *process) logTail(lines int) string {
 	return strings.Join(all, "\n")
 }
 
-// failure describes a process that did not do what was expected, with the
+// Failure describes a process that did not do what was expected, with the
 // tail of its log.
-func (p *process) failure(what error) error {
+func (p *Process) Failure(what error) error {
 	state := "still running"
-	if p.exited() {
+	if p.Exited() {
 		state = "exited with status 0"
 		if p.waitErr != nil {
 			state = "exited: " + p.waitErr.Error()
@@ -101,8 +106,34 @@ func (p *process) failure(what error) error {
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s: %v (process %s; command: %s)\n", p.name, what, state, strings.Join(p.cmd.Args, " "))
-	fmt.Fprintf(&b, "----- log of %s (%s) -----\n%s\n----- end of log of %s -----", p.name, p.logPath, p.logTail(40), p.name)
+	fmt.Fprintf(&b, "----- log of %s (%s) -----\n%s\n----- end of log of %s -----", p.name, p.logPath, p.LogTail(40), p.name)
 	return errors.New(b.String())
+}
+
+// CPUTime is the user plus system CPU time the process has used, from
+// /proc/PID/stat (in clock ticks of 10 ms, Linux's USER_HZ).
+func (p *Process) CPUTime() (time.Duration, error) {
+	pid := p.cmd.Process.Pid
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in brackets, may hold spaces: count fields after it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[14-3], 10, 64)
+	stime, err2 := strconv.ParseInt(f[15-3], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
 // pollClient is for readiness polls: short timeouts, no proxy, a fresh
@@ -112,10 +143,10 @@ var pollClient = &http.Client{
 	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
 }
 
-// waitStatus polls url every interval until it answers want and returns the
+// WaitStatus polls url every interval until it answers want and returns the
 // time since the process started. It fails, with the process's log, when the
-// process exits, timeout passes or ctx ends first.
-func (p *process) waitStatus(ctx context.Context, url string, want int, interval, timeout time.Duration) (time.Duration, error) {
+// Process exits, timeout passes or ctx ends first.
+func (p *Process) WaitStatus(ctx context.Context, url string, want int, interval, timeout time.Duration) (time.Duration, error) {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -136,24 +167,24 @@ func (p *process) waitStatus(ctx context.Context, url string, want int, interval
 		} else {
 			last = err.Error()
 		}
-		if p.exited() {
-			return 0, p.failure(fmt.Errorf("exited before GET %s answered %d", url, want))
+		if p.Exited() {
+			return 0, p.Failure(fmt.Errorf("exited before GET %s answered %d", url, want))
 		}
 		if now.After(deadline) {
-			return 0, p.failure(fmt.Errorf("GET %s did not answer %d within %v (last: %s)", url, want, timeout, last))
+			return 0, p.Failure(fmt.Errorf("GET %s did not answer %d within %v (last: %s)", url, want, timeout, last))
 		}
 		select {
 		case <-ctx.Done():
-			return 0, p.failure(fmt.Errorf("waiting for GET %s: %w", url, context.Cause(ctx)))
+			return 0, p.Failure(fmt.Errorf("waiting for GET %s: %w", url, context.Cause(ctx)))
 		case <-tick.C:
 		}
 	}
 }
 
-// freePorts returns n distinct loopback TCP ports that were free a moment
+// FreePorts returns n distinct loopback TCP ports that were free a moment
 // ago (all held open together, then released). Another program may take one
 // before the sidecar binds it; the sidecar then fails to start, loudly.
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	var ls []net.Listener
 	defer func() {
@@ -172,10 +203,10 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// buildOutrigger builds ./cmd/outrigger of the module the harness runs in
+// BuildOutrigger builds ./cmd/outrigger of the module the harness runs in
 // into dir.
-func buildOutrigger(ctx context.Context, dir string) (string, error) {
-	root, err := moduleRoot()
+func BuildOutrigger(ctx context.Context, dir string) (string, error) {
+	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -193,9 +224,9 @@ func buildOutrigger(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
-// moduleRoot finds the folder of Outrigger's go.mod from the working folder
+// ModuleRoot finds the folder of Outrigger's go.mod from the working folder
 // up.
-func moduleRoot() (string, error) {
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -213,9 +244,9 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// defaultDaprd is where scripts/tools.sh puts daprd:
+// DefaultDaprd is where scripts/tools.sh puts daprd:
 // ${OUTRIGGER_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/outrigger-tools}/daprd-1.18.1/daprd.
-func defaultDaprd() string {
+func DefaultDaprd() string {
 	cache := os.Getenv("OUTRIGGER_TOOLS")
 	if cache == "" {
 		base := os.Getenv("XDG_CACHE_HOME")
@@ -228,14 +259,14 @@ func defaultDaprd() string {
 		}
 		cache = filepath.Join(base, "outrigger-tools")
 	}
-	return filepath.Join(cache, "daprd-"+daprdVersion, "daprd")
+	return filepath.Join(cache, "daprd-"+DaprdVersion, "daprd")
 }
 
-// daprdVersion is the daprd scripts/tools.sh builds.
-const daprdVersion = "1.18.1"
+// DaprdVersion is the daprd scripts/tools.sh builds.
+const DaprdVersion = "1.18.1"
 
-// commandOutput is the first line of what bin args prints, for the report.
-func commandOutput(bin string, args ...string) string {
+// CommandOutput is the first line of what bin args prints, for the report.
+func CommandOutput(bin string, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, args...).Output()

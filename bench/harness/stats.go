@@ -1,4 +1,4 @@
-package main
+package harness
 
 import (
 	"math"
@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// OpStats summarises the publishes of one target in one round: the
-// latencies of its recorded publishes, each timed on its own.
+// OpStats summarises one operation of one target in one round: the
+// latencies of its recorded operations, each timed on its own.
 type OpStats struct {
 	N    int           `json:"n"`
 	Min  time.Duration `json:"min_ns"`
@@ -16,12 +16,12 @@ type OpStats struct {
 	P99  time.Duration `json:"p99_ns"`
 	Max  time.Duration `json:"max_ns"`
 	Mean time.Duration `json:"mean_ns"`
-	// Samples are the latencies in the order the publishes ran.
+	// Samples are the latencies in the order the operations ran.
 	Samples []time.Duration `json:"samples_ns"`
 }
 
-// summarize computes the statistics of samples (which it does not modify).
-func summarize(samples []time.Duration) OpStats {
+// Summarize computes the statistics of samples (which it does not modify).
+func Summarize(samples []time.Duration) OpStats {
 	s := OpStats{N: len(samples), Samples: samples}
 	if len(samples) == 0 {
 		return s
@@ -33,37 +33,37 @@ func summarize(samples []time.Duration) OpStats {
 		sum += d
 	}
 	s.Min, s.Max = sorted[0], sorted[len(sorted)-1]
-	s.P50 = percentile(sorted, 50)
-	s.P90 = percentile(sorted, 90)
-	s.P99 = percentile(sorted, 99)
+	s.P50 = Percentile(sorted, 50)
+	s.P90 = Percentile(sorted, 90)
+	s.P99 = Percentile(sorted, 99)
 	s.Mean = sum / time.Duration(len(sorted))
 	return s
 }
 
-// percentile is the exact nearest-rank percentile p (0 < p <= 100) of
+// Percentile is the exact nearest-rank Percentile p (0 < p <= 100) of
 // sorted: the smallest sample with at least p % of the samples at or below
 // it.
-func percentile(sorted []time.Duration, p float64) time.Duration {
+func Percentile(sorted []time.Duration, p float64) time.Duration {
 	if len(sorted) == 0 {
 		return 0
 	}
-	// ceil(n*p/100) in integers, so whole percents have no rounding error.
+	// ceil(n*p/100) without floating-point surprises for whole percents.
 	n := len(sorted)
 	rank := int((int64(n)*int64(math.Round(p*100)) + 9999) / 10000)
 	rank = max(1, min(rank, n))
 	return sorted[rank-1]
 }
 
-// spread is the median of per-round values with the lowest and highest.
-type spread struct {
-	med, lo, hi float64
+// Spread is the median of per-round values with the lowest and highest.
+type Spread struct {
+	Med, Lo, Hi float64
 }
 
-// spreadOf is the median (the mean of the middle two for an even count),
+// SpreadOf is the median (the mean of the middle two for an even count),
 // lowest and highest of v; false when v is empty.
-func spreadOf(v []float64) (spread, bool) {
+func SpreadOf(v []float64) (Spread, bool) {
 	if len(v) == 0 {
-		return spread{}, false
+		return Spread{}, false
 	}
 	s := slices.Clone(v)
 	slices.Sort(s)
@@ -71,8 +71,8 @@ func spreadOf(v []float64) (spread, bool) {
 	if len(s)%2 == 0 {
 		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
-	return spread{med: m, lo: s[0], hi: s[len(s)-1]}, true
+	return Spread{Med: m, Lo: s[0], Hi: s[len(s)-1]}, true
 }
 
-// msOf is d in milliseconds.
-func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+// MsOf is d in milliseconds.
+func MsOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
