@@ -380,8 +380,10 @@ func jsonData(v []byte) json.RawMessage {
 	return b
 }
 
-// bulkGet reads keys with at most parallelism reads at once.
-func (a *API) bulkGet(ctx context.Context, c *Component, storeName string, keys []string, parallelism int, meta map[string]string) ([]bulkItem, error) {
+// bulkGet reads keys (the app's) with at most parallelism reads at once,
+// each answer or error in the item of its key; the values are opened
+// (decrypted) but otherwise as stored.
+func (a *API) bulkGet(ctx context.Context, c *Component, storeName string, keys []string, parallelism int, meta map[string]string) ([]*runtimev1pb.BulkStateItem, error) {
 	storeKeys := make([]string, len(keys))
 	for i, k := range keys {
 		sk, err := a.key(c, storeName, k)
@@ -397,27 +399,26 @@ func (a *API) bulkGet(ctx context.Context, c *Component, storeName string, keys 
 	if parallelism <= 0 || parallelism > limit {
 		parallelism = limit
 	}
-	out := make([]bulkItem, len(keys))
+	out := make([]*runtimev1pb.BulkStateItem, len(keys))
 	sem := make(chan struct{}, parallelism)
 	var wg sync.WaitGroup
 	for i := range keys {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			out[i].Key = keys[i]
+			item := &runtimev1pb.BulkStateItem{Key: keys[i]}
+			out[i] = item
 			it, found, err := c.Store.Get(ctx, GetRequest{Key: storeKeys[i], Metadata: meta})
 			switch {
 			case err != nil:
-				out[i].Error = err.Error()
+				item.Error = err.Error()
 			case found:
 				v, err := c.open(it.Value)
 				if err != nil {
-					out[i].Error = err.Error()
+					item.Error = err.Error()
 					return
 				}
-				out[i].Data = jsonData(v)
-				out[i].ETag = it.ETag
-				out[i].Metadata = itemMetadata(it)
+				item.Data, item.Etag, item.Metadata = v, it.ETag, itemMetadata(it)
 			}
 		})
 	}
@@ -445,7 +446,11 @@ func (a *API) httpBulkGet(w http.ResponseWriter, r *http.Request, storeName stri
 		a.fail(w, err)
 		return
 	}
-	body, err := json.Marshal(items)
+	out := make([]bulkItem, len(items))
+	for i, it := range items {
+		out[i] = bulkItem{Key: it.GetKey(), Data: jsonData(it.GetData()), ETag: it.GetEtag(), Metadata: it.GetMetadata(), Error: it.GetError()}
+	}
+	body, err := json.Marshal(out)
 	if err != nil {
 		a.fail(w, &legacyError{http.StatusInternalServerError, codeBulkGet, err.Error()})
 		return
@@ -590,20 +595,13 @@ func (a *API) query(ctx context.Context, storeName string, body []byte, meta map
 	if err != nil {
 		return QueryResult{}, errQueryFailed(storeName, "failed to parse JSON query body: "+err.Error())
 	}
-	// The app sees only its own keys: those with the prefix it writes.
-	prefix, _ := c.StoreKey("", storeName, a.AppID, a.Namespace)
-	parsed.KeyPrefix = prefix
+	// The app sees only its own keys: those with the prefix it writes
+	// (the store applies it, inside its paging).
+	parsed.KeyPrefix, _ = c.StoreKey("", storeName, a.AppID, a.Namespace)
 	res, err := q.Query(ctx, parsed)
 	if err != nil {
 		return QueryResult{}, errQueryFailed(storeName, err.Error())
 	}
-	kept := res.Items[:0]
-	for _, it := range res.Items {
-		if strings.HasPrefix(it.Key, prefix) {
-			kept = append(kept, it)
-		}
-	}
-	res.Items = kept
 	return res, nil
 }
 
@@ -651,53 +649,11 @@ func (a *API) GetBulkState(ctx context.Context, in *runtimev1pb.GetBulkStateRequ
 	if err != nil {
 		return nil, err
 	}
-	storeKeys := make([]string, len(in.GetKeys()))
-	for i, k := range in.GetKeys() {
-		if storeKeys[i], err = a.key(c, in.GetStoreName(), k); err != nil {
-			return nil, err
-		}
-	}
-	items, err := a.bulkGetRaw(ctx, c, in.GetKeys(), storeKeys, int(in.GetParallelism()), in.GetMetadata())
+	items, err := a.bulkGet(ctx, c, in.GetStoreName(), in.GetKeys(), int(in.GetParallelism()), in.GetMetadata())
 	if err != nil {
 		return nil, err
 	}
 	return &runtimev1pb.GetBulkStateResponse{Items: items}, nil
-}
-
-// bulkGetRaw is bulkGet for gRPC, whose values are bytes.
-func (a *API) bulkGetRaw(ctx context.Context, c *Component, keys, storeKeys []string, parallelism int, meta map[string]string) ([]*runtimev1pb.BulkStateItem, error) {
-	limit := a.MaxBulkParallelism
-	if limit <= 0 {
-		limit = 100
-	}
-	if parallelism <= 0 || parallelism > limit {
-		parallelism = limit
-	}
-	out := make([]*runtimev1pb.BulkStateItem, len(keys))
-	sem := make(chan struct{}, parallelism)
-	var wg sync.WaitGroup
-	for i := range keys {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			item := &runtimev1pb.BulkStateItem{Key: keys[i]}
-			it, found, err := c.Store.Get(ctx, GetRequest{Key: storeKeys[i], Metadata: meta})
-			switch {
-			case err != nil:
-				item.Error = err.Error()
-			case found:
-				v, err := c.open(it.Value)
-				if err != nil {
-					item.Error = err.Error()
-					break
-				}
-				item.Data, item.Etag, item.Metadata = v, it.ETag, itemMetadata(it)
-			}
-			out[i] = item
-		})
-	}
-	wg.Wait()
-	return out, nil
 }
 
 func setFromItem(s *commonv1pb.StateItem) (SetRequest, error) {
