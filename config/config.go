@@ -41,6 +41,18 @@ type Spec struct {
 	MTLS          *MTLS     `yaml:"mtls"`
 	AccessControl *acl.Spec `yaml:"accessControl"`
 	Secrets       *Secrets  `yaml:"secrets"`
+	// NameResolution picks and configures how the sidecar finds other
+	// apps, as daprd's section of that name.
+	NameResolution *NameResolution `yaml:"nameResolution"`
+}
+
+// NameResolution is the nameResolution section: a resolver component
+// (consul, kubernetes, mdns) and its configuration, which also carries the
+// balancer's loadBalancing and outlierDetection.
+type NameResolution struct {
+	Component     string         `yaml:"component"`
+	Version       string         `yaml:"version"`
+	Configuration map[string]any `yaml:"configuration"`
 }
 
 // Secrets is the secrets section: which secrets of which store the app may read.

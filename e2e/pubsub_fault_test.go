@@ -659,34 +659,28 @@ func TestPubSubBrokerRestart(t *testing.T) {
 			topic := "restart-" + kind
 
 			got := &deliveries{}
-			l := framework.Listen(t)
-			port := l.Addr().(*net.TCPAddr).Port
-			_ = l.Close()
-			svc := daprhttp.NewService(":" + strconv.Itoa(port))
-			err := svc.AddTopicEventHandler(&common.Subscription{PubsubName: "pubsub", Topic: topic, Route: "/deliver"},
-				func(ctx context.Context, e *common.TopicEvent) (bool, error) {
-					var m struct {
-						ID *int `json:"id"`
-					}
-					if err := json.Unmarshal(e.RawData, &m); err != nil || m.ID == nil {
-						t.Errorf("an event that is not one of the test's: %q", e.RawData)
+			port := framework.StartSDKService(t, func(addr string) (common.Service, error) {
+				svc := daprhttp.NewService(addr)
+				return svc, svc.AddTopicEventHandler(&common.Subscription{PubsubName: "pubsub", Topic: topic, Route: "/deliver"},
+					func(ctx context.Context, e *common.TopicEvent) (bool, error) {
+						var m struct {
+							ID *int `json:"id"`
+						}
+						if err := json.Unmarshal(e.RawData, &m); err != nil || m.ID == nil {
+							t.Errorf("an event that is not one of the test's: %q", e.RawData)
+							return false, nil
+						}
+						// A slow app: at the kill, the subscriber's sidecar
+						// holds messages the app has not answered yet.
+						select {
+						case <-time.After(appDelay):
+						case <-ctx.Done():
+							return true, ctx.Err()
+						}
+						got.add(*m.ID)
 						return false, nil
-					}
-					// A slow app: at the kill, the subscriber's sidecar
-					// holds messages the app has not answered yet.
-					select {
-					case <-time.After(appDelay):
-					case <-ctx.Done():
-						return true, ctx.Err()
-					}
-					got.add(*m.ID)
-					return false, nil
-				})
-			if err != nil {
-				t.Fatal(err)
-			}
-			go func() { _ = svc.Start() }()
-			t.Cleanup(func() { _ = svc.GracefulStop() })
+					})
+			})
 
 			sub := framework.StartSidecar(t, framework.SidecarOptions{
 				AppID: "restart-sub-" + kind, AppPort: port, AppProtocol: "http",

@@ -121,21 +121,19 @@ func TestPubSubGoSDK(t *testing.T) {
 		t.Run(proto, func(t *testing.T) {
 			t.Parallel()
 			got := &received{}
-			l := framework.Listen(t)
-			port := l.Addr().(*net.TCPAddr).Port
-			_ = l.Close()
-			var svc common.Service
-			if proto == "http" {
-				svc = daprhttp.NewService(":" + strconv.Itoa(port))
-			} else {
-				var err error
-				if svc, err = daprgrpc.NewService(":" + strconv.Itoa(port)); err != nil {
-					t.Fatal(err)
+			port := framework.StartSDKService(t, func(addr string) (common.Service, error) {
+				var svc common.Service
+				if proto == "http" {
+					svc = daprhttp.NewService(addr)
+				} else {
+					var err error
+					if svc, err = daprgrpc.NewService(addr); err != nil {
+						return nil, err
+					}
 				}
-			}
-			subscriberApp(t, svc, got)
-			go func() { _ = svc.Start() }()
-			t.Cleanup(func() { _ = svc.GracefulStop() })
+				subscriberApp(t, svc, got)
+				return svc, nil
+			})
 
 			res := stateStores(t, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
 			writeFile(t, filepath.Join(res, "things.yaml"), declarativeSub)
@@ -184,6 +182,23 @@ func TestPubSubGoSDK(t *testing.T) {
 				}
 				return nil
 			})
+			// The metadata API (gRPC, through the SDK) lists what is in place.
+			md, err := client.GetMetadata(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			listed := map[string]string{}
+			for _, s := range md.Subscriptions {
+				listed[s.Topic] = s.DeadLetterTopic
+			}
+			for _, topic := range []string{"orders", "flaky", "poison", "poison-dead", "things"} {
+				if _, ok := listed[topic]; !ok {
+					t.Errorf("the metadata API does not list the subscription to %s: %+v", topic, md.Subscriptions)
+				}
+			}
+			if listed["poison"] != "poison-dead" {
+				t.Errorf("the metadata API gives poison's dead-letter topic as %q", listed["poison"])
+			}
 			e := got.get("orders")[5]
 			if e.PubsubName != "pubsub" || e.SpecVersion != "1.0" || e.Source != "sub-"+proto || e.ID == "" || e.DataContentType != "application/json" {
 				t.Errorf("the CloudEvent: %+v", e)

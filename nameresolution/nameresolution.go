@@ -1,8 +1,10 @@
 // Package nameresolution is the contract between a sidecar and the systems
 // that tell it where other apps run: a Resolver turns an app-id into the mesh
 // address of one of its instances, and an Announcer makes this sidecar's own
-// instance findable. Backends live in subpackages (static, mdns, registry) and
-// are picked in cmd/; every backend passes nameresolutiontest.
+// instance findable. Backends live in subpackages (static, mdns, registry,
+// consul, kubernetes) and are picked in cmd/; every backend passes
+// nameresolutiontest. A backend that knows every instance of an app is a
+// Watcher, and package balance spreads calls over what it reports.
 package nameresolution
 
 import (
@@ -43,6 +45,28 @@ func (i Instance) Address() string {
 type Resolver interface {
 	Resolve(ctx context.Context, appID, namespace string) (string, error)
 	Close() error
+}
+
+// Watcher follows every instance of an app, for a balancer that spreads
+// calls over them (package balance turns a Watcher into a Resolver).
+type Watcher interface {
+	// Watch calls update with the whole set of the app's live instances as
+	// soon as it is known (empty when the app has none) and again after
+	// every change, until ctx is done; it then returns nil. Calls to update
+	// are never concurrent. An instance passed to update has the AppID and
+	// the Namespace that were asked for: an answer about another app is
+	// dropped, never passed on. A transient failure (the source unreachable,
+	// a bad answer) is logged and retried inside Watch, the last set kept;
+	// Watch returns an error only when the app cannot be watched at all.
+	Watch(ctx context.Context, appID, namespace string, update func([]Instance)) error
+}
+
+// Endpoint is one instance picked for one call; Done reports how the call
+// went (nil: it reached the instance), once, so a balancer can count calls in
+// flight and leave out an instance that keeps failing.
+type Endpoint interface {
+	Address() string
+	Done(err error)
 }
 
 // Announcer makes an instance findable by the resolvers of its kind. Announce

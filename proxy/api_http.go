@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/outrigger/outrigger/nameresolution"
 	"github.com/outrigger/outrigger/proxy/route"
 )
 
@@ -31,7 +32,8 @@ const (
 // invocation is one outbound call in flight, carried in the request context
 // from the API handler to the reverse proxy's hooks.
 type invocation struct {
-	addr      string
+	ep        nameresolution.Endpoint // nil once reported
+	key       string                  // the consistent-hashing key
 	appID     string
 	namespace string
 	method    string // escaped, no leading slash
@@ -148,14 +150,15 @@ func (s *Sidecar) invokeHTTP(w http.ResponseWriter, r *http.Request, t route.Tar
 		writeError(w, bodyTooLargeError())
 		return
 	}
-	addr, err := s.cfg.Resolver.Resolve(r.Context(), name, ns)
+	key := s.hashKey(r.Header)
+	ep, err := s.lb.Pick(r.Context(), name, ns, key)
 	if err != nil {
 		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
 		writeError(w, directInvokeError(t.AppID, err))
 		return
 	}
 	inv := invocationPool.Get().(*invocation)
-	*inv = invocation{addr: addr, appID: name, namespace: ns, method: t.Method}
+	*inv = invocation{ep: ep, key: key, appID: name, namespace: ns, method: t.Method}
 	if r.Body != nil && r.Body != http.NoBody {
 		inv.body = &limitedBody{rc: r.Body, left: s.cfg.MaxBodySize}
 		r.Body = inv.body
@@ -164,6 +167,9 @@ func (s *Sidecar) invokeHTTP(w http.ResponseWriter, r *http.Request, t route.Tar
 	defer cancel()
 	r = r.WithContext(context.WithValue(ctx, invocationKey{}, inv))
 	s.peerProxy().ServeHTTP(w, r)
+	if inv.ep != nil {
+		inv.ep.Done(nil) // never sent
+	}
 	*inv = invocation{}
 	invocationPool.Put(inv)
 }
@@ -184,7 +190,7 @@ func (s *Sidecar) peerProxy() *httputil.ReverseProxy {
 	}
 	p := &httputil.ReverseProxy{
 		Rewrite:        s.rewriteToPeer,
-		Transport:      s.peers,
+		Transport:      peerRoundTripper{s},
 		FlushInterval:  0,
 		ErrorHandler:   s.peerError,
 		ModifyResponse: s.countOutbound,
@@ -199,8 +205,8 @@ func (s *Sidecar) rewriteToPeer(pr *httputil.ProxyRequest) {
 	inv := pr.In.Context().Value(invocationKey{}).(*invocation)
 	out := pr.Out
 	out.URL.Scheme = s.peers.scheme()
-	out.URL.Host = inv.addr
-	out.Host = inv.addr
+	out.URL.Host = inv.ep.Address()
+	out.Host = out.URL.Host
 	setEscapedPath(out.URL, "/"+inv.method)
 	h := out.Header
 	h[hdrCalleeAppID] = []string{inv.appID}
@@ -220,6 +226,57 @@ func setEscapedPath(u *url.URL, escaped string) {
 		return
 	}
 	u.Path, u.RawPath = escaped, ""
+}
+
+// peerRoundTripper sends an invocation to the instance picked for it; when
+// connecting fails before any of the body was read, it moves the call to
+// another instance (up to maxConnectAttempts), and it reports each
+// attempt's outcome to the balancer.
+type peerRoundTripper struct{ s *Sidecar }
+
+func (p peerRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	inv, _ := r.Context().Value(invocationKey{}).(*invocation)
+	if inv == nil || inv.ep == nil {
+		return p.s.peers.RoundTrip(r)
+	}
+	t := p.s.peers.transport(inv.appID, inv.namespace)
+	for attempt := 1; ; attempt++ {
+		retry := attempt < maxConnectAttempts
+		if inv.body != nil {
+			inv.body.hold.Store(retry)
+		}
+		resp, err := t.RoundTrip(r)
+		if err != nil && retry && connectFailed(err) && (inv.body == nil || !inv.body.read.Load()) && r.Context().Err() == nil {
+			inv.ep.Done(err)
+			inv.ep = nil
+			ep, perr := p.s.lb.Pick(r.Context(), inv.appID, inv.namespace, inv.key)
+			if perr == nil {
+				p.s.log.Debug("connecting failed; trying another instance", "app_id", inv.appID, "err", err, "next", ep.Address())
+				inv.ep = ep
+				next := *r
+				u := *r.URL
+				u.Host = ep.Address()
+				next.URL, next.Host = &u, u.Host
+				r = &next
+				continue
+			}
+		}
+		if inv.body != nil {
+			inv.body.hold.Store(false)
+			if err != nil {
+				_ = inv.body.Close()
+			}
+		}
+		if inv.ep != nil {
+			status := 0
+			if resp != nil {
+				status = resp.StatusCode
+			}
+			inv.ep.Done(callOutcome(r.Context(), status, err))
+			inv.ep = nil
+		}
+		return resp, err
+	}
 }
 
 func (s *Sidecar) countOutbound(resp *http.Response) error {
@@ -268,13 +325,14 @@ func (s *Sidecar) serveHealthz(w http.ResponseWriter, r *http.Request) {
 
 // metadataJSON is the HTTP metadata API's answer, in daprd's JSON shape.
 type metadataJSON struct {
-	ID                      string            `json:"id"`
-	RuntimeVersion          string            `json:"runtimeVersion,omitempty"`
-	EnabledFeatures         []string          `json:"enabledFeatures,omitempty"`
-	Extended                map[string]string `json:"extended,omitempty"`
-	Components              []componentJSON   `json:"components,omitempty"`
-	AppConnectionProperties *appConnJSON      `json:"appConnectionProperties,omitempty"`
-	ActorRuntime            actorRuntimeJSON  `json:"actorRuntime"`
+	ID                      string             `json:"id"`
+	RuntimeVersion          string             `json:"runtimeVersion,omitempty"`
+	EnabledFeatures         []string           `json:"enabledFeatures,omitempty"`
+	Extended                map[string]string  `json:"extended,omitempty"`
+	Components              []componentJSON    `json:"components,omitempty"`
+	Subscriptions           []subscriptionJSON `json:"subscriptions,omitempty"`
+	AppConnectionProperties *appConnJSON       `json:"appConnectionProperties,omitempty"`
+	ActorRuntime            actorRuntimeJSON   `json:"actorRuntime"`
 }
 
 type componentJSON struct {
@@ -282,6 +340,20 @@ type componentJSON struct {
 	Type         string   `json:"type"`
 	Version      string   `json:"version"`
 	Capabilities []string `json:"capabilities,omitempty"`
+}
+
+type subscriptionJSON struct {
+	PubsubName      string             `json:"pubsubname"`
+	Topic           string             `json:"topic"`
+	Metadata        map[string]string  `json:"metadata,omitempty"`
+	Rules           []subscriptionRule `json:"rules,omitempty"`
+	DeadLetterTopic string             `json:"deadLetterTopic"`
+	Type            string             `json:"type"`
+}
+
+type subscriptionRule struct {
+	Match string `json:"match,omitempty"`
+	Path  string `json:"path,omitempty"`
 }
 
 type appConnJSON struct {
@@ -314,6 +386,13 @@ func (s *Sidecar) serveGetMetadata(w http.ResponseWriter) {
 	}
 	for _, c := range m.GetRegisteredComponents() {
 		out.Components = append(out.Components, componentJSON{Name: c.GetName(), Type: c.GetType(), Version: c.GetVersion(), Capabilities: c.GetCapabilities()})
+	}
+	for _, sub := range m.GetSubscriptions() {
+		sj := subscriptionJSON{PubsubName: sub.GetPubsubName(), Topic: sub.GetTopic(), Metadata: sub.GetMetadata(), DeadLetterTopic: sub.GetDeadLetterTopic(), Type: sub.GetType().String()}
+		for _, r := range sub.GetRules().GetRules() {
+			sj.Rules = append(sj.Rules, subscriptionRule{Match: r.GetMatch(), Path: r.GetPath()})
+		}
+		out.Subscriptions = append(out.Subscriptions, sj)
 	}
 	if acp := m.GetAppConnectionProperties(); acp != nil {
 		out.AppConnectionProperties = &appConnJSON{
@@ -364,11 +443,20 @@ type limitedBody struct {
 	rc       io.ReadCloser
 	left     int64
 	exceeded atomic.Bool
+	// read is set by the first Read: the body may have been sent, so the
+	// call cannot move to another instance.
+	read atomic.Bool
+	// hold makes Close a no-op while a failed connection may be retried
+	// (a transport closes the body of a request it failed).
+	hold atomic.Bool
 }
 
 var errBodyTooLarge = errors.New("request body is larger than --max-body-size")
 
 func (b *limitedBody) Read(p []byte) (int, error) {
+	if !b.read.Load() {
+		b.read.Store(true)
+	}
 	if b.left < 0 {
 		return 0, errBodyTooLarge
 	}
@@ -384,7 +472,12 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *limitedBody) Close() error { return b.rc.Close() }
+func (b *limitedBody) Close() error {
+	if b.hold.Load() {
+		return nil
+	}
+	return b.rc.Close()
+}
 
 func bodyTooLargeError() apiError {
 	return apiError{http.StatusRequestEntityTooLarge, errCodeDirectInvoke, "failed to invoke: " + errBodyTooLarge.Error()}

@@ -23,7 +23,8 @@ const (
 )
 
 // Resolver is what the sidecar needs from name resolution: the mesh address
-// ("host:port") of one instance of an app. nameresolution.Resolver satisfies it.
+// ("host:port") of one instance of an app. nameresolution.Resolver satisfies
+// it; one that is also a Balancer picks per call and hears how calls went.
 type Resolver interface {
 	Resolve(ctx context.Context, appID, namespace string) (string, error)
 }
@@ -148,6 +149,9 @@ type Config struct {
 	Background []func(ctx context.Context, s *Sidecar)
 	// Components lists the loaded components for the metadata API.
 	Components func() []*runtimev1pb.RegisteredComponents
+	// Subscriptions lists the pub/sub subscriptions in place for the
+	// metadata API.
+	Subscriptions func() []*runtimev1pb.PubsubSubscription
 
 	// Routes gives the policies of calls to other apps, from the sidecar's
 	// routes (over xDS, or built from its own folder); nil sets none.
@@ -155,6 +159,9 @@ type Config struct {
 
 	// Resolver finds other apps. Required.
 	Resolver Resolver
+	// HashHeader names the request header (gRPC metadata key) whose value
+	// a consistent-hashing balancer hashes.
+	HashHeader string
 	// Announcer, if set, is started once the listeners are up.
 	Announcer Announcer
 

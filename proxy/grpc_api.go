@@ -67,6 +67,39 @@ func (s *Sidecar) recoverStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 	return handler(srv, ss)
 }
 
+// invokeRequest is the HTTP request InvokeService sends to the callee's
+// sidecar at addr.
+func (s *Sidecar) invokeRequest(ctx context.Context, addr, name, ns string, msg *commonv1pb.InvokeRequest, md metadata.MD) (*http.Request, error) {
+	target := s.peers.scheme() + "://" + addr + "/" + route.CleanMethod(msg.GetMethod())
+	if qs := msg.GetHttpExtension().GetQuerystring(); qs != "" {
+		target += "?" + qs
+	}
+	req, err := http.NewRequestWithContext(ctx, methodFromVerb(msg.GetHttpExtension().GetVerb()), target, bytes.NewReader(msg.GetData().GetValue()))
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range md {
+		if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || k == "content-type" || k == "user-agent" || k == "te" || k == route.AppIDHeader {
+			continue
+		}
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	if ct := msg.GetContentType(); ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	if tu := msg.GetData().GetTypeUrl(); tu != "" {
+		req.Header.Set(hdrDataTypeURL, tu)
+	}
+	h := req.Header
+	h[hdrCalleeAppID] = []string{name}
+	h[hdrCalleeNamespace] = []string{ns}
+	h[hdrCallerAppID] = []string{s.cfg.AppID}
+	h[hdrCallerNamespace] = []string{s.cfg.Namespace}
+	return req, nil
+}
+
 // InvokeService sends an invocation to another app and waits for its whole answer.
 func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServiceRequest) (*commonv1pb.InvokeResponse, error) {
 	s := d.s
@@ -81,46 +114,42 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "failed to invoke, id: %s, err: %v", in.GetId(), err)
 	}
-	addr, err := s.cfg.Resolver.Resolve(ctx, name, ns)
-	if err != nil {
-		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
-		return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: %v", in.GetId(), err)
+	md, _ := metadata.FromIncomingContext(ctx)
+	key := ""
+	if s.cfg.HashHeader != "" {
+		if v := md.Get(s.cfg.HashHeader); len(v) > 0 {
+			key = v[0]
+		}
 	}
 	ctx, cancel := s.invokeContext(ctx, name, ns)
 	defer cancel()
-	target := s.peers.scheme() + "://" + addr + "/" + route.CleanMethod(msg.GetMethod())
-	if qs := msg.GetHttpExtension().GetQuerystring(); qs != "" {
-		target += "?" + qs
-	}
-	req, err := http.NewRequestWithContext(ctx, methodFromVerb(msg.GetHttpExtension().GetVerb()), target, bytes.NewReader(msg.GetData().GetValue()))
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "failed to invoke, id: %s, err: %v", in.GetId(), err)
-	}
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		for k, vs := range md {
-			if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || k == "content-type" || k == "user-agent" || k == "te" || k == route.AppIDHeader {
-				continue
-			}
-			for _, v := range vs {
-				req.Header.Add(k, v)
-			}
+	var resp *http.Response
+	for attempt := 1; ; attempt++ {
+		ep, err := s.lb.Pick(ctx, name, ns, key)
+		if err != nil {
+			s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
+			return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: %v", in.GetId(), err)
 		}
-	}
-	if ct := msg.GetContentType(); ct != "" {
-		req.Header.Set("Content-Type", ct)
-	}
-	if tu := msg.GetData().GetTypeUrl(); tu != "" {
-		req.Header.Set(hdrDataTypeURL, tu)
-	}
-	h := req.Header
-	h[hdrCalleeAppID] = []string{name}
-	h[hdrCalleeNamespace] = []string{ns}
-	h[hdrCallerAppID] = []string{s.cfg.AppID}
-	h[hdrCallerNamespace] = []string{s.cfg.Namespace}
-	resp, err := s.peers.transport(name, ns).RoundTrip(req)
-	if err != nil {
-		s.stats.outbound.WithLabelValues(name, "error").Inc()
-		return nil, status.Errorf(invokeErrorCode(err), "failed to invoke, id: %s, err: %v", in.GetId(), err)
+		req, err := s.invokeRequest(ctx, ep.Address(), name, ns, msg, md)
+		if err != nil {
+			ep.Done(nil)
+			return nil, status.Errorf(codes.InvalidArgument, "failed to invoke, id: %s, err: %v", in.GetId(), err)
+		}
+		resp, err = s.peers.transport(name, ns).RoundTrip(req)
+		if err != nil && attempt < maxConnectAttempts && connectFailed(err) && ctx.Err() == nil {
+			ep.Done(err)
+			continue // the request was not sent: another instance
+		}
+		st := 0
+		if resp != nil {
+			st = resp.StatusCode
+		}
+		ep.Done(callOutcome(ctx, st, err))
+		if err != nil {
+			s.stats.outbound.WithLabelValues(name, "error").Inc()
+			return nil, status.Errorf(invokeErrorCode(err), "failed to invoke, id: %s, err: %v", in.GetId(), err)
+		}
+		break
 	}
 	defer resp.Body.Close()
 	s.stats.outbound.WithLabelValues(name, statusLabel(resp.StatusCode)).Inc()
@@ -303,6 +332,9 @@ func (s *Sidecar) metadata() *runtimev1pb.GetMetadataResponse {
 	if s.cfg.Components != nil {
 		m.RegisteredComponents = s.cfg.Components()
 	}
+	if s.cfg.Subscriptions != nil {
+		m.Subscriptions = s.cfg.Subscriptions()
+	}
 	if s.cfg.AppPort > 0 {
 		acp := &runtimev1pb.AppConnectionProperties{
 			Port:           int32(s.cfg.AppPort),
@@ -369,13 +401,22 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "gRPC proxy: %v", err)
 	}
-	addr, err := s.cfg.Resolver.Resolve(ss.Context(), name, ns)
+	key := ""
+	if s.cfg.HashHeader != "" {
+		if v := md.Get(s.cfg.HashHeader); len(v) > 0 {
+			key = v[0]
+		}
+	}
+	ep, err := s.lb.Pick(ss.Context(), name, ns, key)
 	if err != nil {
 		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
 		return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
 	}
-	conn, err := s.peers.grpcConn(addr, name, ns)
+	var callErr error
+	defer func() { ep.Done(grpcOutcome(ss.Context(), callErr)) }()
+	conn, err := s.peers.grpcConn(ep.Address(), name, ns)
 	if err != nil {
+		callErr = err
 		return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
 	}
 	out := make(metadata.MD, len(md)+5)
@@ -396,6 +437,7 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 	defer cancel()
 	cs, err := conn.NewStream(ctx, proxyStreamDesc, fullMethod, grpc.ForceCodecV2(frameCodec{}))
 	if err != nil {
+		callErr = err
 		return err
 	}
 	// Client to server.
@@ -421,6 +463,9 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 	}()
 	// Server to client.
 	hdr, err := cs.Header()
+	if err != nil {
+		callErr = err // no answer at all from the peer
+	}
 	if err == nil && hdr != nil {
 		if err := ss.SendHeader(hdr); err != nil {
 			cancel()
@@ -443,6 +488,20 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 			return err
 		}
 	}
+}
+
+// grpcOutcome is what a proxied gRPC call tells the balancer: the peer
+// unreachable or silent until the deadline is a failure of the instance;
+// a status the app gave, or the caller cancelling, is not.
+func grpcOutcome(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == context.Canceled {
+		return nil
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return err
+	}
+	return nil
 }
 
 // invokeErrorCode is the gRPC code of a failed invocation: a timeout (the

@@ -44,6 +44,7 @@ type Sidecar struct {
 
 	app    *appChannel // nil without an app port
 	peers  *peers
+	lb     Balancer
 	peerRP atomic.Pointer[httputil.ReverseProxy]
 
 	apiServer  *http.Server
@@ -77,6 +78,7 @@ func New(cfg Config) (*Sidecar, error) {
 		shutdownCh: make(chan struct{}),
 		extended:   map[string]string{"daprRuntimeVersion": Version},
 		peers:      newPeers(cfg.MaxBodySize, cfg.MeshTLS),
+		lb:         balancerOf(cfg.Resolver),
 	}
 	reg := prometheus.NewRegistry()
 	s.stats = newStats(reg, cfg.AppID)

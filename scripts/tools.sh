@@ -31,7 +31,7 @@ export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 nosumdb=github.com/open-telemetry/opentelemetry-collector-contrib,go.opentelemetry.io/collector,github.com/dapr/components-contrib,github.com/GoogleCloudPlatform/cloudsql-proxy
 
 # Every program `all` builds, in order.
-tools=(daprd)
+tools=(daprd consul coredns)
 
 # Each tool_NAME sets:
 #   version  the version, part of the cache directory name
@@ -66,6 +66,38 @@ regen_daprd() {
     go get -tool "${pkg}@v${version}"
     go mod tidy
   )
+}
+
+tool_consul() {
+  version=1.22.7
+  binary=consul
+  pkg=github.com/hashicorp/consul
+  tags=""
+  ldflags="-s -w"
+  wrapper=yes
+}
+
+# regen_consul: consul's go.mod has replace directives; two go-msgpack
+# versions its dependencies name are excluded (../shared/TOOLS.md).
+regen_consul() {
+  local dir=$1
+  (
+    cd "$dir"
+    go mod init outrigger-tools/consul >/dev/null 2>&1
+    printf '\nexclude github.com/hashicorp/go-msgpack v1.1.5\nexclude github.com/hashicorp/go-msgpack v1.1.6\n' >>go.mod
+    go get -tool "${pkg}@v${version}" github.com/hashicorp/consul/api@v1.34.1
+    go mod tidy
+  )
+}
+
+# CoreDNS serves the cluster records of the Kubernetes DNS tests.
+tool_coredns() {
+  version=1.11.3
+  binary=coredns
+  pkg=github.com/coredns/coredns
+  tags=""
+  ldflags="-s -w"
+  wrapper=no
 }
 
 # Temporary directories, removed when the script exits however it exits.

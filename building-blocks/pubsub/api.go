@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
@@ -34,6 +36,44 @@ type API struct {
 	AppID string
 	// Logger gets a debug line per failed call; nil discards.
 	Logger *slog.Logger
+
+	streamMu  sync.Mutex
+	streams   map[uint64]Subscription
+	streamSeq uint64
+}
+
+// Streams lists the streaming subscriptions open now, oldest first.
+func (a *API) Streams() []Subscription {
+	a.streamMu.Lock()
+	defer a.streamMu.Unlock()
+	ids := make([]uint64, 0, len(a.streams))
+	for id := range a.streams {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	out := make([]Subscription, len(ids))
+	for i, id := range ids {
+		out[i] = a.streams[id]
+	}
+	return out
+}
+
+// openStream records a streaming subscription until the returned func is
+// called.
+func (a *API) openStream(s Subscription) func() {
+	a.streamMu.Lock()
+	defer a.streamMu.Unlock()
+	if a.streams == nil {
+		a.streams = map[uint64]Subscription{}
+	}
+	a.streamSeq++
+	id := a.streamSeq
+	a.streams[id] = s
+	return func() {
+		a.streamMu.Lock()
+		delete(a.streams, id)
+		a.streamMu.Unlock()
+	}
 }
 
 func (a *API) log() *slog.Logger {

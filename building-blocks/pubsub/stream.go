@@ -42,7 +42,7 @@ func (a *API) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTopicE
 	if !c.CanSubscribe(a.AppID, init.GetTopic()) {
 		return status.Errorf(codes.PermissionDenied, "topic %s is not allowed for app id %s", init.GetTopic(), a.AppID)
 	}
-	s := &Subscription{PubsubName: init.GetPubsubName(), Topic: init.GetTopic(), Metadata: init.GetMetadata(), DeadLetterTopic: init.GetDeadLetterTopic(), Source: "a streaming subscription"}
+	s := &Subscription{PubsubName: init.GetPubsubName(), Topic: init.GetTopic(), Metadata: init.GetMetadata(), DeadLetterTopic: init.GetDeadLetterTopic(), Source: "a streaming subscription", Kind: KindStreaming}
 
 	var sendMu sync.Mutex
 	send := func(m *runtimev1pb.SubscribeTopicEventsResponseAlpha1) error {
@@ -111,6 +111,7 @@ func (a *API) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTopicE
 	if err := c.Broker.Subscribe(ctx, SubscribeRequest{Topic: s.Topic, Group: a.AppID, MaxInFlight: 16, Metadata: s.Metadata}, handler); err != nil {
 		return status.Errorf(codes.Internal, "subscribing to topic %s of pubsub %s: %v", s.Topic, s.PubsubName, err)
 	}
+	defer a.openStream(*s)()
 	for {
 		in, err := stream.Recv()
 		if err != nil {

@@ -2,6 +2,7 @@ package pubsub
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -50,7 +52,19 @@ type Subscription struct {
 	// Source says where it came from, for logs and errors: "the app" or
 	// a file.
 	Source string
+	// Kind says how it was made, as the metadata API reports it.
+	Kind Kind
 }
+
+// Kind is how a subscription was made.
+type Kind string
+
+// The kinds of subscription, as daprd's metadata API names them.
+const (
+	KindDeclarative  Kind = "DECLARATIVE"
+	KindProgrammatic Kind = "PROGRAMMATIC"
+	KindStreaming    Kind = "STREAMING"
+)
 
 // Rule routes the events its CEL expression (over event) matches to Path.
 type Rule struct {
@@ -90,8 +104,13 @@ type Subscriber struct {
 	Retry       RetryPolicy
 	Logger      *slog.Logger
 
+	// Changed signals that the declarative subscriptions or the components
+	// changed (nil: they never do).
+	Changed <-chan struct{}
+
 	mu     sync.Mutex
-	active []Subscription
+	active map[subKey]*activeSub
+	seq    uint64
 }
 
 // celEnv declares event, the CloudEvent as a map, as Dapr's rules see it.
@@ -145,50 +164,167 @@ func (sub *Subscriber) log() *slog.Logger {
 	return sub.Logger
 }
 
-// Active lists the subscriptions in place (the metadata API shows them).
+// Active lists the subscriptions in place (the metadata API shows them),
+// in the order they were made.
 func (sub *Subscriber) Active() []Subscription {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
-	return append([]Subscription(nil), sub.active...)
+	as := make([]*activeSub, 0, len(sub.active))
+	for _, a := range sub.active {
+		as = append(as, a)
+	}
+	slices.SortFunc(as, func(a, b *activeSub) int { return cmp.Compare(a.seq, b.seq) })
+	out := make([]Subscription, len(as))
+	for i, a := range as {
+		out[i] = a.s
+	}
+	return out
+}
+
+// subKey identifies a subscription: one per pub/sub and topic, as in daprd.
+type subKey struct{ pubsub, topic string }
+
+// activeSub is a subscription in place: what it was made from, on which
+// component instance, and how to end it.
+type activeSub struct {
+	s      Subscription
+	comp   *Component
+	sig    string
+	seq    uint64
+	cancel context.CancelFunc
+}
+
+// signature is what a subscription is made of, to tell a changed one from
+// an unchanged one on reload.
+func (s *Subscription) signature() string {
+	b, _ := json.Marshal(struct {
+		Rules                          []Rule
+		Default, DeadLetterTopic, Kind string
+		Metadata                       map[string]string
+		Bulk                           BulkSubscribe
+	}{s.Rules, s.Default, s.DeadLetterTopic, string(s.Kind), s.Metadata, s.Bulk})
+	return string(b)
 }
 
 // Run waits for the app, gathers the subscriptions and subscribes; the
-// deliveries run until ctx is done.
+// deliveries run until ctx is done. On each signal of Changed it brings the
+// subscriptions in line with the declarative ones of the moment and with
+// the components loaded then: a new one is made, a removed one ends, a
+// changed one (or one whose component was replaced) is made again. The
+// app's own subscriptions are read once, as daprd reads them.
 func (sub *Subscriber) Run(ctx context.Context) error {
 	if err := sub.App.WaitReady(ctx); err != nil {
 		return nil
-	}
-	var subs []Subscription
-	if sub.Declarative != nil {
-		subs = append(subs, sub.Declarative()...)
 	}
 	prog, err := sub.programmatic(ctx)
 	if err != nil {
 		sub.log().Warn("the app's subscriptions could not be read; only the declarative ones apply", "err", err)
 	}
-	subs = append(subs, prog...)
-	for _, s := range subs {
-		if err := sub.subscribe(ctx, s); err != nil {
-			sub.log().Error("subscription not made", "pubsub", s.PubsubName, "topic", s.Topic, "source", s.Source, "err", err)
+	for i := range prog {
+		prog[i].Kind = KindProgrammatic
+	}
+	sub.sync(ctx, prog)
+	for {
+		select {
+		case <-ctx.Done():
+			sub.mu.Lock()
+			for k, a := range sub.active {
+				a.cancel()
+				delete(sub.active, k)
+			}
+			sub.mu.Unlock()
+			return nil
+		case <-sub.Changed:
+			sub.sync(ctx, prog)
 		}
 	}
-	<-ctx.Done()
-	return nil
 }
 
-func (sub *Subscriber) subscribe(ctx context.Context, s Subscription) error {
+// sync makes the subscriptions in place those of the declarative documents
+// and of prog. A subscription that cannot be made is logged and tried
+// again on the next change.
+func (sub *Subscriber) sync(ctx context.Context, prog []Subscription) {
+	var want []Subscription
+	if sub.Declarative != nil {
+		for _, s := range sub.Declarative() {
+			s.Kind = KindDeclarative
+			want = append(want, s)
+		}
+	}
+	want = append(want, prog...)
+	desired := make(map[subKey]Subscription, len(want))
+	var order []subKey
+	for _, s := range want {
+		k := subKey{s.PubsubName, s.Topic}
+		if prev, dup := desired[k]; dup {
+			sub.log().Warn("a second subscription to the same topic is ignored", "pubsub", s.PubsubName, "topic", s.Topic, "kept", prev.Source, "ignored", s.Source)
+			continue
+		}
+		desired[k] = s
+		order = append(order, k)
+	}
+	// Only Run's goroutine changes the map; the lock is for Active's
+	// readers, and is not held while a broker is called.
+	sub.mu.Lock()
+	if sub.active == nil {
+		sub.active = map[subKey]*activeSub{}
+	}
+	var ended []*activeSub
+	for k, a := range sub.active {
+		s, keep := desired[k]
+		if keep && s.signature() == a.sig {
+			if c, ok := sub.Lookup(k.pubsub); ok && c == a.comp {
+				continue
+			}
+		}
+		ended = append(ended, a)
+		delete(sub.active, k)
+	}
+	sub.mu.Unlock()
+	for _, a := range ended {
+		a.cancel()
+		sub.log().Info("unsubscribed", "pubsub", a.s.PubsubName, "topic", a.s.Topic, "source", a.s.Source)
+	}
+	for _, k := range order {
+		sub.mu.Lock()
+		_, ok := sub.active[k]
+		sub.mu.Unlock()
+		if ok {
+			continue
+		}
+		s := desired[k]
+		a, err := sub.subscribe(ctx, s)
+		if err != nil {
+			sub.log().Error("subscription not made", "pubsub", s.PubsubName, "topic", s.Topic, "source", s.Source, "err", err)
+			continue
+		}
+		sub.mu.Lock()
+		sub.seq++
+		a.seq = sub.seq
+		sub.active[k] = a
+		sub.mu.Unlock()
+	}
+}
+
+// subscribe makes one subscription, under a context of its own so that a
+// reload can end it alone.
+func (sub *Subscriber) subscribe(ctx context.Context, s Subscription) (*activeSub, error) {
+	sig := s.signature()
+	// The rules may be shared with the caller's copy: compile into a new
+	// slice.
+	s.Rules = append([]Rule(nil), s.Rules...)
 	if err := s.CompileRules(); err != nil {
-		return err
+		return nil, err
 	}
 	if s.Default == "" && len(s.Rules) == 0 {
-		return errors.New("no route: give route, or routes.default or rules")
+		return nil, errors.New("no route: give route, or routes.default or rules")
 	}
 	c, ok := sub.Lookup(s.PubsubName)
 	if !ok {
-		return fmt.Errorf("pubsub %s is not found", s.PubsubName)
+		return nil, fmt.Errorf("pubsub %s is not found", s.PubsubName)
 	}
 	if !c.CanSubscribe(sub.AppID, s.Topic) {
-		return fmt.Errorf("topic %s is not allowed for app id %s", s.Topic, sub.AppID)
+		return nil, fmt.Errorf("topic %s is not allowed for app id %s", s.Topic, sub.AppID)
 	}
 	inFlight := sub.MaxInFlight
 	if inFlight <= 0 {
@@ -220,15 +356,14 @@ func (sub *Subscriber) subscribe(ctx context.Context, s Subscription) error {
 			return nil
 		}
 	}
-	err := c.Broker.Subscribe(ctx, SubscribeRequest{Topic: s.Topic, Group: sub.AppID, MaxInFlight: inFlight, Metadata: s.Metadata}, handler)
+	sctx, cancel := context.WithCancel(ctx)
+	err := c.Broker.Subscribe(sctx, SubscribeRequest{Topic: s.Topic, Group: sub.AppID, MaxInFlight: inFlight, Metadata: s.Metadata}, handler)
 	if err != nil {
-		return err
+		cancel()
+		return nil, err
 	}
-	sub.mu.Lock()
-	sub.active = append(sub.active, s)
-	sub.mu.Unlock()
 	sub.log().Info("subscribed", "pubsub", s.PubsubName, "topic", s.Topic, "source", s.Source)
-	return nil
+	return &activeSub{s: s, comp: c, sig: sig, cancel: cancel}, nil
 }
 
 // handle delivers one message, with the built-in retries; nil acks it.
@@ -556,4 +691,28 @@ func ParseDeclarative(doc []byte, source string) (Subscription, error) {
 // String names the subscription in logs.
 func (s Subscription) String() string {
 	return fmt.Sprintf("%s/%s (%s)", s.PubsubName, s.Topic, s.Source)
+}
+
+// MetadataProto is s as the metadata API reports it: the default route as
+// a rule without a match, last, as daprd lists it.
+func (s Subscription) MetadataProto() *runtimev1pb.PubsubSubscription {
+	out := &runtimev1pb.PubsubSubscription{
+		PubsubName: s.PubsubName, Topic: s.Topic, Metadata: s.Metadata, DeadLetterTopic: s.DeadLetterTopic,
+		Rules: &runtimev1pb.PubsubSubscriptionRules{},
+	}
+	switch s.Kind {
+	case KindDeclarative:
+		out.Type = runtimev1pb.PubsubSubscriptionType_DECLARATIVE
+	case KindProgrammatic:
+		out.Type = runtimev1pb.PubsubSubscriptionType_PROGRAMMATIC
+	case KindStreaming:
+		out.Type = runtimev1pb.PubsubSubscriptionType_STREAMING
+	}
+	for _, r := range s.Rules {
+		out.Rules.Rules = append(out.Rules.Rules, &runtimev1pb.PubsubSubscriptionRule{Match: r.Match, Path: r.Path})
+	}
+	if s.Default != "" {
+		out.Rules.Rules = append(out.Rules.Rules, &runtimev1pb.PubsubSubscriptionRule{Path: s.Default})
+	}
+	return out
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -102,33 +104,66 @@ func pubsubType[B pubsub.Broker](name string, newBroker func(map[string]string) 
 	}}
 }
 
-// subscriptionDocs holds the Subscription documents last loaded, for the
-// subscriber.
+// subscriptionDocs holds the declarative subscriptions of the app, parsed
+// (their CEL rules compiled) when their documents are loaded, so a broken
+// one is reported then, naming its file. A document that breaks on reload
+// keeps its last good version.
 type subscriptionDocs struct {
-	docs atomic.Pointer[[]config.Document]
+	appID   string
+	mu      sync.Mutex
+	good    map[string]pubsub.Subscription // last good, by namespace/name
+	current atomic.Pointer[[]pubsub.Subscription]
+	changed chan struct{}
 }
 
-func (s *subscriptionDocs) set(docs []config.Document) { s.docs.Store(&docs) }
+func newSubscriptionDocs(appID string) *subscriptionDocs {
+	return &subscriptionDocs{appID: appID, good: map[string]pubsub.Subscription{}, changed: make(chan struct{}, 1)}
+}
 
-// forApp parses the documents that apply to appID.
-func (s *subscriptionDocs) forApp(appID string, log *slog.Logger) []pubsub.Subscription {
-	p := s.docs.Load()
-	if p == nil {
-		return nil
-	}
+// set replaces the documents; the error joins those that failed to parse.
+func (s *subscriptionDocs) set(docs []config.Document) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
 	var out []pubsub.Subscription
-	for _, d := range *p {
-		if !config.Applies(d.Scopes, appID) {
+	good := map[string]pubsub.Subscription{}
+	for _, d := range docs {
+		if !config.Applies(d.Scopes, s.appID) {
 			continue
 		}
+		key := d.Namespace + "/" + d.Name
 		sub, err := pubsub.ParseDeclarative(d.JSON, d.Source.String()+": subscription "+strconv.Quote(d.Name))
 		if err != nil {
-			log.Error("subscription not loaded", "err", err)
-			continue
+			errs = append(errs, err)
+			prev, ok := s.good[key]
+			if !ok {
+				continue
+			}
+			sub = prev
 		}
+		good[key] = sub
 		out = append(out, sub)
 	}
-	return out
+	s.good = good
+	s.current.Store(&out)
+	s.notify()
+	return errors.Join(errs...)
+}
+
+// notify tells the subscriber to bring its subscriptions in line.
+func (s *subscriptionDocs) notify() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// list returns the declarative subscriptions of the moment.
+func (s *subscriptionDocs) list() []pubsub.Subscription {
+	if p := s.current.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // secretValue reads one key of a secret from a live secret store, for
@@ -184,8 +219,10 @@ func (x *xdsSource) start(ctx context.Context, set *components.Set, routes *tran
 	}
 	if x.components {
 		opts.Apply = func(res *config.Resources) error {
-			subDocs.set(res.Subscriptions)
-			return set.Apply(context.WithoutCancel(ctx), res.Components)
+			subErr := subDocs.set(res.Subscriptions)
+			err := set.Apply(context.WithoutCancel(ctx), res.Components)
+			subDocs.notify() // a replaced component is subscribed to again
+			return errors.Join(subErr, err)
 		}
 		opts.Routes = func(rc *routev3.RouteConfiguration) error {
 			rt, err := translate.NewRoutes(rc)
@@ -295,25 +332,35 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		pc, ok := c.Instance.(*pubsub.Component)
 		return pc, ok
 	}
-	cfg.PubSub = &pubsub.API{
+	pubsubAPI := &pubsub.API{
 		Lookup:     pubsubLookup,
 		Configured: func() bool { return len(set.List("pubsub")) > 0 },
 		AppID:      cfg.AppID,
 		Logger:     logger,
 	}
-	subDocs := &subscriptionDocs{}
+	cfg.PubSub = pubsubAPI
+	subDocs := newSubscriptionDocs(cfg.AppID)
+	sub := &pubsub.Subscriber{
+		Lookup: pubsubLookup, AppID: cfg.AppID,
+		Declarative: subDocs.list,
+		Changed:     subDocs.changed,
+		Logger:      logger.With("component", "subscriber"),
+	}
 	cfg.Background = append(cfg.Background, func(ctx context.Context, sc *proxy.Sidecar) {
 		app := sc.App()
 		if app == nil {
 			return // no app port: nothing to deliver to
 		}
-		sub := &pubsub.Subscriber{
-			Lookup: pubsubLookup, App: app, AppID: cfg.AppID,
-			Declarative: func() []pubsub.Subscription { return subDocs.forApp(cfg.AppID, log) },
-			Logger:      logger.With("component", "subscriber"),
-		}
+		sub.App = app
 		_ = sub.Run(ctx)
 	})
+	cfg.Subscriptions = func() []*runtimev1pb.PubsubSubscription {
+		var out []*runtimev1pb.PubsubSubscription
+		for _, s := range append(sub.Active(), pubsubAPI.Streams()...) {
+			out = append(out, s.MetadataProto())
+		}
+		return out
+	}
 	cfg.Components = func() []*runtimev1pb.RegisteredComponents {
 		var out []*runtimev1pb.RegisteredComponents
 		for _, c := range set.List("") {
@@ -343,7 +390,11 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		stopXDS()
 		return stop, usageError{fmt.Errorf("--resources-path: %w", loadErr)}
 	}
-	subDocs.set(res.Subscriptions)
+	if err := subDocs.set(res.Subscriptions); err != nil {
+		// As a component file it cannot read, daprd's start fails.
+		stopXDS()
+		return stop, usageError{fmt.Errorf("--resources-path: %w", err)}
+	}
 	if err := set.Apply(ctx, res.Components); err != nil {
 		stopXDS()
 		return stop, fmt.Errorf("components: %w", err)
@@ -364,10 +415,13 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 			if res == nil {
 				return
 			}
-			subDocs.set(res.Subscriptions)
+			if err := subDocs.set(res.Subscriptions); err != nil {
+				log.Error("subscriptions: keeping the last good version of what failed", "err", err)
+			}
 			if err := set.Apply(runCtx, res.Components); err != nil {
 				log.Error("components: keeping the last good version of what failed", "err", err)
 			}
+			subDocs.notify() // a replaced component is subscribed to again
 			if err := setLocalRoutes(routes, res, node); err != nil {
 				log.Error("routes: keeping the last good version", "err", err)
 			}

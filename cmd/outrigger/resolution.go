@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+
+	"github.com/outrigger/outrigger/config"
+	"github.com/outrigger/outrigger/nameresolution/balance"
 
 	"github.com/outrigger/outrigger/nameresolution"
 	"github.com/outrigger/outrigger/nameresolution/mdns"
@@ -13,14 +18,35 @@ import (
 	"github.com/outrigger/outrigger/proxy"
 )
 
-// nameResolver builds the resolver the flags ask for, and the announcer
-// that makes this sidecar findable by the same kind of resolver:
+// nameResolver builds the resolver the flags or the Configuration ask for,
+// and the announcer that makes this sidecar findable by the same kind of
+// resolver:
 //   - registry (the default with --control-plane-address): the control
 //     plane's registry of running sidecars, no multicast at all;
 //   - static: a YAML file of app addresses; nothing to announce;
 //   - mdns (daprd's default for a bare sidecar): multicast DNS on the LAN.
-func (f *sidecarFlags) nameResolver(logger *slog.Logger) (nameresolution.Resolver, proxy.Announcer, error) {
+//
+// --name-resolution wins over the Configuration's nameResolution.component.
+// A backend that follows every instance of an app (static, and those of
+// the Configuration) is wrapped in a balancer with the Configuration's
+// loadBalancing and outlierDetection; cfg.HashHeader is set from it.
+func (f *sidecarFlags) nameResolver(cfg *proxy.Config, logger *slog.Logger) (nameresolution.Resolver, proxy.Announcer, error) {
+	doc, err := loadConfiguration(cfg.ConfigPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	var section config.NameResolution
+	if doc != nil && doc.Spec.NameResolution != nil {
+		section = *doc.Spec.NameResolution
+	}
+	settings, _, err := balance.ParseSettings(section.Configuration)
+	if err != nil {
+		return nil, nil, usageError{fmt.Errorf("--config %s: %w", cfg.ConfigPath, err)}
+	}
 	mode := f.nameResolution
+	if mode == "" {
+		mode = section.Component
+	}
 	if mode == "" {
 		mode = "mdns"
 		if f.controlPlane != "" {
@@ -28,13 +54,18 @@ func (f *sidecarFlags) nameResolver(logger *slog.Logger) (nameresolution.Resolve
 		}
 	}
 	log := logger.With("name_resolution", mode)
+	settings.Options.Logger = log
+	balanced := func(w nameresolution.Watcher, closer io.Closer) nameresolution.Resolver {
+		cfg.HashHeader = settings.HashHeader
+		return balancedResolver{balance.New(w, settings.Options), closer}
+	}
 	switch mode {
 	case "static":
 		r, err := static.New(f.staticFile, static.WithLogger(log))
 		if err != nil {
 			return nil, nil, usageError{fmt.Errorf("--static-resolution-file: %w", err)}
 		}
-		return r, nil, nil
+		return balanced(r, r), nil, nil
 	case "registry":
 		opts := []registry.Option{registry.WithLogger(log)}
 		return registry.NewResolver(f.controlPlane, opts...), announcer{registry.NewAnnouncer(f.controlPlane, opts...), "127.0.0.1"}, nil
@@ -53,7 +84,21 @@ func (f *sidecarFlags) nameResolver(logger *slog.Logger) (nameresolution.Resolve
 		}
 		return r, announcer{mdns.NewAnnouncer(opts...), ""}, nil
 	}
-	return nil, nil, usageError{fmt.Errorf("--name-resolution %q: want mdns, static or registry", f.nameResolution)}
+	return nil, nil, usageError{fmt.Errorf("name resolution %q: want mdns, static or registry", mode)}
+}
+
+// balancedResolver is a balancer over a backend that must be closed too.
+type balancedResolver struct {
+	*balance.Balancer
+	backend io.Closer
+}
+
+func (b balancedResolver) Close() error {
+	err := b.Balancer.Close()
+	if b.backend != nil {
+		err = errors.Join(err, b.backend.Close())
+	}
+	return err
 }
 
 // announcer adapts a nameresolution.Announcer to the sidecar's.

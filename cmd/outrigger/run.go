@@ -163,7 +163,7 @@ func devApp(f *sidecarFlags, fs *flag.FlagSet, command []string, dir string, env
 		if f.controlPlane == "" {
 			f.controlPlane = controlPlane
 		}
-		resolver, announcer, err := f.nameResolver(logger)
+		resolver, announcer, err := f.nameResolver(&c, logger)
 		if err != nil {
 			return c, nil, err
 		}

@@ -253,7 +253,7 @@ func sidecarCommand(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	resolver, announcer, err := f.nameResolver(logger)
+	resolver, announcer, err := f.nameResolver(&cfg, logger)
 	if err != nil {
 		return err
 	}

@@ -17,8 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,6 +83,8 @@ type key struct{ appID, namespace string }
 
 type table struct {
 	apps map[key]*app
+	// changed is closed when a newer table replaces this one.
+	changed chan struct{}
 }
 
 type app struct {
@@ -142,7 +146,7 @@ func load(data []byte) (*table, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &table{apps: make(map[key]*app, len(f.Apps))}
+	t := &table{apps: make(map[key]*app, len(f.Apps)), changed: make(chan struct{})}
 	for _, a := range f.Apps {
 		t.apps[key{a.AppID, a.Namespace}] = &app{addrs: a.Addresses}
 	}
@@ -258,8 +262,38 @@ func (r *Resolver) reload() {
 		r.log.Error("the file does not parse; keeping the last good table", "err", err)
 		return
 	}
-	r.table.Store(t)
+	close(r.table.Swap(t).changed)
 	r.log.Info("reloaded the file", "apps", len(t.apps))
 }
 
-var _ nameresolution.Resolver = (*Resolver)(nil)
+// Watch reports the addresses of appID in namespace now and after every
+// reload of the file, until ctx is done: the static file as a
+// nameresolution.Watcher, for a balancer.
+func (r *Resolver) Watch(ctx context.Context, appID, namespace string, update func([]nameresolution.Instance)) error {
+	ns := nameresolution.NamespaceOrDefault(namespace)
+	for {
+		t := r.table.Load()
+		var insts []nameresolution.Instance
+		if a := t.apps[key{appID, ns}]; a != nil {
+			for _, addr := range a.addrs {
+				host, port, err := net.SplitHostPort(addr)
+				if err != nil {
+					continue // Parse checked every address
+				}
+				p, _ := strconv.Atoi(port)
+				insts = append(insts, nameresolution.Instance{AppID: appID, Namespace: ns, Host: host, Port: p})
+			}
+		}
+		update(insts)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.changed:
+		}
+	}
+}
+
+var (
+	_ nameresolution.Resolver = (*Resolver)(nil)
+	_ nameresolution.Watcher  = (*Resolver)(nil)
+)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/outrigger/outrigger/nameresolution"
+	"github.com/outrigger/outrigger/nameresolution/balance"
 	"github.com/outrigger/outrigger/nameresolution/nameresolutiontest"
 	"github.com/outrigger/outrigger/nameresolution/static"
 )
@@ -23,9 +24,10 @@ import (
 // harness drives the static backend for the conformance suite: the
 // instances live in a file it rewrites atomically on every change.
 type harness struct {
-	path  string
-	opts  []static.Option
-	insts []nameresolution.Instance
+	path     string
+	opts     []static.Option
+	insts    []nameresolution.Instance
+	balanced bool // resolve through a balancer over the file as a Watcher
 }
 
 func newHarness(t *testing.T, opts ...static.Option) *harness {
@@ -39,8 +41,19 @@ func (h *harness) NewResolver(t *testing.T) nameresolution.Resolver {
 	if err != nil {
 		t.Fatalf("static.New: %v", err)
 	}
+	if h.balanced {
+		return closeBoth{balance.New(r, balance.Options{}), r}
+	}
 	return r
 }
+
+// closeBoth is a balancer over a static resolver; closing it closes both.
+type closeBoth struct {
+	*balance.Balancer
+	r *static.Resolver
+}
+
+func (c closeBoth) Close() error { _ = c.Balancer.Close(); return c.r.Close() }
 
 func (h *harness) Add(t *testing.T, inst nameresolution.Instance) {
 	h.insts = append(h.insts, inst)
@@ -106,6 +119,11 @@ func TestConformance(t *testing.T) {
 	})
 	t.Run("Poll", func(t *testing.T) {
 		nameresolutiontest.Run(t, newHarness(t, static.WithPollInterval(10*time.Millisecond)))
+	})
+	t.Run("Balanced", func(t *testing.T) {
+		h := newHarness(t)
+		h.balanced = true
+		nameresolutiontest.Run(t, h)
 	})
 }
 

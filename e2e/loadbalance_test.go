@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/outrigger/outrigger/e2e/framework"
+)
+
+// lbCallees starts n instances of one app-id, each its own app and
+// sidecar, and a static resolution file listing them all.
+func lbCallees(t *testing.T, appID string, n int) ([]*framework.Sidecar, []*framework.HTTPApp, string) {
+	t.Helper()
+	var (
+		scs   []*framework.Sidecar
+		apps  []*framework.HTTPApp
+		addrs []string
+	)
+	for range n {
+		app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
+		sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: appID, AppPort: app.Port})
+		scs = append(scs, sc)
+		apps = append(apps, app)
+		addrs = append(addrs, fmt.Sprintf("%q", sc.Endpoint().Address))
+	}
+	file := filepath.Join(framework.ShortTempDir(t), "apps.yaml")
+	writeFile(t, file, fmt.Sprintf("apps:\n  - appID: %s\n    addresses: [%s]\n", appID, strings.Join(addrs, ", ")))
+	return scs, apps, file
+}
+
+// lbCaller starts a sidecar resolving through file with the Configuration's
+// nameResolution.configuration given as YAML lines.
+func lbCaller(t *testing.T, file, nrConfig string) *framework.Sidecar {
+	t.Helper()
+	cfg := filepath.Join(framework.ShortTempDir(t), "config.yaml")
+	writeFile(t, cfg, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: lb\nspec:\n  nameResolution:\n    configuration:\n"+nrConfig)
+	return framework.StartSidecar(t, framework.SidecarOptions{AppID: "lb-caller", Args: []string{"--static-resolution-file", file, "--config", cfg}})
+}
+
+// answeredBy calls the callee through caller and returns which app
+// answered (its address as the app saw it), or the failure.
+func answeredBy(t *testing.T, caller *framework.Sidecar, appID string, hdr http.Header) (string, error) {
+	resp, body, err := tryCall(callCtx(t), http.MethodGet, caller.URL("/v1.0/invoke/"+appID+"/method/who"), nil, hdr)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	var e framework.Echo
+	if err := json.Unmarshal(body, &e); err != nil {
+		return "", err
+	}
+	return e.Host, nil
+}
+
+// TestLoadBalancing: one app-id behind three sidecars. Round robin spreads
+// calls evenly; consistent hashing on a header keeps a key on one instance;
+// a killed instance costs no failed call (the connection attempt moves to
+// another instance) and is ejected after consecutive failures.
+func TestLoadBalancing(t *testing.T) {
+	t.Parallel()
+	_, apps, file := lbCallees(t, "lb-callee", 3)
+	hostOf := func(app *framework.HTTPApp) string { return fmt.Sprintf("127.0.0.1:%d", app.Port) }
+
+	t.Run("RoundRobin", func(t *testing.T) {
+		caller := lbCaller(t, file, "      loadBalancing:\n        policy: round_robin\n")
+		got := map[string]int{}
+		for range 60 {
+			who, err := answeredBy(t, caller, "lb-callee", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[who]++
+		}
+		for _, app := range apps {
+			if n := got[hostOf(app)]; n != 20 {
+				t.Errorf("instance %s answered %d of 60 calls, want 20: %v", hostOf(app), n, got)
+			}
+		}
+	})
+
+	t.Run("RingHash", func(t *testing.T) {
+		caller := lbCaller(t, file, "      loadBalancing:\n        policy: ring_hash\n        hashHeader: x-user\n")
+		owners := map[string]bool{}
+		for u := range 12 {
+			hdr := http.Header{"X-User": {fmt.Sprintf("user-%d", u)}}
+			first := ""
+			for range 4 {
+				who, err := answeredBy(t, caller, "lb-callee", hdr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if first == "" {
+					first = who
+				} else if who != first {
+					t.Errorf("user-%d went to %s and then %s", u, first, who)
+				}
+			}
+			owners[first] = true
+		}
+		if len(owners) < 2 {
+			t.Errorf("12 keys all went to %v: the header is not hashed", owners)
+		}
+	})
+}
+
+// TestLoadBalancingInstanceDies: an instance killed while calls flow costs
+// no call (connecting fails before anything is sent, and the call moves to
+// another instance), and after five consecutive failures it is ejected.
+func TestLoadBalancingInstanceDies(t *testing.T) {
+	t.Parallel()
+	scs, apps, file := lbCallees(t, "lb-dies", 3)
+	caller := lbCaller(t, file, "      outlierDetection:\n        consecutiveFailures: 5\n        baseEjectionTime: 60s\n        maxEjectionPercent: 34\n")
+	for range 9 {
+		if _, err := answeredBy(t, caller, "lb-dies", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Kill(scs[1].Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	scs[1].WaitExit(t)
+	dead := fmt.Sprintf("127.0.0.1:%d", apps[1].Port)
+	for i := range 60 {
+		who, err := answeredBy(t, caller, "lb-dies", nil)
+		if err != nil {
+			t.Fatalf("call %d after the kill failed: %v", i, err)
+		}
+		if who == dead {
+			t.Fatalf("call %d was answered by the killed instance", i)
+		}
+	}
+	framework.WaitFor(t, "the dead instance to be ejected", func() error {
+		if !strings.Contains(caller.Logs(), "instance ejected after consecutive failures") {
+			return fmt.Errorf("not in the caller's log")
+		}
+		return nil
+	})
+	if n := strings.Count(caller.Logs(), "connecting failed; trying another instance"); n > 6 {
+		t.Errorf("%d calls tried the dead instance: it was not ejected after 5 failures", n)
+	}
+}
