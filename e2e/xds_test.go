@@ -213,7 +213,7 @@ func TestXDSEndpoints(t *testing.T) {
 	})
 	resp, body := call(t, http.MethodPost, caller.URL("/v1.0/invoke/nobody/method/x"), strings.NewReader("hi"), nil)
 	e := wantDaprError(t, resp, body, http.StatusInternalServerError, "ERR_DIRECT_INVOKE")
-	if !strings.Contains(e.Message, "no running sidecar") {
+	if !strings.Contains(e.Message, "has no live instance") {
 		t.Errorf("unknown app: %q", e.Message)
 	}
 	if strings.Contains(cp.Logs(), "registry: instance registered") && strings.Contains(callee.Logs(), "registered with the control plane") {
@@ -230,7 +230,7 @@ func TestXDSEndpoints(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if resp.StatusCode == http.StatusOK || !strings.Contains(string(body), "no running sidecar") {
+		if resp.StatusCode == http.StatusOK || !strings.Contains(string(body), "has no live instance") {
 			return fmt.Errorf("%d %s", resp.StatusCode, body)
 		}
 		return nil

@@ -34,6 +34,7 @@ import (
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/mtls"
 	"github.com/outrigger/outrigger/mtls/svid"
+	"github.com/outrigger/outrigger/nameresolution/balance"
 	"github.com/outrigger/outrigger/proxy"
 	xdsclient "github.com/outrigger/outrigger/xds/client"
 	"github.com/outrigger/outrigger/xds/translate"
@@ -194,6 +195,8 @@ type xdsSource struct {
 	identity   *svid.Manager
 	components bool
 	endpoints  bool
+	// balance configures the balancer over the endpoints.
+	balance balance.Options
 }
 
 // start runs the xDS client and waits for the first answer (components
@@ -249,14 +252,21 @@ func (x *xdsSource) start(ctx context.Context, set *components.Set, routes *tran
 		// Found and findable through the control plane: endpoints over
 		// EDS, and registration over the authenticated xDS stream rather
 		// than the registry's plain HTTP.
-		cfg.Resolver = client
+		lb := balance.New(client, x.balance)
+		cfg.Resolver = balancedResolver{lb, nil}
 		cfg.Announcer = client
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ready := make(chan struct{})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = client.Run(runCtx, ready) }()
-	stop := func() { cancel(); <-done }
+	stop := func() {
+		if lb, ok := cfg.Resolver.(balancedResolver); ok && x.endpoints {
+			_ = lb.Close()
+		}
+		cancel()
+		<-done
+	}
 	select {
 	case <-ready:
 		if err := <-firstErr; err != nil {

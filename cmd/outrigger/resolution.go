@@ -10,6 +10,7 @@ import (
 
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/nameresolution/balance"
+	"github.com/outrigger/outrigger/nameresolution/kubernetes"
 
 	"github.com/outrigger/outrigger/nameresolution"
 	"github.com/outrigger/outrigger/nameresolution/mdns"
@@ -39,7 +40,7 @@ func (f *sidecarFlags) nameResolver(cfg *proxy.Config, logger *slog.Logger) (nam
 	if doc != nil && doc.Spec.NameResolution != nil {
 		section = *doc.Spec.NameResolution
 	}
-	settings, _, err := balance.ParseSettings(section.Configuration)
+	settings, backendConfig, err := balance.ParseSettings(section.Configuration)
 	if err != nil {
 		return nil, nil, usageError{fmt.Errorf("--config %s: %w", cfg.ConfigPath, err)}
 	}
@@ -55,11 +56,30 @@ func (f *sidecarFlags) nameResolver(cfg *proxy.Config, logger *slog.Logger) (nam
 	}
 	log := logger.With("name_resolution", mode)
 	settings.Options.Logger = log
+	f.resolutionMode, f.balance = mode, settings.Options
 	balanced := func(w nameresolution.Watcher, closer io.Closer) nameresolution.Resolver {
 		cfg.HashHeader = settings.HashHeader
 		return balancedResolver{balance.New(w, settings.Options), closer}
 	}
+	warnUnknown := func(unknown []string) {
+		for _, k := range unknown {
+			log.Warn("nameResolution.configuration key not used by this resolver", "key", k)
+		}
+	}
 	switch mode {
+	case "kubernetes":
+		m, unknown, err := kubernetes.ParseMetadata(backendConfig)
+		if err != nil {
+			return nil, nil, usageError{fmt.Errorf("--config %s: nameResolution.configuration: %w", cfg.ConfigPath, err)}
+		}
+		warnUnknown(unknown)
+		w, err := kubernetes.New(m, kubernetes.WithLogger(log))
+		if err != nil {
+			return nil, nil, usageError{fmt.Errorf("kubernetes name resolution: %w", err)}
+		}
+		// Kubernetes itself lists the app's pods under its -dapr service:
+		// nothing to announce.
+		return balanced(w, nil), nil, nil
 	case "static":
 		r, err := static.New(f.staticFile, static.WithLogger(log))
 		if err != nil {
@@ -68,7 +88,8 @@ func (f *sidecarFlags) nameResolver(cfg *proxy.Config, logger *slog.Logger) (nam
 		return balanced(r, r), nil, nil
 	case "registry":
 		opts := []registry.Option{registry.WithLogger(log)}
-		return registry.NewResolver(f.controlPlane, opts...), announcer{registry.NewAnnouncer(f.controlPlane, opts...), "127.0.0.1"}, nil
+		r := registry.NewResolver(f.controlPlane, opts...)
+		return balanced(r, r), announcer{registry.NewAnnouncer(f.controlPlane, opts...), "127.0.0.1"}, nil
 	case "mdns":
 		opts := []mdns.Option{mdns.WithLogger(log)}
 		if f.mdnsInterface != "" {
@@ -84,7 +105,7 @@ func (f *sidecarFlags) nameResolver(cfg *proxy.Config, logger *slog.Logger) (nam
 		}
 		return r, announcer{mdns.NewAnnouncer(opts...), ""}, nil
 	}
-	return nil, nil, usageError{fmt.Errorf("name resolution %q: want mdns, static or registry", mode)}
+	return nil, nil, usageError{fmt.Errorf("name resolution %q: want mdns, kubernetes, static or registry", mode)}
 }
 
 // balancedResolver is a balancer over a backend that must be closed too.

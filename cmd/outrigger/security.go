@@ -119,7 +119,8 @@ func (f *sidecarFlags) startSidecarParts(ctx context.Context, cfg *proxy.Config,
 			address:    f.controlPlane,
 			identity:   f.identity,
 			components: len(cfg.ResourcesPaths) == 0,
-			endpoints:  f.nameResolution == "" || f.nameResolution == "registry",
+			endpoints:  f.resolutionMode == "registry",
+			balance:    f.balance,
 		}
 
 	}

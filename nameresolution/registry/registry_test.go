@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outrigger/outrigger/nameresolution"
+	"github.com/outrigger/outrigger/nameresolution/balance"
 	"github.com/outrigger/outrigger/nameresolution/nameresolutiontest"
 	"github.com/outrigger/outrigger/nameresolution/registry"
 	xdsregistry "github.com/outrigger/outrigger/xds/registry"
@@ -59,13 +60,26 @@ func startControlPlane(t *testing.T, addr string) *controlPlane {
 // harness drives the conformance suite: instances are added by starting an
 // Announcer for them, and removed by stopping it.
 type harness struct {
-	addr string
-	live map[nameresolution.Instance]func(t *testing.T)
+	addr     string
+	live     map[nameresolution.Instance]func(t *testing.T)
+	balanced bool // resolve through a balancer over the registry as a Watcher
 }
 
 func (h *harness) NewResolver(*testing.T) nameresolution.Resolver {
-	return registry.NewResolver(h.addr, registry.WithWait(5*time.Second))
+	r := registry.NewResolver(h.addr, registry.WithWait(5*time.Second))
+	if h.balanced {
+		return closeBoth{balance.New(r, balance.Options{}), r}
+	}
+	return r
 }
+
+// closeBoth is a balancer over a registry resolver; closing it closes both.
+type closeBoth struct {
+	*balance.Balancer
+	r *registry.Resolver
+}
+
+func (c closeBoth) Close() error { _ = c.Balancer.Close(); return c.r.Close() }
 
 func (h *harness) Add(t *testing.T, inst nameresolution.Instance) {
 	t.Helper()
@@ -108,7 +122,12 @@ func announce(t *testing.T, addr string, inst nameresolution.Instance, opts ...r
 func TestConformance(t *testing.T) {
 	t.Setenv("OUTRIGGER_HOME", t.TempDir())
 	cp := startControlPlane(t, "127.0.0.1:0")
-	nameresolutiontest.Run(t, &harness{addr: cp.addr, live: map[nameresolution.Instance]func(*testing.T){}})
+	t.Run("Resolve", func(t *testing.T) {
+		nameresolutiontest.Run(t, &harness{addr: cp.addr, live: map[nameresolution.Instance]func(*testing.T){}})
+	})
+	t.Run("Balanced", func(t *testing.T) {
+		nameresolutiontest.Run(t, &harness{addr: cp.addr, live: map[nameresolution.Instance]func(*testing.T){}, balanced: true})
+	})
 }
 
 // resolveWithin resolves until it returns want or the deadline passes.

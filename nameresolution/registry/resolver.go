@@ -25,6 +25,7 @@ type appKey struct{ namespace, appID string }
 // round-robin goes on across updates.
 type appEntry struct {
 	addrs []string
+	insts []nameresolution.Instance
 	next  *atomic.Uint64
 }
 
@@ -46,6 +47,7 @@ type Resolver struct {
 	firstTry chan struct{}
 
 	mu       sync.RWMutex
+	changed  chan struct{} // closed and replaced when the table changes
 	table    map[appKey]*appEntry
 	loaded   bool
 	lastErr  error
@@ -68,6 +70,36 @@ func NewResolver(addr string, opts ...Option) *Resolver {
 		firstTry: make(chan struct{}),
 		table:    map[appKey]*appEntry{},
 		counters: map[appKey]*atomic.Uint64{},
+		changed:  make(chan struct{}),
+	}
+}
+
+var _ nameresolution.Watcher = (*Resolver)(nil)
+
+// Watch reports the instances of appID in namespace as the registry lists
+// them, now (once the control plane answered) and after every change, until
+// ctx is done: the registry as a nameresolution.Watcher, for a balancer.
+func (r *Resolver) Watch(ctx context.Context, appID, namespace string, update func([]nameresolution.Instance)) error {
+	namespace = nameresolution.NamespaceOrDefault(namespace)
+	r.startOnce.Do(func() { go r.watch() })
+	for {
+		r.mu.RLock()
+		e, loaded, changed := r.table[appKey{namespace, appID}], r.loaded, r.changed
+		r.mu.RUnlock()
+		if loaded {
+			var insts []nameresolution.Instance
+			if e != nil {
+				insts = e.insts
+			}
+			update(insts)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.stop:
+			return nil
+		case <-changed:
+		}
 	}
 }
 
@@ -190,9 +222,12 @@ func (r *Resolver) watch() {
 // apply replaces the table with the instances of snap.
 func (r *Resolver) apply(snap registry.Snapshot) {
 	groups := map[appKey][]string{}
+	insts := map[appKey][]nameresolution.Instance{}
 	for _, inst := range snap.Instances {
 		k := appKey{nameresolution.NamespaceOrDefault(inst.Namespace), inst.AppID}
-		groups[k] = append(groups[k], nameresolution.Instance{Host: inst.Host, Port: inst.Port}.Address())
+		in := nameresolution.Instance{AppID: inst.AppID, Namespace: k.namespace, Host: inst.Host, Port: inst.Port}
+		groups[k] = append(groups[k], in.Address())
+		insts[k] = append(insts[k], in)
 	}
 	table := make(map[appKey]*appEntry, len(groups))
 	r.mu.Lock()
@@ -205,7 +240,7 @@ func (r *Resolver) apply(snap registry.Snapshot) {
 			c = new(atomic.Uint64)
 			r.counters[k] = c
 		}
-		table[k] = &appEntry{addrs: addrs, next: c}
+		table[k] = &appEntry{addrs: addrs, insts: insts[k], next: c}
 	}
 	for k := range r.counters {
 		if _, ok := table[k]; !ok {
@@ -215,6 +250,8 @@ func (r *Resolver) apply(snap registry.Snapshot) {
 	r.table = table
 	r.loaded = true
 	r.lastErr = nil
+	close(r.changed)
+	r.changed = make(chan struct{})
 	r.log.Debug("nameresolution/registry: instances updated", "epoch", snap.Epoch, "index", snap.Index, "instances", len(snap.Instances))
 }
 

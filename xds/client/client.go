@@ -441,6 +441,53 @@ func (c *Client) wantedNames() []string {
 // balancing round robin. The first call for an app subscribes to its
 // endpoints and waits for them (bounded by ResolveTimeout); an app the
 // control plane does not know is nameresolution.ErrNotFound at once.
+// Watch reports the endpoints of appID in namespace from EDS, once the
+// control plane sent them (an app whose cluster the control plane does not
+// list has none) and after every change, until ctx is done: the client as a
+// nameresolution.Watcher, for a balancer.
+func (c *Client) Watch(ctx context.Context, appID, namespace string, update func([]nameresolution.Instance)) error {
+	ns := nameresolution.NamespaceOrDefault(namespace)
+	name := translate.ClusterName(namespace, appID)
+	for {
+		c.mu.Lock()
+		addrs := c.endpoints[name]
+		listed := c.clusters != nil
+		known := !listed || c.clusters[name]
+		subscribed := c.wanted[name]
+		if !subscribed && known {
+			c.wanted[name] = true
+		}
+		changed := c.changed
+		c.mu.Unlock()
+		if !subscribed && known {
+			select {
+			case c.subscribe <- struct{}{}:
+			default:
+			}
+		}
+		if len(addrs) > 0 || (listed && !known) {
+			insts := make([]nameresolution.Instance, 0, len(addrs))
+			for _, a := range addrs {
+				host, port, err := net.SplitHostPort(a)
+				if err != nil {
+					continue
+				}
+				p, err := strconv.Atoi(port)
+				if err != nil {
+					continue
+				}
+				insts = append(insts, nameresolution.Instance{AppID: appID, Namespace: ns, Host: host, Port: p})
+			}
+			update(insts)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
 func (c *Client) Resolve(ctx context.Context, appID, namespace string) (string, error) {
 	name := translate.ClusterName(namespace, appID)
 	deadline := time.NewTimer(c.o.ResolveTimeout)
