@@ -7,9 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"strings"
 
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/nameresolution/balance"
+	"github.com/outrigger/outrigger/nameresolution/consul"
 	"github.com/outrigger/outrigger/nameresolution/kubernetes"
 
 	"github.com/outrigger/outrigger/nameresolution"
@@ -67,6 +70,31 @@ func (f *sidecarFlags) nameResolver(cfg *proxy.Config, logger *slog.Logger) (nam
 		}
 	}
 	switch mode {
+	case "consul":
+		m, unknown, err := consul.ParseMetadata(backendConfig)
+		if err != nil {
+			return nil, nil, usageError{fmt.Errorf("--config %s: nameResolution.configuration: %w", cfg.ConfigPath, err)}
+		}
+		warnUnknown(unknown)
+		w, err := consul.NewWatcher(m, consul.WithLogger(log))
+		if err != nil {
+			return nil, nil, usageError{fmt.Errorf("consul name resolution: %w", err)}
+		}
+		host, local := consulHost(m.Client.Address)
+		opts := []consul.Option{consul.WithLogger(log)}
+		if local && isLoopback(cfg.ListenAddress) {
+			// An agent on this host checks the sidecar's health endpoint;
+			// one elsewhere cannot reach the loopback API, and the
+			// announcer keeps a TTL check passing instead.
+			opts = append(opts, consul.WithHealthURL(fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", cfg.HTTPPort)))
+		}
+		a, err := consul.NewAnnouncer(m, opts...)
+		if err != nil {
+			return nil, nil, usageError{fmt.Errorf("consul name resolution: %w", err)}
+		}
+		// A sidecar without an app (a pure client) registers nothing: no
+		// call should ever be sent to it.
+		return balanced(w, nil), announcer{a: a, host: host, withoutPort: cfg.AppPort == 0}, nil
 	case "kubernetes":
 		m, unknown, err := kubernetes.ParseMetadata(backendConfig)
 		if err != nil {
@@ -89,7 +117,7 @@ func (f *sidecarFlags) nameResolver(cfg *proxy.Config, logger *slog.Logger) (nam
 	case "registry":
 		opts := []registry.Option{registry.WithLogger(log)}
 		r := registry.NewResolver(f.controlPlane, opts...)
-		return balanced(r, r), announcer{registry.NewAnnouncer(f.controlPlane, opts...), "127.0.0.1"}, nil
+		return balanced(r, r), announcer{a: registry.NewAnnouncer(f.controlPlane, opts...), host: "127.0.0.1"}, nil
 	case "mdns":
 		opts := []mdns.Option{mdns.WithLogger(log)}
 		if f.mdnsInterface != "" {
@@ -103,9 +131,43 @@ func (f *sidecarFlags) nameResolver(cfg *proxy.Config, logger *slog.Logger) (nam
 		if err != nil {
 			return nil, nil, fmt.Errorf("mdns name resolution: %w", err)
 		}
-		return r, announcer{mdns.NewAnnouncer(opts...), ""}, nil
+		return r, announcer{a: mdns.NewAnnouncer(opts...)}, nil
 	}
-	return nil, nil, usageError{fmt.Errorf("name resolution %q: want mdns, kubernetes, static or registry", mode)}
+	return nil, nil, usageError{fmt.Errorf("name resolution %q: want mdns, consul, kubernetes, static or registry", mode)}
+}
+
+// consulHost is the address this sidecar registers with the agent at
+// agentAddr (host:port; empty: the consul default on loopback): DAPR_HOST_IP
+// when set, as daprd reads it; else the local address this host reaches the
+// agent from, which is how other hosts reach it (no packet is sent to find
+// it). local reports an agent on loopback.
+func consulHost(agentAddr string) (host string, local bool) {
+	if agentAddr == "" {
+		agentAddr = "127.0.0.1:8500"
+	}
+	agentAddr = strings.TrimPrefix(strings.TrimPrefix(agentAddr, "http://"), "https://")
+	h, _, err := net.SplitHostPort(agentAddr)
+	if err != nil {
+		h = agentAddr
+	}
+	local = h == "localhost" || isLoopback(h)
+	if v := os.Getenv("DAPR_HOST_IP"); v != "" {
+		return v, local
+	}
+	if local {
+		return "127.0.0.1", true
+	}
+	c, err := net.Dial("udp", net.JoinHostPort(h, "9"))
+	if err != nil {
+		return "", false // the agent fills in its node address
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String(), false
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // balancedResolver is a balancer over a backend that must be closed too.
@@ -126,8 +188,13 @@ func (b balancedResolver) Close() error {
 type announcer struct {
 	a    nameresolution.Announcer
 	host string
+	// withoutPort announces no port (the backend then registers nothing).
+	withoutPort bool
 }
 
 func (a announcer) Announce(ctx context.Context, appID, namespace string, meshPort int) error {
+	if a.withoutPort {
+		meshPort = 0
+	}
 	return a.a.Announce(ctx, nameresolution.Instance{AppID: appID, Namespace: namespace, Host: a.host, Port: meshPort})
 }

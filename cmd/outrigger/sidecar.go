@@ -101,7 +101,7 @@ func newSidecarFlags(fs *flag.FlagSet) *sidecarFlags {
 	fs.IntVar(&f.probeInterval, "app-health-probe-interval", 5, "seconds between app health probes")
 	fs.IntVar(&f.probeTimeout, "app-health-probe-timeout", 500, "milliseconds before an app health probe fails")
 	fs.IntVar(&c.AppHealth.Threshold, "app-health-threshold", 3, "failed probes in a row before the app is unhealthy")
-	fs.StringVar(&f.nameResolution, "name-resolution", "", "name resolution: mdns (daprd's default), kubernetes, static, or registry (default: registry with --control-plane-address, else mdns)")
+	fs.StringVar(&f.nameResolution, "name-resolution", "", "name resolution: mdns (daprd's default), consul, kubernetes, static, or registry (default: registry with --control-plane-address, else mdns)")
 	fs.StringVar(&f.staticFile, "static-resolution-file", "", "YAML file of app addresses for --name-resolution static")
 	fs.StringVar(&f.controlPlane, "control-plane-address", "", "address of the Outrigger control plane")
 	fs.StringVar(&f.mdnsInterface, "mdns-interface", "", "network interface mDNS uses (default: all multicast interfaces)")
@@ -162,13 +162,13 @@ func (f *sidecarFlags) config() (proxy.Config, *slog.Logger, error) {
 		}
 	}
 	switch f.nameResolution {
-	case "", "mdns", "registry", "kubernetes":
+	case "", "mdns", "registry", "kubernetes", "consul":
 	case "static":
 		if f.staticFile == "" {
 			return c, nil, usageError{errors.New("--name-resolution static needs --static-resolution-file")}
 		}
 	default:
-		return c, nil, usageError{fmt.Errorf("--name-resolution %q: want mdns, kubernetes, static or registry", f.nameResolution)}
+		return c, nil, usageError{fmt.Errorf("--name-resolution %q: want mdns, consul, kubernetes, static or registry", f.nameResolution)}
 	}
 	if f.nameResolution == "registry" && f.controlPlane == "" {
 		return c, nil, usageError{errors.New("--name-resolution registry needs --control-plane-address")}

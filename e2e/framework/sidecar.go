@@ -68,6 +68,9 @@ type SidecarOptions struct {
 	MTLS *ControlPlane
 	// Wait is what to wait for before returning.
 	Wait Readiness
+	// Netns runs the sidecar inside that network namespace (see NewNet);
+	// the harness reaches its ports from inside it too.
+	Netns string
 }
 
 // Sidecar is a running `outrigger sidecar` process. The test's cleanup stops
@@ -83,6 +86,10 @@ type Sidecar struct {
 	GRPCPort     int
 	InternalPort int
 	MetricsPort  int
+
+	// Netns is the network namespace the sidecar runs in ("" for the
+	// machine's own); Client reaches it there.
+	Netns string
 
 	cmd      *exec.Cmd
 	logs     *logBuffer
@@ -107,6 +114,7 @@ func StartSidecar(t testing.TB, o SidecarOptions) *Sidecar {
 		MetricsPort:  FreePort(t),
 		logs:         &logBuffer{},
 		done:         make(chan struct{}),
+		Netns:        o.Netns,
 	}
 	if s.Namespace == "" {
 		s.Namespace = "default"
@@ -162,6 +170,12 @@ func StartSidecar(t testing.TB, o SidecarOptions) *Sidecar {
 	args = append(args, o.Args...)
 
 	s.cmd = command(Binary(t), home, args)
+	if o.Netns != "" {
+		// ip execs the binary: the process, its pid and its signals are
+		// the sidecar's.
+		s.cmd.Args = append([]string{"ip", "netns", "exec", o.Netns, s.cmd.Path}, args...)
+		s.cmd.Path, _ = exec.LookPath("ip")
+	}
 	s.cmd.Env = append(s.cmd.Env, env...)
 	s.cmd.Stdout = s.logs
 	s.cmd.Stderr = s.logs
@@ -233,6 +247,9 @@ func (s *Sidecar) waitReady(t testing.TB, path string) {
 		case <-s.done:
 			return errExited
 		default:
+		}
+		if s.Netns != "" {
+			return wantStatusWith(HTTPClient(s.Netns, 5*time.Second), url, 204)
 		}
 		return wantStatus(url, 204)
 	})

@@ -63,6 +63,21 @@ func statusOf(ctx context.Context, url string) (int, string, error) {
 	return resp.StatusCode, string(body), nil
 }
 
+// wantStatusWith is wantStatus through client.
+func wantStatusWith(client *http.Client, url string, status int) error {
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	client.CloseIdleConnections()
+	if resp.StatusCode != status {
+		return fmt.Errorf("GET %s: %d %s, want %d", url, resp.StatusCode, body, status)
+	}
+	return nil
+}
+
 // wantStatus returns nil when a GET to url answers status.
 func wantStatus(url string, status int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
