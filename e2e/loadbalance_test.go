@@ -146,3 +146,52 @@ func TestLoadBalancingInstanceDies(t *testing.T) {
 		t.Errorf("%d calls tried the dead instance: it was not ejected after 5 failures", n)
 	}
 }
+
+// TestLoadBalancingOverXDS: the control plane's Configuration sets the
+// outlier detection of every app's cluster, and a sidecar that finds apps
+// through the control plane applies it: here two failures eject (the
+// sidecar's own default is five). A callee that dies is not the way to show
+// it: the control plane drops its endpoint at once.
+func TestLoadBalancingOverXDS(t *testing.T) {
+	t.Parallel()
+	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{Config: "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cp\nspec:\n  nameResolution:\n    configuration:\n      outlierDetection:\n        consecutiveFailures: 2\n        maxEjectionPercent: 50\n"})
+	viaCP := []string{"--control-plane-address", cp.Addr, "--name-resolution", "registry"}
+	for range 2 {
+		app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
+		framework.StartSidecar(t, framework.SidecarOptions{AppID: "xlb-callee", AppPort: app.Port, MTLS: cp, Args: viaCP})
+	}
+	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "xlb-caller", MTLS: cp, Args: viaCP})
+	framework.WaitFor(t, "both callees to answer through the control plane's endpoints", func() error {
+		seen := map[string]bool{}
+		for range 6 {
+			who, err := answeredBy(t, caller, "xlb-callee", nil)
+			if err != nil {
+				return err
+			}
+			seen[who] = true
+		}
+		if len(seen) != 2 {
+			return fmt.Errorf("answered by %v", seen)
+		}
+		return nil
+	})
+	// Calls that end in 503 (as Envoy's consecutive_5xx, a 502, 503 or 504
+	// counts against the instance): the caller ejects one callee after the
+	// cluster's two failures in a row, not the default five.
+	framework.WaitFor(t, "a callee to be ejected after two failures", func() error {
+		resp, body, err := tryCall(callCtx(t), http.MethodGet, caller.URL("/v1.0/invoke/xlb-callee/method/fail/503"), nil, nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("want the app's 503, got %d %s", resp.StatusCode, body)
+		}
+		if !strings.Contains(caller.Logs(), "instance ejected after consecutive failures") {
+			return fmt.Errorf("not ejected yet")
+		}
+		return nil
+	})
+	if !strings.Contains(caller.Logs(), "failures=2") {
+		t.Errorf("the ejection did not use the cluster's two failures:\n%s", caller.Logs())
+	}
+}

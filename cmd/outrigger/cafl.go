@@ -13,13 +13,17 @@ import (
 	"github.com/outrigger/outrigger/devmode"
 	"github.com/outrigger/outrigger/mtls"
 	mtlsca "github.com/outrigger/outrigger/mtls/ca"
+	"github.com/outrigger/outrigger/nameresolution/balance"
 )
 
 // caFlags are the certificate authority's flags, shared by
 // `outrigger control-plane` and `outrigger control-plane token`.
 type caFlags struct {
-	dataDir          string
-	configPath       string
+	dataDir    string
+	configPath string
+	// balance is the load balancing and outlier detection of the
+	// Configuration's nameResolution, served on every app's cluster.
+	balance          balance.AppOptions
 	trustDomain      string
 	namespace        string
 	issuerCert       string
@@ -55,6 +59,13 @@ func (f *caFlags) authority(home string, logger *slog.Logger) (*mtlsca.Authority
 		}
 		if ttl, skew, err = doc.Spec.MTLS.Durations(); err != nil {
 			return nil, usageError{fmt.Errorf("--config %s: %w", f.configPath, err)}
+		}
+		if nr := doc.Spec.NameResolution; nr != nil {
+			settings, _, err := balance.ParseSettings(nr.Configuration)
+			if err != nil {
+				return nil, usageError{fmt.Errorf("--config %s: %w", f.configPath, err)}
+			}
+			f.balance = balance.AppOptions{Policy: settings.Options.Policy, Outlier: settings.Options.Outlier}
 		}
 	}
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {

@@ -252,7 +252,11 @@ func (x *xdsSource) start(ctx context.Context, set *components.Set, routes *tran
 		// Found and findable through the control plane: endpoints over
 		// EDS, and registration over the authenticated xDS stream rather
 		// than the registry's plain HTTP.
-		lb := balance.New(client, x.balance)
+		// The control plane's cluster of each app carries its policy and
+		// outlier detection; the sidecar's Configuration gives the rest.
+		opts := x.balance
+		opts.ForApp = client.AppOptions
+		lb := balance.New(client, opts)
 		cfg.Resolver = balancedResolver{lb, nil}
 		cfg.Announcer = client
 	}

@@ -99,6 +99,7 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 	xds := xdsserver.New(xdsserver.Options{
 		ResourcesPaths: resourcesPaths,
 		Registry:       reg,
+		Balance:        ca.balance,
 		TrustAnchors:   func() []byte { return mtls.CertsPEM(authority.Bundle().X509Authorities()) },
 		Verify: func(cs tls.ConnectionState) (mtls.Identity, error) {
 			return mtls.VerifyPeer(cs, authority, nil)

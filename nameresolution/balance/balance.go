@@ -80,24 +80,39 @@ type Options struct {
 	// instance that comes or goes moves only the keys next to its own points.
 	RingPoints int
 	Logger     *slog.Logger
+	// ForApp, when set, gives an app's own policy and outlier detection
+	// (the control plane's cluster of the app, over xDS); it is asked when
+	// the app's instances change. Zero fields keep the defaults above.
+	ForApp func(appID, namespace string) (AppOptions, bool)
+}
+
+// AppOptions are the settings one app may have of its own.
+type AppOptions struct {
+	Policy  Policy
+	Outlier Outlier
+}
+
+// Defaults fills the zero fields of o with the defaults.
+func (o *Outlier) Defaults() {
+	if o.ConsecutiveFailures == 0 {
+		o.ConsecutiveFailures = 5
+	}
+	if o.BaseEjection <= 0 {
+		o.BaseEjection = 30 * time.Second
+	}
+	if o.MaxEjection <= 0 {
+		o.MaxEjection = 300 * time.Second
+	}
+	if o.MaxEjectionPercent <= 0 {
+		o.MaxEjectionPercent = 10
+	}
 }
 
 func (o *Options) defaults() {
 	if o.Policy == "" {
 		o.Policy = RoundRobin
 	}
-	if o.Outlier.ConsecutiveFailures == 0 {
-		o.Outlier.ConsecutiveFailures = 5
-	}
-	if o.Outlier.BaseEjection <= 0 {
-		o.Outlier.BaseEjection = 30 * time.Second
-	}
-	if o.Outlier.MaxEjection <= 0 {
-		o.Outlier.MaxEjection = 300 * time.Second
-	}
-	if o.Outlier.MaxEjectionPercent <= 0 {
-		o.Outlier.MaxEjectionPercent = 10
-	}
+	o.Outlier.Defaults()
 	if o.FirstAnswer <= 0 {
 		o.FirstAnswer = 5 * time.Second
 	}
@@ -137,6 +152,7 @@ type app struct {
 	set   atomic.Pointer[endpointSet]
 	err   atomic.Pointer[error] // the watch failed for good
 	next  atomic.Uint64         // round robin
+	opts  atomic.Pointer[AppOptions]
 }
 
 // endpointSet is an immutable snapshot of an app's instances.
@@ -182,7 +198,7 @@ func (e *Endpoint) Done(err error) {
 		return
 	}
 	e.b.failures.Add(1)
-	o := e.b.o.Outlier
+	o := e.app.opts.Load().Outlier
 	if o.ConsecutiveFailures < 0 {
 		return
 	}
@@ -208,16 +224,17 @@ func (b *Balancer) eject(e *Endpoint) {
 			out++
 		}
 	}
-	if out > 0 && (out+1)*100 > b.o.Outlier.MaxEjectionPercent*len(set.eps) {
+	o := e.app.opts.Load().Outlier
+	if out > 0 && (out+1)*100 > o.MaxEjectionPercent*len(set.eps) {
 		return
 	}
 	n := e.ejections.Add(1)
-	d := min(time.Duration(n)*b.o.Outlier.BaseEjection, b.o.Outlier.MaxEjection)
+	d := min(time.Duration(n)*o.BaseEjection, o.MaxEjection)
 	e.ejectedUntil.Store(now + int64(d))
 	e.fails.Store(0)
 	b.ejected.Add(1)
 	b.o.Logger.Warn("instance ejected after consecutive failures", "app_id", e.inst.AppID, "namespace", e.inst.Namespace,
-		"address", e.addr, "failures", b.o.Outlier.ConsecutiveFailures, "for", d)
+		"address", e.addr, "failures", o.ConsecutiveFailures, "for", d)
 }
 
 // New returns a balancer over what w reports. Close stops its watches.
@@ -323,8 +340,9 @@ func (b *Balancer) choose(a *app, set *endpointSet, key string) *Endpoint {
 	}
 	now := b.now().UnixNano()
 	in := func(e *Endpoint) bool { return e.ejectedUntil.Load() <= now }
+	policy := a.opts.Load().Policy
 	switch {
-	case b.o.Policy == RingHash && key != "" && len(set.ring) > 0:
+	case policy == RingHash && key != "" && len(set.ring) > 0:
 		h := xxhash.Sum64String(key)
 		i, _ := slices.BinarySearchFunc(set.ring, h, func(p ringPoint, h uint64) int {
 			switch {
@@ -342,7 +360,7 @@ func (b *Balancer) choose(a *app, set *endpointSet, key string) *Endpoint {
 			}
 		}
 		return set.ring[i%len(set.ring)].ep
-	case b.o.Policy == LeastRequest:
+	case policy == LeastRequest:
 		x, y := eps[rand.IntN(len(eps))], eps[rand.IntN(len(eps))]
 		if !in(x) || !in(y) {
 			// Fall back to the next instance in turn that is in.
@@ -375,6 +393,7 @@ func (b *Balancer) watch(k appKey) (*app, error) {
 		return a, nil
 	}
 	a := &app{key: k, ready: make(chan struct{})}
+	b.setAppOptions(a)
 	apps := make(map[appKey]*app, len(old)+1)
 	for kk, v := range old {
 		apps[kk] = v
@@ -452,12 +471,33 @@ func (b *Balancer) update(a *app, insts []nameresolution.Instance) {
 		}
 		return 0
 	})
-	if b.o.Policy == RingHash && len(set.eps) > 1 {
+	b.setAppOptions(a)
+	if a.opts.Load().Policy == RingHash && len(set.eps) > 1 {
 		set.ring = buildRing(set.eps, b.o.RingPoints)
 	}
 	a.err.Store(nil)
 	a.set.Store(set)
 	a.once.Do(func() { close(a.ready) })
+}
+
+// setAppOptions settles a's policy and outlier detection: the app's own
+// where ForApp gives them, the balancer's otherwise.
+func (b *Balancer) setAppOptions(a *app) {
+	o := AppOptions{Policy: b.o.Policy, Outlier: b.o.Outlier}
+	if b.o.ForApp != nil {
+		if own, ok := b.o.ForApp(a.key.id, a.key.ns); ok {
+			if own.Policy != "" {
+				o.Policy = own.Policy
+			}
+			if own.Outlier != (Outlier{}) {
+				o.Outlier = own.Outlier
+				o.Outlier.Defaults()
+			}
+		}
+	}
+	if cur := a.opts.Load(); cur == nil || *cur != o {
+		a.opts.Store(&o)
+	}
 }
 
 // buildRing places every endpoint on the ring at points derived from its

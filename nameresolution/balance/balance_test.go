@@ -329,3 +329,31 @@ func BenchmarkPickWarm(b *testing.B) {
 		})
 	}
 }
+
+func TestForAppOverrides(t *testing.T) {
+	w := newSetWatcher()
+	w.set("own", 1, 2, 3)
+	w.set("plain", 1, 2, 3)
+	b, _ := newTest(t, w, Options{ForApp: func(appID, _ string) (AppOptions, bool) {
+		if appID != "own" {
+			return AppOptions{}, false
+		}
+		return AppOptions{Policy: RingHash, Outlier: Outlier{ConsecutiveFailures: 1, MaxEjectionPercent: 100}}, true
+	}})
+	// The app's own policy: a key sticks to one instance.
+	if got := pickN(t, b, "own", "user-1", 9); len(got) != 1 {
+		t.Errorf("ring hash from ForApp: %v", got)
+	}
+	if got := pickN(t, b, "plain", "user-1", 9); len(got) != 3 {
+		t.Errorf("the default policy for another app: %v", got)
+	}
+	// The app's own outlier detection: one failure ejects.
+	e, err := b.Pick(t.Context(), "own", "", "user-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Done(errors.New("refused"))
+	if n := b.Stats().Ejections; n != 1 {
+		t.Errorf("%d ejections after one failure with consecutiveFailures 1", n)
+	}
+}

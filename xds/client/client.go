@@ -38,6 +38,7 @@ import (
 
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/nameresolution"
+	"github.com/outrigger/outrigger/nameresolution/balance"
 	"github.com/outrigger/outrigger/xds/translate"
 )
 
@@ -76,12 +77,13 @@ type Client struct {
 	o Options
 
 	mu        sync.Mutex
-	clusters  map[string]bool     // cluster names the control plane has; nil until the first CDS answer
-	endpoints map[string][]string // cluster -> mesh addresses
-	wanted    map[string]bool     // clusters subscribed on demand
-	changed   chan struct{}       // closed and replaced on any CDS/EDS change
-	subscribe chan struct{}       // a new name to subscribe (buffered 1)
-	next      atomic.Uint64       // round robin
+	clusters  map[string]bool               // cluster names the control plane has; nil until the first CDS answer
+	balancing map[string]balance.AppOptions // cluster -> its lb_policy and outlier_detection
+	endpoints map[string][]string           // cluster -> mesh addresses
+	wanted    map[string]bool               // clusters subscribed on demand
+	changed   chan struct{}                 // closed and replaced on any CDS/EDS change
+	subscribe chan struct{}                 // a new name to subscribe (buffered 1)
+	next      atomic.Uint64                 // round robin
 
 	meshPort    atomic.Int64  // announced mesh port, carried in the node metadata
 	nodeChanged chan struct{} // the node metadata changed (buffered 1)
@@ -337,15 +339,18 @@ func (c *Client) apply(resp *discoverygrpc.DiscoveryResponse) error {
 		return nil
 	case resourcev3.ClusterType:
 		names := map[string]bool{}
+		balancing := map[string]balance.AppOptions{}
 		for _, a := range resp.GetResources() {
 			var cl clusterv3.Cluster
 			if err := a.UnmarshalTo(&cl); err != nil {
 				return fmt.Errorf("a resource is not a Cluster: %w", err)
 			}
 			names[cl.GetName()] = true
+			balancing[cl.GetName()] = translate.ClusterBalancing(&cl)
 		}
 		c.mu.Lock()
 		c.clusters = names
+		c.balancing = balancing
 		for name := range c.endpoints {
 			if !names[name] {
 				delete(c.endpoints, name)
@@ -441,6 +446,16 @@ func (c *Client) wantedNames() []string {
 // balancing round robin. The first call for an app subscribes to its
 // endpoints and waits for them (bounded by ResolveTimeout); an app the
 // control plane does not know is nameresolution.ErrNotFound at once.
+// AppOptions is the load balancing policy and outlier detection the
+// control plane gives appID's cluster, for the balancer (balance.Options'
+// ForApp).
+func (c *Client) AppOptions(appID, namespace string) (balance.AppOptions, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.balancing[translate.ClusterName(namespace, appID)]
+	return o, ok
+}
+
 // Watch reports the endpoints of appID in namespace from EDS, once the
 // control plane sent them (an app whose cluster the control plane does not
 // list has none) and after every change, until ctx is done: the client as a

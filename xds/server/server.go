@@ -36,6 +36,7 @@ import (
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/mtls"
 	"github.com/outrigger/outrigger/nameresolution"
+	"github.com/outrigger/outrigger/nameresolution/balance"
 	"github.com/outrigger/outrigger/xds/registry"
 	"github.com/outrigger/outrigger/xds/translate"
 )
@@ -50,6 +51,9 @@ type Options struct {
 	TrustAnchors func() []byte
 	// Verify checks a client's TLS state and returns its proven identity.
 	Verify func(tls.ConnectionState) (mtls.Identity, error)
+	// Balance is the load balancing and outlier detection of every app's
+	// cluster.
+	Balance balance.AppOptions
 	// Registerer receives the server's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -449,7 +453,7 @@ func (s *Server) prepare() *translate.Prepared {
 	}
 	s.mu.Lock()
 	stale := s.inputsChanged || s.prepared == nil || !bytes.Equal(anchors, s.anchors)
-	in := translate.Input{Resources: s.resources, Endpoints: s.endpoints, TrustAnchorsPEM: anchors}
+	in := translate.Input{Resources: s.resources, Endpoints: s.endpoints, TrustAnchorsPEM: anchors, Balance: s.opts.Balance}
 	s.inputsChanged = false
 	prev := s.prepared
 	s.mu.Unlock()

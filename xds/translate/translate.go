@@ -38,6 +38,7 @@ import (
 
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/nameresolution"
+	"github.com/outrigger/outrigger/nameresolution/balance"
 )
 
 // Type URLs of Outrigger's documents inside TypedStructs.
@@ -49,8 +50,6 @@ const (
 	SubscriptionType  = typePrefix + "Subscription"
 	// TrustBundleName is the SDS Secret holding the trust anchors.
 	TrustBundleName = "trust-bundle"
-	// DefaultConsecutiveErrors ejects an endpoint after this many failures in a row.
-	DefaultConsecutiveErrors = 5
 )
 
 // Node is the sidecar a snapshot is for.
@@ -66,6 +65,10 @@ type Input struct {
 	TrustAnchorsPEM []byte
 	// Endpoints are the running sidecars.
 	Endpoints []nameresolution.Instance
+	// Balance is the load balancing policy and outlier detection of every
+	// app's cluster (the control plane's Configuration's nameResolution);
+	// zero fields take balance's defaults.
+	Balance balance.AppOptions
 }
 
 // ClusterName is the xDS cluster of an app.
@@ -169,7 +172,7 @@ func Prepare(in Input) (*Prepared, error) {
 		})
 	}
 	var err error
-	if p.clusters, p.endpoints, err = clustersOf(in.Endpoints); err != nil {
+	if p.clusters, p.endpoints, err = clustersOf(in.Endpoints, in.Balance); err != nil {
 		errs = append(errs, err)
 	}
 	p.apps = appsOf(in.Endpoints)
@@ -384,8 +387,66 @@ func ListenerName(namespace, appID string) string {
 	return appID + "." + ns
 }
 
+// clusterBalancing is a cluster's lb_policy and outlier_detection for lb.
+// Outlier detection off (a negative count) is no outlier_detection at all.
+func clusterBalancing(lb balance.AppOptions) (clusterv3.Cluster_LbPolicy, *clusterv3.OutlierDetection) {
+	policy := clusterv3.Cluster_ROUND_ROBIN
+	switch lb.Policy {
+	case balance.LeastRequest:
+		policy = clusterv3.Cluster_LEAST_REQUEST
+	case balance.RingHash:
+		policy = clusterv3.Cluster_RING_HASH
+	}
+	o := lb.Outlier
+	if o.ConsecutiveFailures < 0 {
+		return policy, nil
+	}
+	o.Defaults()
+	return policy, &clusterv3.OutlierDetection{
+		// Envoy counts 5xx and locally originated failures together here,
+		// as the sidecar's balancer does.
+		Consecutive_5Xx:    wrapperspb.UInt32(uint32(o.ConsecutiveFailures)),
+		BaseEjectionTime:   durationpb.New(o.BaseEjection),
+		MaxEjectionTime:    durationpb.New(o.MaxEjection),
+		MaxEjectionPercent: wrapperspb.UInt32(uint32(o.MaxEjectionPercent)),
+	}
+}
+
+// ClusterBalancing reads back what clusterBalancing wrote: the app options
+// a sidecar's balancer takes from a cluster.
+func ClusterBalancing(c *clusterv3.Cluster) balance.AppOptions {
+	var o balance.AppOptions
+	switch c.GetLbPolicy() {
+	case clusterv3.Cluster_LEAST_REQUEST:
+		o.Policy = balance.LeastRequest
+	case clusterv3.Cluster_RING_HASH:
+		o.Policy = balance.RingHash
+	default:
+		o.Policy = balance.RoundRobin
+	}
+	od := c.GetOutlierDetection()
+	if od == nil {
+		o.Outlier.ConsecutiveFailures = -1
+		return o
+	}
+	if v := od.GetConsecutive_5Xx(); v != nil {
+		o.Outlier.ConsecutiveFailures = int(v.GetValue())
+	}
+	if d := od.GetBaseEjectionTime(); d != nil {
+		o.Outlier.BaseEjection = d.AsDuration()
+	}
+	if d := od.GetMaxEjectionTime(); d != nil {
+		o.Outlier.MaxEjection = d.AsDuration()
+	}
+	if v := od.GetMaxEjectionPercent(); v != nil {
+		o.Outlier.MaxEjectionPercent = int(v.GetValue())
+	}
+	return o
+}
+
 // clustersOf makes one EDS cluster per app with its load assignment.
-func clustersOf(instances []nameresolution.Instance) (clusters, assignments []types.Resource, err error) {
+func clustersOf(instances []nameresolution.Instance, lb balance.AppOptions) (clusters, assignments []types.Resource, err error) {
+	policy, outlier := clusterBalancing(lb)
 	tlsSocket, err := upstreamTLS()
 	if err != nil {
 		return nil, nil, err
@@ -412,14 +473,10 @@ func clustersOf(instances []nameresolution.Instance) (clusters, assignments []ty
 					ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 				},
 			},
-			ConnectTimeout:  durationpb.New(5 * time.Second),
-			TransportSocket: tlsSocket,
-			LbPolicy:        clusterv3.Cluster_ROUND_ROBIN,
-			OutlierDetection: &clusterv3.OutlierDetection{
-				Consecutive_5Xx:    wrapperspb.UInt32(DefaultConsecutiveErrors),
-				BaseEjectionTime:   durationpb.New(30 * time.Second),
-				MaxEjectionPercent: wrapperspb.UInt32(100),
-			},
+			ConnectTimeout:   durationpb.New(5 * time.Second),
+			TransportSocket:  tlsSocket,
+			LbPolicy:         policy,
+			OutlierDetection: outlier,
 		})
 		lbs := make([]*endpointv3.LbEndpoint, 0, len(insts))
 		for _, inst := range insts {
