@@ -131,7 +131,7 @@ func (f *sidecarFlags) nameResolver(cfg *proxy.Config, logger *slog.Logger) (nam
 		if err != nil {
 			return nil, nil, fmt.Errorf("mdns name resolution: %w", err)
 		}
-		return r, announcer{a: mdns.NewAnnouncer(opts...)}, nil
+		return balanced(r, r), announcer{a: mdns.NewAnnouncer(opts...)}, nil
 	}
 	return nil, nil, usageError{fmt.Errorf("name resolution %q: want mdns, consul, kubernetes, static or registry", mode)}
 }

@@ -6,11 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	hmdns "github.com/hashicorp/mdns"
+	"github.com/miekg/dns"
 
 	"github.com/outrigger/outrigger/nameresolution"
 )
@@ -27,12 +30,19 @@ func NewAnnouncer(opts ...Option) *Announcer {
 }
 
 // Announce makes inst findable by Resolvers on the link until ctx is done,
-// then stops answering and returns nil. The instance gets a name of its own
+// then withdraws it and returns nil. The instance gets a name of its own
 // (the app-id and a random suffix), so several instances of one app, on one
 // host or many, are all found. When inst.Host is empty Announce advertises
-// the interface's address (see WithInterface); otherwise inst.Host, looked
-// up when it is a name. Resolvers drop a withdrawn instance when their TTL
-// passes. Announce returns an error, at once, only when it cannot announce.
+// an IPv4 and an IPv6 address of the interface (see WithInterface), those
+// it has; otherwise inst.Host, looked up when it is a name.
+//
+// hashicorp/mdns's server answers the queries. Announce also multicasts the
+// instance's records unsolicited, twice a second apart (RFC 6762, section
+// 8.3), so that Resolvers already listening learn it at once, and when ctx
+// is done sends them again with TTL 0, a goodbye (section 10.1), so that
+// they drop it at once; hashicorp/mdns does neither. A Resolver that misses
+// the goodbye drops the instance when its TTL runs out. Announce returns an
+// error, at once, only when it cannot announce.
 func (a *Announcer) Announce(ctx context.Context, inst nameresolution.Instance) error {
 	ns := nameresolution.NamespaceOrDefault(inst.Namespace)
 	if err := validInstance(inst.AppID, ns, inst.Port); err != nil {
@@ -42,12 +52,18 @@ func (a *Announcer) Announce(ctx context.Context, inst nameresolution.Instance) 
 	if err != nil {
 		return fmt.Errorf("nameresolution/mdns: announcing %q: %v", inst.AppID, err)
 	}
+	if len(ips) > maxAddrs {
+		// Resolvers keep no more, and drop a response with too many
+		// records as a flood.
+		a.cfg.logger.Warn("the host has too many addresses; announcing the first", "host", inst.Host, "addresses", len(ips), "announced", maxAddrs)
+		ips = ips[:maxAddrs]
+	}
 	name, err := instanceName(inst.AppID)
 	if err != nil {
 		return fmt.Errorf("nameresolution/mdns: announcing %q: %v", inst.AppID, err)
 	}
-	// A host name per instance keeps the A records of two instances on one
-	// machine apart in hashicorp/mdns's client, which files them by host.
+	// A host name per instance keeps the address records of two instances
+	// on one machine apart.
 	host := name + "." + domain
 	txt := []string{txtVersion, txtAppID + inst.AppID, txtNamespace + ns}
 	svc, err := hmdns.NewMDNSService(name, ServiceType, domain, host, inst.Port, ips, txt)
@@ -60,11 +76,66 @@ func (a *Announcer) Announce(ctx context.Context, inst nameresolution.Instance) 
 	}
 	log := a.cfg.logger.With("resolver", "mdns", "instance", name, "appID", inst.AppID, "namespace", ns)
 	log.Info("announcing", "ips", ips, "port", inst.Port)
-	<-ctx.Done()
+	// The answer to a query for the service: PTR, SRV, A, AAAA and TXT.
+	records := svc.Records(dns.Question{Name: serviceName, Qtype: dns.TypePTR, Qclass: dns.ClassINET})
+	a.multicast(log, "announcement", records)
+	again := time.NewTimer(time.Second)
+	select {
+	case <-ctx.Done():
+		again.Stop()
+	case <-again.C:
+		a.multicast(log, "announcement", records)
+		<-ctx.Done()
+	}
 	// Shutdown closes the sockets; the server's goroutines end on their
-	// next read, which fails at once.
+	// next read, which fails at once. No answer leaves after the goodbye.
 	_ = srv.Shutdown()
+	for _, rr := range records {
+		rr.Header().Ttl = 0
+	}
+	a.multicast(log, "goodbye", records)
 	log.Info("withdrawn")
+	return nil
+}
+
+// multicast sends records, as an unsolicited response, to the mDNS group of
+// each IP version the host can send on. Failures are logged: a host without
+// IPv6 (or IPv4) multicast is normal, and Resolvers that miss the packet
+// learn the same thing later by querying, or by the TTL.
+func (a *Announcer) multicast(log *slog.Logger, what string, records []dns.RR) {
+	m := &dns.Msg{MsgHdr: dns.MsgHdr{Response: true, Authoritative: true}, Compress: true, Answer: records}
+	buf, err := m.Pack()
+	if err != nil {
+		log.Warn("cannot pack the "+what, "err", err)
+		return
+	}
+	var errs []error
+	for _, g := range groups {
+		if err := sendTo(g, a.cfg.iface, buf); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch {
+	case len(errs) == len(groups):
+		log.Warn("cannot multicast the "+what, "err", errors.Join(errs...))
+	case len(errs) > 0:
+		log.Debug("multicast the "+what+" over one IP version only", "err", errors.Join(errs...))
+	}
+}
+
+// sendTo sends one packet to g's group from a socket of its own.
+func sendTo(g group, iface *net.Interface, buf []byte) error {
+	c, err := net.ListenUDP(g.network, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %v", g.name, err)
+	}
+	defer c.Close()
+	if err := setMulticast(c, g.v6, iface); err != nil {
+		return fmt.Errorf("%s: %v", g.name, err)
+	}
+	if _, err := c.WriteToUDP(buf, g.addr); err != nil {
+		return fmt.Errorf("%s: %v", g.name, err)
+	}
 	return nil
 }
 
@@ -80,12 +151,27 @@ func validInstance(appID, namespace string, port int) error {
 	case port < 1 || port > 65535:
 		return fmt.Errorf("port %d is not from 1 to 65535", port)
 	}
-	return nil
+	// What a Resolver would refuse (see parseTXT).
+	if err := checkText("app-id", appID, txtMax-len(txtAppID)); err != nil {
+		return err
+	}
+	return checkText("namespace", namespace, txtMax-len(txtNamespace))
 }
 
-// instanceName returns a DNS label unique to one announcement: the app-id
-// reduced to letters, digits and '-', and 12 random hex digits.
+// instanceName returns a DNS label unique to one announcement: nameLabel
+// of the app-id, a dash and 12 random hex digits. A Resolver checks that an
+// instance's name is one that its app-id could have made.
 func instanceName(appID string) (string, error) {
+	var suffix [6]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		return "", err
+	}
+	return nameLabel(appID) + "-" + hex.EncodeToString(suffix[:]), nil
+}
+
+// nameLabel reduces an app-id to at most 40 letters, digits and dashes,
+// not starting or ending with a dash: "app" when nothing is left.
+func nameLabel(appID string) string {
 	var b strings.Builder
 	for _, c := range appID {
 		if b.Len() == 40 {
@@ -101,11 +187,7 @@ func instanceName(appID string) (string, error) {
 	if label == "" {
 		label = "app"
 	}
-	var suffix [6]byte
-	if _, err := rand.Read(suffix[:]); err != nil {
-		return "", err
-	}
-	return label + "-" + hex.EncodeToString(suffix[:]), nil
+	return label
 }
 
 // addresses returns the IPs to advertise: host's when it is given, else one
@@ -160,8 +242,8 @@ func (a *Announcer) addresses(ctx context.Context, host string) ([]net.IP, error
 
 // interfaceAddresses picks at most one IPv4 and one IPv6 address from
 // ifaces, in interface order, preferring routable ones to link-local ones.
-// hashicorp/mdns's client keeps a single address of each family per
-// instance, so advertising more would only make the choice arbitrary.
+// A Resolver dials one address per instance, so advertising more would only
+// make its choice arbitrary.
 func interfaceAddresses(ifaces []net.Interface) ([]net.IP, error) {
 	var v4, v4LinkLocal, v6, v6LinkLocal netip.Addr
 	for _, ifc := range ifaces {

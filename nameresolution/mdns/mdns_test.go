@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outrigger/outrigger/nameresolution"
+	"github.com/outrigger/outrigger/nameresolution/balance"
 	"github.com/outrigger/outrigger/nameresolution/mdns"
 	"github.com/outrigger/outrigger/nameresolution/nameresolutiontest"
 )
@@ -66,12 +67,30 @@ func announce(t *testing.T, inst nameresolution.Instance, opts ...mdns.Option) (
 }
 
 // harness drives the mDNS backend for the conformance suite: an instance is
-// an Announcer running until Remove.
+// an Announcer running until Remove. With balanced, the resolver under test
+// is a balancer over the mDNS Resolver as a Watcher.
 type harness struct {
-	stops map[nameresolution.Instance]func()
+	stops    map[nameresolution.Instance]func()
+	balanced bool
 }
 
-func (h *harness) NewResolver(t *testing.T) nameresolution.Resolver { return newResolver(t) }
+func (h *harness) NewResolver(t *testing.T) nameresolution.Resolver {
+	r := newResolver(t)
+	if !h.balanced {
+		return r
+	}
+	return balanced{balance.New(r, balance.Options{Logger: testLogger()}), r}
+}
+
+// balanced is a balancer over a Resolver; closing it closes both.
+type balanced struct {
+	*balance.Balancer
+	r *mdns.Resolver
+}
+
+func (b balanced) Close() error {
+	return errors.Join(b.Balancer.Close(), b.r.Close())
+}
 
 func (h *harness) Add(t *testing.T, inst nameresolution.Instance) {
 	h.stops[inst] = announce(t, inst)
@@ -108,6 +127,22 @@ func TestConformance(t *testing.T) {
 	}
 	before := runtime.NumGoroutine()
 	h := &harness{stops: map[nameresolution.Instance]func(){}}
+	nameresolutiontest.Run(t, h)
+	if len(h.stops) != 0 {
+		t.Errorf("%d announcers left running", len(h.stops))
+	}
+	waitGoroutines(t, before)
+}
+
+// TestConformanceBalanced runs the suite against package balance over the
+// Resolver as a nameresolution.Watcher.
+func TestConformanceBalanced(t *testing.T) {
+	if role() == "" {
+		runInNetns(t, "TestConformanceBalanced")
+		return
+	}
+	before := runtime.NumGoroutine()
+	h := &harness{stops: map[nameresolution.Instance]func(){}, balanced: true}
 	nameresolutiontest.Run(t, h)
 	if len(h.stops) != 0 {
 		t.Errorf("%d announcers left running", len(h.stops))

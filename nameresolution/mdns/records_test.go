@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	hmdns "github.com/hashicorp/mdns"
 )
 
 func TestInstanceName(t *testing.T) {
@@ -53,6 +51,10 @@ func TestValidInstance(t *testing.T) {
 		{"namespace too long", "a", strings.Repeat("n", 246), 1, "namespace longer than 245"},
 		{"port zero", "a", "default", 0, "port 0"},
 		{"port too big", "a", "default", 65536, "port 65536"},
+		{"unicode app-id", "ünïcode", "défaut", 1, ""},
+		{"control character", "a\x00b", "default", 1, "control character"},
+		{"backslash in namespace", "a", `n\s`, 1, "backslash"},
+		{"not UTF-8", "a\xffb", "default", 1, "not UTF-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,56 +66,10 @@ func TestValidInstance(t *testing.T) {
 	}
 }
 
-func TestParseEntry(t *testing.T) {
-	r := &Resolver{suffix: "._outrigger._tcp.local."}
-	name := "orders-0123456789ab._outrigger._tcp.local."
-	tests := []struct {
-		name     string
-		entry    hmdns.ServiceEntry
-		wantKey  key
-		wantAddr string // empty: not an Outrigger instance
-	}{
-		{
-			name:     "ipv4",
-			entry:    hmdns.ServiceEntry{Name: name, AddrV4: net.IPv4(10, 0, 0, 1), Port: 50002, InfoFields: []string{"txtvers=1", "appid=orders", "namespace=shop"}},
-			wantKey:  key{"orders", "shop"},
-			wantAddr: "10.0.0.1:50002",
-		},
-		{
-			name:     "ipv4 preferred, default namespace, upper-case name",
-			entry:    hmdns.ServiceEntry{Name: strings.ToUpper(name), AddrV4: net.IPv4(10, 0, 0, 1), AddrV6IPAddr: &net.IPAddr{IP: net.ParseIP("fd00::1")}, Port: 1, InfoFields: []string{"appid=orders"}},
-			wantKey:  key{"orders", "default"},
-			wantAddr: "10.0.0.1:1",
-		},
-		{
-			name:     "link-local ipv6 keeps its zone",
-			entry:    hmdns.ServiceEntry{Name: name, AddrV6IPAddr: &net.IPAddr{IP: net.ParseIP("fe80::1"), Zone: "eth0"}, Port: 80, InfoFields: []string{"appid=a=b"}},
-			wantKey:  key{"a=b", "default"},
-			wantAddr: "[fe80::1%eth0]:80",
-		},
-		{name: "other service", entry: hmdns.ServiceEntry{Name: "x._http._tcp.local.", AddrV4: net.IPv4(10, 0, 0, 1), Port: 80, InfoFields: []string{"appid=a"}}},
-		{name: "no app-id", entry: hmdns.ServiceEntry{Name: name, AddrV4: net.IPv4(10, 0, 0, 1), Port: 80, InfoFields: []string{"namespace=a"}}},
-		{name: "empty app-id", entry: hmdns.ServiceEntry{Name: name, AddrV4: net.IPv4(10, 0, 0, 1), Port: 80, InfoFields: []string{"appid="}}},
-		{name: "no address", entry: hmdns.ServiceEntry{Name: name, Port: 80, InfoFields: []string{"appid=a"}}},
-		{name: "no port", entry: hmdns.ServiceEntry{Name: name, AddrV4: net.IPv4(10, 0, 0, 1), InfoFields: []string{"appid=a"}}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			k, addr, ok := r.parseEntry(&tt.entry)
-			if ok != (tt.wantAddr != "") || k != tt.wantKey || addr != tt.wantAddr {
-				t.Errorf("parseEntry() = %+v, %q, %v; want %+v, %q, %v", k, addr, ok, tt.wantKey, tt.wantAddr, tt.wantAddr != "")
-			}
-		})
-	}
-	if _, _, ok := r.parseEntry(nil); ok {
-		t.Error("parseEntry(nil) ok; want not")
-	}
-}
-
 func TestInterfaceAddresses(t *testing.T) {
 	lo, err := net.InterfaceByName("lo")
 	if err != nil {
-		t.Skipf("no loopback interface named lo: %v", err)
+		t.Fatalf("no loopback interface named lo: %v", err)
 	}
 	got, err := interfaceAddresses([]net.Interface{*lo})
 	if err != nil {
@@ -138,6 +94,9 @@ func TestValidateResolver(t *testing.T) {
 		{"zero refresh", []Option{WithRefreshInterval(0)}, "refresh interval 0s is not positive"},
 		{"negative timeout", []Option{WithResolveTimeout(-time.Second)}, "resolve timeout -1s is not positive"},
 		{"short ttl", []Option{WithRefreshInterval(time.Second), WithTTL(1500 * time.Millisecond)}, "TTL 1.5s is shorter than two refresh intervals (2s)"},
+		{"limits", []Option{WithLimits(1, 1)}, ""},
+		{"zero per app", []Option{WithLimits(0, 10)}, "limit of 0 instances per app"},
+		{"total below per app", []Option{WithLimits(10, 5)}, "limit of 5 instances in all is below the limit per app (10)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,7 +110,8 @@ func TestValidateResolver(t *testing.T) {
 
 func TestConfigDefaults(t *testing.T) {
 	c := newConfig(nil)
-	if c.refresh != DefaultRefreshInterval || c.ttl != DefaultTTLFactor*DefaultRefreshInterval || c.resolveTimeout != DefaultResolveTimeout || c.logger == nil {
+	if c.refresh != DefaultRefreshInterval || c.ttl != DefaultTTLFactor*DefaultRefreshInterval || c.resolveTimeout != DefaultResolveTimeout || c.logger == nil ||
+		c.maxPerApp != DefaultMaxInstancesPerApp || c.maxTotal != DefaultMaxInstances || c.preferIPv6 {
 		t.Errorf("newConfig(nil) = %+v; want the documented defaults", c)
 	}
 	c = newConfig([]Option{WithRefreshInterval(time.Second)})
