@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // Ports inside the namespace: fixed, and below Linux's ephemeral range so
@@ -37,16 +39,16 @@ const (
 // roundResult is one target's measurements in one round. Sidecar fields are
 // zero for the direct target.
 type roundResult struct {
-	Target        string        `json:"target"`
-	Round         int           `json:"round"`
-	Fixed         *loadResult   `json:"fixed,omitempty"`
-	Max           *loadResult   `json:"max,omitempty"`
-	CallerStartup time.Duration `json:"caller_startup_ns,omitempty"`
-	CalleeStartup time.Duration `json:"callee_startup_ns,omitempty"`
-	CallerIdleKiB int64         `json:"caller_idle_rss_kib,omitempty"`
-	CallerPeakKiB int64         `json:"caller_peak_rss_kib,omitempty"`
-	CalleeIdleKiB int64         `json:"callee_idle_rss_kib,omitempty"`
-	CalleePeakKiB int64         `json:"callee_peak_rss_kib,omitempty"`
+	Target        string              `json:"target"`
+	Round         int                 `json:"round"`
+	Fixed         *harness.LoadResult `json:"fixed,omitempty"`
+	Max           *harness.LoadResult `json:"max,omitempty"`
+	CallerStartup time.Duration       `json:"caller_startup_ns,omitempty"`
+	CalleeStartup time.Duration       `json:"callee_startup_ns,omitempty"`
+	CallerIdleKiB int64               `json:"caller_idle_rss_kib,omitempty"`
+	CallerPeakKiB int64               `json:"caller_peak_rss_kib,omitempty"`
+	CalleeIdleKiB int64               `json:"callee_idle_rss_kib,omitempty"`
+	CalleePeakKiB int64               `json:"callee_peak_rss_kib,omitempty"`
 }
 
 func (r roundResult) errors() int64 {
@@ -318,17 +320,17 @@ func (b *bench) firstCall(ctx context.Context, url string, caller, callee *proce
 // scenarios runs the warm-up and the measured scenarios against url, and
 // counts the CPU time the sidecars use in each measured scenario.
 func (b *bench) scenarios(ctx context.Context, url string, r *roundResult, sidecars []*process) error {
-	spec := loadSpec{
-		url:         url,
-		body:        b.body,
-		qps:         b.cfg.qps,
-		connections: b.cfg.connections,
-		reqTimeout:  b.cfg.reqTimeout,
-		uniform:     b.cfg.uniform,
+	spec := harness.LoadSpec{
+		URL:         url,
+		Body:        b.body,
+		QPS:         b.cfg.qps,
+		Connections: b.cfg.connections,
+		ReqTimeout:  b.cfg.reqTimeout,
+		Uniform:     b.cfg.uniform,
 	}
 	if b.cfg.warmup > 0 {
-		spec.duration = b.cfg.warmup
-		w, err := runLoad(ctx, spec)
+		spec.Duration = b.cfg.warmup
+		w, err := harness.RunLoad(ctx, spec)
 		if err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
@@ -337,7 +339,7 @@ func (b *bench) scenarios(ctx context.Context, url string, r *roundResult, sidec
 		}
 	}
 	if b.cfg.fixedDuration > 0 {
-		spec.duration = b.cfg.fixedDuration
+		spec.Duration = b.cfg.fixedDuration
 		res, err := runLoadCPU(ctx, spec, sidecars)
 		if err != nil {
 			return fmt.Errorf("fixed-rate scenario: %w", err)
@@ -345,7 +347,7 @@ func (b *bench) scenarios(ctx context.Context, url string, r *roundResult, sidec
 		r.Fixed = res
 	}
 	if b.cfg.maxDuration > 0 {
-		spec.duration, spec.qps = b.cfg.maxDuration, 0
+		spec.Duration, spec.QPS = b.cfg.maxDuration, 0
 		res, err := runLoadCPU(ctx, spec, sidecars)
 		if err != nil {
 			return fmt.Errorf("maximum-throughput scenario: %w", err)
@@ -355,8 +357,8 @@ func (b *bench) scenarios(ctx context.Context, url string, r *roundResult, sidec
 	return nil
 }
 
-// runLoadCPU is runLoad that also counts the CPU time of procs.
-func runLoadCPU(ctx context.Context, spec loadSpec, procs []*process) (*loadResult, error) {
+// runLoadCPU is harness.RunLoad that also counts the CPU time of procs.
+func runLoadCPU(ctx context.Context, spec harness.LoadSpec, procs []*process) (*harness.LoadResult, error) {
 	cpu := func() (time.Duration, error) {
 		var sum time.Duration
 		for _, p := range procs {
@@ -372,7 +374,7 @@ func runLoadCPU(ctx context.Context, spec loadSpec, procs []*process) (*loadResu
 	if err != nil {
 		return nil, err
 	}
-	res, err := runLoad(ctx, spec)
+	res, err := harness.RunLoad(ctx, spec)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // runMainEnv makes the test binary run the harness's main instead of the
@@ -27,9 +29,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// harness runs the harness with args in a child process and returns its
+// runHarness runs the harness with args in a child process and returns its
 // exit status, stdout and stderr.
-func harness(t *testing.T, args ...string) (int, string, string) {
+func runHarness(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the harness makes a network namespace, which needs root")
@@ -57,7 +59,7 @@ func harness(t *testing.T, args ...string) (int, string, string) {
 // durations and checks the report.
 func TestSmokeDirect(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "report.md")
-	code, stdout, stderr := harness(t, "--targets", "direct", "--rounds", "1",
+	code, stdout, stderr := runHarness(t, "--targets", "direct", "--rounds", "1",
 		"--warmup", "100ms", "--fixed-duration", "300ms", "--qps", "200", "--max-duration", "300ms",
 		"--out", out)
 	if code != exitOK {
@@ -90,7 +92,7 @@ func TestSmokeTargetDown(t *testing.T) {
 	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	code, stdout, stderr := harness(t, "--targets", "outrigger", "--outrigger", bin, "--rounds", "1",
+	code, stdout, stderr := runHarness(t, "--targets", "outrigger", "--outrigger", bin, "--rounds", "1",
 		"--warmup", "0s", "--fixed-duration", "100ms", "--max-duration", "0s", "--start-timeout", "10s")
 	if code == exitOK {
 		t.Fatalf("exit status 0 for a sidecar that exits at once\nstdout:\n%s\nstderr:\n%s", stdout, stderr)
@@ -105,7 +107,7 @@ func TestSmokeTargetDown(t *testing.T) {
 // plane and the sidecars for real, and checks the report, that the mTLS
 // sidecars ran mutual TLS, and that the harness stopped every process itself.
 func TestSmokeMTLS(t *testing.T) {
-	code, stdout, stderr := harness(t, "--targets", "direct,outrigger,outrigger-mtls", "--rounds", "1",
+	code, stdout, stderr := runHarness(t, "--targets", "direct,outrigger,outrigger-mtls", "--rounds", "1",
 		"--warmup", "100ms", "--fixed-duration", "300ms", "--qps", "200", "--max-duration", "300ms",
 		"--idle-settle", "100ms", "--keep")
 	if code != exitOK {
@@ -176,7 +178,7 @@ func TestReportMTLSLine(t *testing.T) {
 			t   string
 			p90 time.Duration
 		}{{targetDirect, p90.direct}, {targetOutrigger, p90.h2c}, {targetOutriggerMTLS, p90.mtls}} {
-			res = append(res, roundResult{Target: r.t, Round: i + 1, Fixed: &loadResult{Requests: 1, QPS: cfg.qps, P90: r.p90}})
+			res = append(res, roundResult{Target: r.t, Round: i + 1, Fixed: &harness.LoadResult{Requests: 1, QPS: cfg.qps, P90: r.p90}})
 		}
 	}
 	report := renderReport(cfg, environment{}, res, nil)

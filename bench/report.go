@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // environment is what the report says about where and how it ran.
@@ -135,14 +137,14 @@ func msf1(ns float64) string { return fmt.Sprintf("%.1f", ns/1e6) }
 func addedMs(ns float64) string { return fmt.Sprintf("%+.3f", ns/1e6) }
 
 // cpuPer1k is the sidecars' CPU milliseconds per 1,000 requests.
-func cpuPer1k(l *loadResult) string {
+func cpuPer1k(l *harness.LoadResult) string {
 	if l == nil || l.Requests == 0 {
 		return "–"
 	}
 	return msf(cpuPer1kNs(l))
 }
 
-func cpuPer1kNs(l *loadResult) float64 {
+func cpuPer1kNs(l *harness.LoadResult) float64 {
 	return float64(l.SidecarCPU) / float64(l.Requests) * 1000
 }
 
@@ -197,10 +199,10 @@ func cellOf(v []float64, f func(float64) string) string {
 }
 
 type scenario struct {
-	get func(roundResult) *loadResult
+	get func(roundResult) *harness.LoadResult
 }
 
-func (s scenario) stat(f func(*loadResult) float64) func(roundResult) (float64, bool) {
+func (s scenario) stat(f func(*harness.LoadResult) float64) func(roundResult) (float64, bool) {
 	return func(r roundResult) (float64, bool) {
 		l := s.get(r)
 		if l == nil {
@@ -245,15 +247,15 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 	sidecars := slices.DeleteFunc(slices.Clone(cfg.targets), func(t string) bool { return t == targetDirect })
 	hasDirect := slices.Contains(cfg.targets, targetDirect)
 	hasMTLS := slices.Contains(cfg.targets, targetOutriggerMTLS)
-	fixed := scenario{get: func(r roundResult) *loadResult { return r.Fixed }}
-	maxs := scenario{get: func(r roundResult) *loadResult { return r.Max }}
-	lat := func(which func(*loadResult) time.Duration) func(*loadResult) float64 {
-		return func(l *loadResult) float64 { return float64(which(l)) }
+	fixed := scenario{get: func(r roundResult) *harness.LoadResult { return r.Fixed }}
+	maxs := scenario{get: func(r roundResult) *harness.LoadResult { return r.Max }}
+	lat := func(which func(*harness.LoadResult) time.Duration) func(*harness.LoadResult) float64 {
+		return func(l *harness.LoadResult) float64 { return float64(which(l)) }
 	}
-	p50 := lat(func(l *loadResult) time.Duration { return l.P50 })
-	p90 := lat(func(l *loadResult) time.Duration { return l.P90 })
-	p99 := lat(func(l *loadResult) time.Duration { return l.P99 })
-	added := func(s scenario, f func(*loadResult) float64) func(r, d roundResult) (float64, bool) {
+	p50 := lat(func(l *harness.LoadResult) time.Duration { return l.P50 })
+	p90 := lat(func(l *harness.LoadResult) time.Duration { return l.P90 })
+	p99 := lat(func(l *harness.LoadResult) time.Duration { return l.P99 })
+	added := func(s scenario, f func(*harness.LoadResult) float64) func(r, d roundResult) (float64, bool) {
 		return func(r, d roundResult) (float64, bool) {
 			lr, ld := s.get(r), s.get(d)
 			if lr == nil || ld == nil {
@@ -295,7 +297,7 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 				cellOf(collect(res, t, fixed.stat(p50)), msf),
 				cellOf(collect(res, t, fixed.stat(p90)), msf),
 				cellOf(collect(res, t, fixed.stat(p99)), msf),
-				cellOf(collect(res, t, fixed.stat(func(l *loadResult) float64 { return l.QPS })), qpsf),
+				cellOf(collect(res, t, fixed.stat(func(l *harness.LoadResult) float64 { return l.QPS })), qpsf),
 				fixed.errorsCell(res, t))
 		}
 		p("\n")
@@ -338,7 +340,7 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 				ratio = "–"
 			}
 			p("| %s | %s | %s | %s | %s | %s |\n", t,
-				cellOf(collect(res, t, maxs.stat(func(l *loadResult) float64 { return l.QPS })), qpsf),
+				cellOf(collect(res, t, maxs.stat(func(l *harness.LoadResult) float64 { return l.QPS })), qpsf),
 				ratio,
 				cellOf(collect(res, t, maxs.stat(p50)), msf),
 				cellOf(collect(res, t, maxs.stat(p99)), msf),
@@ -392,7 +394,7 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 	for _, r := range res {
 		for _, s := range []struct {
 			name string
-			l    *loadResult
+			l    *harness.LoadResult
 		}{{"fixed rate", r.Fixed}, {"maximum throughput", r.Max}} {
 			if s.l != nil && s.l.Errors > 0 {
 				bad = append(bad, fmt.Sprintf("round %d, %s, %s: %d of %d requests not 2xx (%v)", r.Round, r.Target, s.name, s.l.Errors, s.l.Requests, s.l.Codes))

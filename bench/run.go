@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // Exit statuses.
@@ -25,7 +27,7 @@ const (
 // run is main without os.Exit, so the smoke test can run it in a child
 // process of its test binary.
 func run(args []string) int {
-	quietFortio()
+	harness.QuietFortio()
 	if os.Getenv(roleEnv) == "app" {
 		if err := serveApp(os.Getenv(appAddrEnv)); err != nil {
 			fmt.Fprintf(os.Stderr, "bench app: %v\n", err)

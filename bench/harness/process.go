@@ -1,7 +1,8 @@
 // Package harness holds what the benchmark harnesses under bench/ share:
 // child processes with their logs in files, readiness polls, building
-// ./cmd/outrigger, finding daprd, and exact percentiles with their
-// spread across rounds.
+// ./cmd/outrigger, finding daprd, a fixed-rate or maximum-rate HTTP load
+// generator (fortio's), and exact percentiles with their spread across
+// rounds.
 package harness
 
 import (
@@ -134,6 +135,25 @@ func (p *Process) CPUTime() (time.Duration, error) {
 		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// RSSKiB is the process's resident set size, VmRSS from /proc/PID/status,
+// in KiB.
+func (p *Process) RSSKiB() (int64, error) {
+	pid := p.cmd.Process.Pid
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v) // "12345 kB"
+			if len(f) == 2 && f[1] == "kB" {
+				return strconv.ParseInt(f[0], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
 // pollClient is for readiness polls: short timeouts, no proxy, a fresh

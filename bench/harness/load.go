@@ -1,4 +1,4 @@
-package main
+package harness
 
 import (
 	"context"
@@ -12,27 +12,35 @@ import (
 	"fortio.org/log"
 )
 
-// quietFortio lowers fortio's logging: it logs every run's start at info,
-// and at warning each connection that fell behind the asked rate; the report
-// says what matters (the achieved rate, checked against the asked one).
-func quietFortio() {
+// QuietFortio lowers fortio's logging, which is global to the process: it
+// logs every run's start at info, and at warning each connection that fell
+// behind the asked rate; a harness's report says what matters (the achieved
+// rate, checked against the asked one).
+func QuietFortio() {
 	log.SetLogLevelQuiet(log.Error)
 }
 
-// loadSpec is one load scenario.
-type loadSpec struct {
-	url         string
-	body        []byte
-	qps         float64 // <= 0: as fast as possible
-	duration    time.Duration
-	connections int
-	reqTimeout  time.Duration
-	uniform     bool
+// LoadSpec is one load scenario: HTTP POSTs of Body (GETs when Body is
+// empty) to URL.
+type LoadSpec struct {
+	URL  string
+	Body []byte
+	// QPS is the request rate over all connections; <= 0 sends as fast
+	// as possible.
+	QPS         float64
+	Duration    time.Duration
+	Connections int
+	// ReqTimeout bounds one request; a request that times out counts as
+	// an error.
+	ReqTimeout time.Duration
+	// Uniform staggers the requests of the connections uniformly (fortio's
+	// -uniform).
+	Uniform bool
 }
 
-// loadResult is what one scenario measured. Latencies include failed
+// LoadResult is what one scenario measured. Latencies include failed
 // requests (as fortio's do); failures are counted separately.
-type loadResult struct {
+type LoadResult struct {
 	Requests int64         `json:"requests"`
 	Errors   int64         `json:"errors"` // answers other than 2xx, and socket errors
 	Codes    map[int]int64 `json:"codes"`  // HTTP status -> count; -1 is fortio's socket error
@@ -42,8 +50,9 @@ type loadResult struct {
 	P90      time.Duration `json:"p90_ns"`
 	P99      time.Duration `json:"p99_ns"`
 	Max      time.Duration `json:"max_ns"`
-	// SidecarCPU is the CPU time both sidecars used during the scenario
-	// (user plus system, 10 ms resolution); zero for the direct target.
+	// SidecarCPU is the CPU time the sidecars used during the scenario
+	// (user plus system, 10 ms resolution), for a harness that counts it;
+	// RunLoad leaves it zero.
 	SidecarCPU time.Duration   `json:"sidecar_cpu_ns,omitempty"`
 	latency    []time.Duration // sorted
 }
@@ -63,11 +72,13 @@ func (f *fetcher) Run(ctx context.Context, _ periodic.ThreadID) (bool, string) {
 	return code >= 200 && code < 300, ""
 }
 
-// runLoad drives one scenario with fortio's periodic runner (pacing, one
+// RunLoad drives one scenario with fortio's periodic runner (pacing, one
 // goroutine per connection) and fast HTTP/1.1 client (keep-alive, one
-// connection each).
-func runLoad(ctx context.Context, s loadSpec) (*loadResult, error) {
-	qps := s.qps
+// connection each). Each connection sends one request before the clock
+// starts, to open it; that request is not recorded. Percentiles are exact
+// (nearest rank over every recorded request), not histogram buckets.
+func RunLoad(ctx context.Context, s LoadSpec) (*LoadResult, error) {
+	qps := s.QPS
 	if qps <= 0 {
 		qps = -1 // fortio's "max"
 	}
@@ -75,28 +86,28 @@ func runLoad(ctx context.Context, s loadSpec) (*loadResult, error) {
 	ro := periodic.RunnerOptions{
 		RunType:     "HTTP",
 		QPS:         qps,
-		Duration:    s.duration,
-		NumThreads:  s.connections,
+		Duration:    s.Duration,
+		NumThreads:  s.Connections,
 		Percentiles: []float64{50, 90, 99},
 		Out:         io.Discard,
 		Stop:        stop,
-		Uniform:     s.uniform,
+		Uniform:     s.Uniform,
 	}
 	ho := fhttp.HTTPOptions{
-		URL:            s.url,
-		Payload:        s.body,
-		HTTPReqTimeOut: s.reqTimeout,
+		URL:            s.URL,
+		Payload:        s.Body,
+		HTTPReqTimeOut: s.ReqTimeout,
 	}
-	ho.Init(s.url)
+	ho.Init(s.URL)
 	// NewPeriodicRunner clears the runners it is given (it moves the
 	// options), so they are filled in afterwards, as fhttp does.
 	r := periodic.NewPeriodicRunner(&ro)
 	runners := r.Options().Runners
 	expect := 1024
 	if qps > 0 {
-		expect = int(qps*s.duration.Seconds())/s.connections + 16
+		expect = int(qps*s.Duration.Seconds())/s.Connections + 16
 	}
-	fetchers := make([]*fetcher, s.connections)
+	fetchers := make([]*fetcher, s.Connections)
 	defer func() {
 		for _, f := range fetchers {
 			if f != nil {
@@ -110,7 +121,7 @@ func runLoad(ctx context.Context, s loadSpec) (*loadResult, error) {
 		c, err := fhttp.NewClient(&o)
 		if err != nil {
 			stop.Abort(false)
-			return nil, fmt.Errorf("fortio client for %s: %v", s.url, err)
+			return nil, fmt.Errorf("fortio client for %s: %v", s.URL, err)
 		}
 		fetchers[i] = &fetcher{client: c, latency: make([]time.Duration, 0, expect), codes: map[int]int64{}}
 		runners[i] = fetchers[i]
@@ -130,7 +141,7 @@ func runLoad(ctx context.Context, s loadSpec) (*loadResult, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	res := &loadResult{Codes: map[int]int64{}, QPS: rr.ActualQPS, Duration: rr.ActualDuration}
+	res := &LoadResult{Codes: map[int]int64{}, QPS: rr.ActualQPS, Duration: rr.ActualDuration}
 	for _, f := range fetchers {
 		res.latency = append(res.latency, f.latency...)
 		for code, n := range f.codes {
@@ -143,21 +154,11 @@ func runLoad(ctx context.Context, s loadSpec) (*loadResult, error) {
 	}
 	slices.Sort(res.latency)
 	if len(res.latency) == 0 {
-		return nil, fmt.Errorf("no request completed against %s in %v", s.url, s.duration)
+		return nil, fmt.Errorf("no request completed against %s in %v", s.URL, s.Duration)
 	}
-	res.P50 = percentile(res.latency, 50)
-	res.P90 = percentile(res.latency, 90)
-	res.P99 = percentile(res.latency, 99)
+	res.P50 = Percentile(res.latency, 50)
+	res.P90 = Percentile(res.latency, 90)
+	res.P99 = Percentile(res.latency, 99)
 	res.Max = res.latency[len(res.latency)-1]
 	return res, nil
-}
-
-// percentile is the nearest-rank percentile of sorted values.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := int(float64(len(sorted))*p/100+0.999999999) - 1
-	rank = max(0, min(rank, len(sorted)-1))
-	return sorted[rank]
 }
