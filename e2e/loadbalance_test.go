@@ -195,3 +195,39 @@ func TestLoadBalancingOverXDS(t *testing.T) {
 		t.Errorf("the ejection did not use the cluster's two failures:\n%s", caller.Logs())
 	}
 }
+
+// TestControlPlaneServesConsulCatalog: a control plane whose Configuration
+// names Consul serves the sidecars registered there as EDS. The callee
+// registers only in Consul (its own name resolution is Consul); the caller
+// finds apps only through the control plane, and reaches the callee.
+func TestControlPlaneServesConsulCatalog(t *testing.T) {
+	t.Parallel()
+	agent := framework.StartConsul(t, framework.ConsulOptions{})
+	consulCfg := "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  nameResolution:\n    component: consul\n    configuration:\n      client:\n        address: " + agent.Addr + "\n      selfRegister: true\n"
+	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{Config: consulCfg})
+	cfgFile := filepath.Join(framework.ShortTempDir(t), "config.yaml")
+	writeFile(t, cfgFile, consulCfg)
+	app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
+	callee := framework.StartSidecar(t, framework.SidecarOptions{AppID: "cat-callee", AppPort: app.Port, MTLS: cp,
+		Args: []string{"--control-plane-address", cp.Addr, "--name-resolution", "consul", "--config", cfgFile}})
+	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "cat-caller", MTLS: cp,
+		Args: []string{"--control-plane-address", cp.Addr, "--name-resolution", "registry"}})
+	framework.WaitFor(t, "the caller to reach the callee through the catalog the control plane serves", func() error {
+		who, err := answeredBy(t, caller, "cat-callee", nil)
+		if err != nil {
+			return err
+		}
+		if want := fmt.Sprintf("127.0.0.1:%d", app.Port); who != want {
+			return fmt.Errorf("answered by %s, want %s", who, want)
+		}
+		return nil
+	})
+	for _, line := range strings.Split(cp.Logs(), "\n") {
+		if strings.Contains(line, "registry: instance registered") && strings.Contains(line, "app_id=cat-callee") {
+			t.Errorf("the callee registered with the control plane's registry: the test would not show the catalog path\n%s", line)
+		}
+	}
+	if !strings.Contains(callee.Logs(), "consul") {
+		t.Logf("callee log:\n%s", callee.Logs())
+	}
+}

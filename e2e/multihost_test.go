@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -109,16 +107,15 @@ func answered(calls []mhCall, since time.Time) map[string]int {
 }
 
 // consulPassing lists the hosts of the passing instances of app.
-func consulPassing(client *http.Client, app string) ([]string, error) {
-	resp, err := client.Get("http://" + framework.SwitchIP + ":8500/v1/health/service/" + app + "?passing=true")
+func consulPassing(agent *framework.Consul, app string) ([]string, error) {
+	b, err := agent.Get("/v1/health/service/" + app + "?passing=true")
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	var entries []struct {
 		Service struct{ Address string }
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
+	if err := json.Unmarshal(b, &entries); err != nil {
 		return nil, err
 	}
 	var out []string
@@ -137,50 +134,9 @@ func consulPassing(client *http.Client, app string) ([]string, error) {
 // comes back and the host takes traffic again.
 func TestMultiHostConsul(t *testing.T) {
 	nw := framework.NewNet(t, 3)
-	consulBin := framework.Tool(t, "consul")
-	swClient := framework.HTTPClient(nw.Switch, 5*time.Second)
 
-	// The Consul agent, in the switch namespace.
-	agent := exec.Command("ip", "netns", "exec", nw.Switch, consulBin, "agent", "-dev", "-node", "switch",
-		"-bind", framework.SwitchIP, "-client", framework.SwitchIP, "-http-port", "8500", "-dns-port", "-1",
-		"-grpc-port", "-1", "-grpc-tls-port", "-1", "-serf-lan-port", "8301", "-serf-wan-port", "8302",
-		"-server-port", "8300")
-	var agentLog strings.Builder
-	var agentMu sync.Mutex
-	agent.Stdout = lockedWriter{&agentMu, &agentLog}
-	agent.Stderr = agent.Stdout
-	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = agent.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = agent.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = agent.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			agentMu.Lock()
-			t.Logf("---- consul agent log ----\n%s", agentLog.String())
-			agentMu.Unlock()
-		}
-	})
-	framework.WaitFor(t, "the Consul agent to elect itself", func() error {
-		resp, err := swClient.Get("http://" + framework.SwitchIP + ":8500/v1/status/leader")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if s := strings.Trim(strings.TrimSpace(string(b)), `"`); s == "" {
-			return fmt.Errorf("no leader yet")
-		}
-		return nil
-	})
+	// The Consul agent, in the switch namespace: every host reaches it.
+	agent := framework.StartConsul(t, framework.ConsulOptions{Netns: nw.Switch, Bind: framework.SwitchIP})
 
 	// The sidecars' Configuration and Resiliency: Consul name resolution
 	// with outlier detection, and a 1 s timeout on calls to the app, so a
@@ -209,7 +165,7 @@ spec:
     component: consul
     configuration:
       client:
-        address: `+framework.SwitchIP+`:8500
+        address: `+agent.Addr+`
       selfRegister: true
       outlierDetection:
         consecutiveFailures: 3
@@ -234,7 +190,7 @@ spec:
 		sidecars = append(sidecars, sc)
 	}
 	framework.WaitFor(t, "the three sidecars to pass Consul's checks", func() error {
-		got, err := consulPassing(swClient, "mh-target")
+		got, err := consulPassing(agent, "mh-target")
 		if err != nil {
 			return err
 		}
@@ -266,7 +222,7 @@ spec:
 	var outAt time.Time
 	framework.WaitFor(t, "h3 to be out (ejected by the caller, or dropped by Consul)", func() error {
 		ejected := strings.Contains(caller.Logs(), "instance ejected after consecutive failures")
-		passing, err := consulPassing(swClient, "mh-target")
+		passing, err := consulPassing(agent, "mh-target")
 		dropped := err == nil && len(passing) == 2
 		if !ejected && !dropped {
 			return fmt.Errorf("ejected %v, passing in Consul %v (%v)", ejected, passing, err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,7 +14,9 @@ import (
 	"github.com/outrigger/outrigger/devmode"
 	"github.com/outrigger/outrigger/mtls"
 	mtlsca "github.com/outrigger/outrigger/mtls/ca"
+	"github.com/outrigger/outrigger/nameresolution"
 	"github.com/outrigger/outrigger/nameresolution/balance"
+	"github.com/outrigger/outrigger/nameresolution/consul"
 )
 
 // caFlags are the certificate authority's flags, shared by
@@ -23,7 +26,11 @@ type caFlags struct {
 	configPath string
 	// balance is the load balancing and outlier detection of the
 	// Configuration's nameResolution, served on every app's cluster.
-	balance          balance.AppOptions
+	balance balance.AppOptions
+	// catalog follows the Consul catalog when the Configuration's
+	// nameResolution is consul: the control plane serves its sidecars as
+	// EDS too.
+	catalog          *consul.Catalog
 	trustDomain      string
 	namespace        string
 	issuerCert       string
@@ -66,6 +73,19 @@ func (f *caFlags) authority(home string, logger *slog.Logger) (*mtlsca.Authority
 				return nil, usageError{fmt.Errorf("--config %s: %w", f.configPath, err)}
 			}
 			f.balance = balance.AppOptions{Policy: settings.Options.Policy, Outlier: settings.Options.Outlier}
+			if nr.Component == "consul" {
+				_, backend, _ := balance.ParseSettings(nr.Configuration)
+				m, unknown, err := consul.ParseMetadata(backend)
+				if err != nil {
+					return nil, usageError{fmt.Errorf("--config %s: nameResolution.configuration: %w", f.configPath, err)}
+				}
+				for _, k := range unknown {
+					logger.Warn("nameResolution.configuration key not used by the consul catalog", "key", k)
+				}
+				if f.catalog, err = consul.NewCatalog(m, consul.WithLogger(logger.With("component", "consul-catalog"))); err != nil {
+					return nil, usageError{fmt.Errorf("--config %s: %w", f.configPath, err)}
+				}
+			}
 		}
 	}
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
@@ -120,4 +140,13 @@ func tokenCommand(args []string) error {
 	}
 	fmt.Println(tok)
 	return nil
+}
+
+// catalogRun is the Consul catalog as the xDS server's second source of
+// endpoints; nil without one.
+func (f *caFlags) catalogRun() func(context.Context, func([]nameresolution.Instance)) error {
+	if f.catalog == nil {
+		return nil
+	}
+	return f.catalog.Run
 }

@@ -100,6 +100,7 @@ func controlPlaneCommand(ctx context.Context, args []string) error {
 		ResourcesPaths: resourcesPaths,
 		Registry:       reg,
 		Balance:        ca.balance,
+		Catalog:        ca.catalogRun(),
 		TrustAnchors:   func() []byte { return mtls.CertsPEM(authority.Bundle().X509Authorities()) },
 		Verify: func(cs tls.ConnectionState) (mtls.Identity, error) {
 			return mtls.VerifyPeer(cs, authority, nil)

@@ -100,11 +100,23 @@ func (w *Watcher) Stats() WatcherStats {
 // capped at the max backoff. It returns an error only for an app-id that
 // cannot name a Consul service (empty, or with a slash).
 func (w *Watcher) Watch(ctx context.Context, appID, namespace string, update func([]nameresolution.Instance)) error {
+	return w.follow(ctx, appID, nameresolution.NamespaceOrDefault(namespace), update)
+}
+
+// anyNamespace asks follow for the instances of every namespace.
+const anyNamespace = "\x00any"
+
+// follow is Watch; namespace anyNamespace reports the instances of every
+// namespace, and leaves out quietly those registered without a mesh port
+// (services that are not sidecars).
+func (w *Watcher) follow(ctx context.Context, appID, namespace string, update func([]nameresolution.Instance)) error {
 	if appID == "" || strings.ContainsAny(appID, "/\x00") {
 		return fmt.Errorf("nameresolution/consul: watch: app-id %q: want a non-empty name without slashes", appID)
 	}
-	namespace = nameresolution.NamespaceOrDefault(namespace)
 	log := w.log.With("app_id", appID, "namespace", namespace)
+	if namespace == anyNamespace {
+		log = w.log.With("app_id", appID)
+	}
 	var (
 		index    uint64
 		last     []nameresolution.Instance
@@ -218,14 +230,16 @@ func (w *Watcher) instances(log *slog.Logger, entries []*api.ServiceEntry, appID
 			continue
 		}
 		ns := nameresolution.NamespaceOrDefault(s.Meta[MetaNamespace])
-		if ns != namespace {
+		if ns != namespace && namespace != anyNamespace {
 			w.foreign.Add(1)
 			continue
 		}
 		raw, ok := s.Meta[w.portKey]
 		if !ok {
 			w.skipped.Add(1)
-			note(s.ID, "no mesh port in the service meta", "meta_key", w.portKey)
+			if namespace != anyNamespace {
+				note(s.ID, "no mesh port in the service meta", "meta_key", w.portKey)
+			}
 			continue
 		}
 		port, err := strconv.Atoi(strings.TrimSpace(raw))
@@ -244,7 +258,7 @@ func (w *Watcher) instances(log *slog.Logger, entries []*api.ServiceEntry, appID
 			note(s.ID, "no usable address", "address", host)
 			continue
 		}
-		set = append(set, nameresolution.Instance{AppID: appID, Namespace: namespace, Host: host, Port: port})
+		set = append(set, nameresolution.Instance{AppID: appID, Namespace: ns, Host: host, Port: port})
 	}
 	slices.SortFunc(set, func(a, b nameresolution.Instance) int {
 		return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.Port, b.Port))

@@ -51,6 +51,11 @@ type Options struct {
 	TrustAnchors func() []byte
 	// Verify checks a client's TLS state and returns its proven identity.
 	Verify func(tls.ConnectionState) (mtls.Identity, error)
+	// Catalog, when set, is a second source of endpoints (the Consul
+	// catalog): it calls update with every instance it knows whenever they
+	// change, until ctx is done. Its instances are served beside the
+	// registry's; one address in both is served once.
+	Catalog func(ctx context.Context, update func([]nameresolution.Instance)) error
 	// Balance is the load balancing and outlier detection of every app's
 	// cluster.
 	Balance balance.AppOptions
@@ -74,10 +79,12 @@ type Server struct {
 
 	mu        sync.Mutex
 	resources *config.Resources
-	endpoints []nameresolution.Instance
-	nodes     map[string]translate.Node // node id -> node, every node seen
-	dirty     map[string]bool           // nodes to rebuild
-	dirtyAll  bool
+	endpoints []nameresolution.Instance // registered and catalog, merged
+	// registered and catalog are the two sources' latest instances.
+	registered, catalog []nameresolution.Instance
+	nodes               map[string]translate.Node // node id -> node, every node seen
+	dirty               map[string]bool           // nodes to rebuild
+	dirtyAll            bool
 
 	inputsChanged bool                // resources or endpoints changed since prepared
 	prepared      *translate.Prepared // the inputs translated, for every node
@@ -527,11 +534,25 @@ func (s *Server) Run(ctx context.Context) error {
 					eps = append(eps, nameresolution.Instance{AppID: in.AppID, Namespace: in.Namespace, Host: in.Host, Port: in.Port})
 				}
 				s.mu.Lock()
-				s.endpoints = eps
-				s.inputsChanged = true
+				s.registered = eps
+				s.mergeEndpointsLocked()
 				s.mu.Unlock()
 				markReady()
 				s.pushAll()
+			}
+		})
+	}
+	if s.opts.Catalog != nil {
+		wg.Go(func() {
+			err := s.opts.Catalog(ctx, func(insts []nameresolution.Instance) {
+				s.mu.Lock()
+				s.catalog = insts
+				s.mergeEndpointsLocked()
+				s.mu.Unlock()
+				s.pushAll()
+			})
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("the catalog of endpoints stopped", "err", err)
 			}
 		})
 	}
@@ -546,6 +567,25 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	<-ctx.Done()
 	return nil
+}
+
+// mergeEndpointsLocked serves the registry's instances and the catalog's,
+// each address once.
+func (s *Server) mergeEndpointsLocked() {
+	seen := make(map[string]bool, len(s.registered)+len(s.catalog))
+	eps := make([]nameresolution.Instance, 0, len(s.registered)+len(s.catalog))
+	for _, src := range [][]nameresolution.Instance{s.registered, s.catalog} {
+		for _, in := range src {
+			k := nameresolution.NamespaceOrDefault(in.Namespace) + "/" + in.AppID + "/" + in.Address()
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			eps = append(eps, in)
+		}
+	}
+	s.endpoints = eps
+	s.inputsChanged = true
 }
 
 type (
