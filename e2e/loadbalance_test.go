@@ -231,3 +231,30 @@ func TestControlPlaneServesConsulCatalog(t *testing.T) {
 		t.Logf("callee log:\n%s", callee.Logs())
 	}
 }
+
+// TestKubernetesDNS: a sidecar whose Configuration names the kubernetes
+// resolver finds another through the cluster's DNS, as Dapr does: the SRV
+// record of <app-id>-dapr.<namespace>.svc.<cluster domain>, served here by a
+// real CoreDNS.
+func TestKubernetesDNS(t *testing.T) {
+	t.Parallel()
+	app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
+	callee := framework.StartSidecar(t, framework.SidecarOptions{AppID: "k8s-callee", AppPort: app.Port})
+	dnsAddr := framework.StartCoreDNS(t, "cluster.local",
+		fmt.Sprintf("_dapr-internal._tcp.k8s-callee-dapr.default.svc IN SRV 0 0 %d pod-1.k8s-callee-dapr.default.svc.cluster.local.", callee.InternalPort),
+		"pod-1.k8s-callee-dapr.default.svc IN A 127.0.0.1")
+	cfg := filepath.Join(framework.ShortTempDir(t), "config.yaml")
+	writeFile(t, cfg, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: k8s\nspec:\n  nameResolution:\n    component: kubernetes\n    configuration:\n      clusterDomain: cluster.local\n      dnsServer: "+dnsAddr+"\n")
+	// --name-resolution is left to the Configuration.
+	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "k8s-caller", Args: []string{"--name-resolution", "", "--config", cfg}})
+	who, err := answeredBy(t, caller, "k8s-callee", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("127.0.0.1:%d", app.Port); who != want {
+		t.Errorf("answered by %s, want %s", who, want)
+	}
+	// An app the cluster has no service for: daprd's error, at once.
+	resp, body := call(t, http.MethodGet, caller.URL("/v1.0/invoke/nobody/method/x"), nil, nil)
+	wantDaprError(t, resp, body, http.StatusInternalServerError, "ERR_DIRECT_INVOKE")
+}
