@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -245,5 +246,73 @@ func TestSubscriptionBadRuleAtStart(t *testing.T) {
 	}
 	if strings.Contains(r.Output, "panic") {
 		t.Errorf("output shows a panic:\n%s", r.Output)
+	}
+}
+
+// TestDeliveriesBoundedByAppMaxConcurrency: --app-max-concurrency bounds
+// the deliveries in flight to the app, across subscriptions, as it bounds
+// invocations.
+func TestDeliveriesBoundedByAppMaxConcurrency(t *testing.T) {
+	t.Parallel()
+	var (
+		mu                sync.Mutex
+		inFlight, maxSeen int
+		delivered         int
+	)
+	l := framework.Listen(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		inFlight++
+		maxSeen = max(maxSeen, inFlight)
+		mu.Unlock()
+		time.Sleep(50 * time.Millisecond) // the app's work: deliveries pile up behind the bound
+		mu.Lock()
+		inFlight--
+		delivered++
+		mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	port := l.Addr().(*net.TCPAddr).Port
+
+	res := stateStores(t, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
+	for _, topic := range []string{"a", "b"} {
+		writeFile(t, filepath.Join(res, "sub-"+topic+".yaml"), fmt.Sprintf("apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: %s\nspec:\n  pubsubname: pubsub\n  topic: %s\n  route: /work\n", topic, topic))
+	}
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "bounded", AppPort: port, AppMaxConcurrency: 2, Args: []string{"--resources-path", res}})
+	framework.WaitFor(t, "both subscriptions to be in place", func() error {
+		got, err := metadataSubs(t, sc)
+		if err != nil {
+			return err
+		}
+		if len(got) != 2 {
+			return fmt.Errorf("subscriptions: %v", got)
+		}
+		return nil
+	})
+	const n = 20
+	for i := range n {
+		topic := []string{"a", "b"}[i%2]
+		if resp, body := call(t, http.MethodPost, sc.URL("/v1.0/publish/pubsub/"+topic), strings.NewReader(fmt.Sprintf(`{"n":%d}`, i)), http.Header{"Content-Type": {"application/json"}}); resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("publish: %d %s", resp.StatusCode, body)
+		}
+	}
+	framework.WaitFor(t, "every event to be delivered", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if delivered < n {
+			return fmt.Errorf("%d of %d delivered", delivered, n)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if maxSeen > 2 {
+		t.Errorf("%d deliveries were in the app at once; --app-max-concurrency is 2", maxSeen)
+	}
+	if maxSeen < 2 {
+		t.Errorf("deliveries never overlapped (max %d): the test shows nothing", maxSeen)
 	}
 }
