@@ -258,3 +258,37 @@ func TestKubernetesDNS(t *testing.T) {
 	resp, body := call(t, http.MethodGet, caller.URL("/v1.0/invoke/nobody/method/x"), nil, nil)
 	wantDaprError(t, resp, body, http.StatusInternalServerError, "ERR_DIRECT_INVOKE")
 }
+
+// TestConsulPureClient: a sidecar without an app registers nothing in
+// Consul, and its calls to an app registered there work (daprd fails every
+// call in exactly that case).
+func TestConsulPureClient(t *testing.T) {
+	t.Parallel()
+	agent := framework.StartConsul(t, framework.ConsulOptions{})
+	cfg := filepath.Join(framework.ShortTempDir(t), "config.yaml")
+	writeFile(t, cfg, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  nameResolution:\n    component: consul\n    configuration:\n      client:\n        address: "+agent.Addr+"\n      selfRegister: true\n")
+	viaConsul := []string{"--name-resolution", "consul", "--config", cfg}
+	app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
+	framework.StartSidecar(t, framework.SidecarOptions{AppID: "consul-callee", AppPort: app.Port, Args: viaConsul})
+	client := framework.StartSidecar(t, framework.SidecarOptions{AppID: "consul-client", Args: viaConsul})
+	framework.WaitFor(t, "the pure client to reach the callee through Consul", func() error {
+		who, err := answeredBy(t, client, "consul-callee", nil)
+		if err != nil {
+			return err
+		}
+		if want := fmt.Sprintf("127.0.0.1:%d", app.Port); who != want {
+			return fmt.Errorf("answered by %s, want %s", who, want)
+		}
+		return nil
+	})
+	b, err := agent.Get("/v1/catalog/services")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "consul-client") {
+		t.Errorf("the pure client registered itself: %s", b)
+	}
+	if !strings.Contains(string(b), "consul-callee") {
+		t.Errorf("the callee is not registered: %s", b)
+	}
+}
