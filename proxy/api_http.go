@@ -15,6 +15,7 @@ import (
 
 	"github.com/outrigger/outrigger/nameresolution"
 	"github.com/outrigger/outrigger/proxy/route"
+	"github.com/outrigger/outrigger/resiliency"
 )
 
 // Headers the sidecars add on the mesh. The dapr-* ones reach the callee as
@@ -32,6 +33,14 @@ const (
 // invocation is one outbound call in flight, carried in the request context
 // from the API handler to the reverse proxy's hooks.
 type invocation struct {
+	// Under a retry policy: the policy, whether this attempt may be
+	// followed by another, and what it came to.
+	retry       *resiliency.Retry
+	mayRetry    bool
+	retryWanted bool
+	reached     bool // an answer came from the peer
+	status      int
+
 	ep        nameresolution.Endpoint // nil once reported
 	key       string                  // the consistent-hashing key
 	appID     string
@@ -139,7 +148,8 @@ func (s *Sidecar) serveState(w http.ResponseWriter, r *http.Request) {
 }
 
 // invokeHTTP sends one invocation to the callee's sidecar, streaming the
-// request and response bodies.
+// request and response bodies; under a retry policy or a circuit breaker
+// (the app's Resiliency) it goes through invokeWithPolicy.
 func (s *Sidecar) invokeHTTP(w http.ResponseWriter, r *http.Request, t route.Target) {
 	name, ns, err := route.SplitAppID(t.AppID, s.cfg.Namespace)
 	if err != nil {
@@ -150,25 +160,43 @@ func (s *Sidecar) invokeHTTP(w http.ResponseWriter, r *http.Request, t route.Tar
 		writeError(w, bodyTooLargeError())
 		return
 	}
+	// The route's timeout bounds the whole call, retries included.
+	ctx, cancel := s.invokeContext(r.Context(), name, ns)
+	defer cancel()
+	r = r.WithContext(ctx)
+	if pol := s.policyFor(name, ns); pol != nil {
+		s.invokeWithPolicy(w, r, pol, func(r *http.Request, out *invocation) { s.invokeOnce(w, r, t.AppID, name, ns, t.Method, out) })
+		return
+	}
+	s.invokeOnce(w, r, t.AppID, name, ns, t.Method, nil)
+}
+
+// invokeOnce is one attempt of an invocation. res, when not nil, carries
+// the retry policy in and the attempt's outcome out.
+func (s *Sidecar) invokeOnce(w http.ResponseWriter, r *http.Request, target, name, ns, method string, res *invocation) {
 	key := s.hashKey(r.Header)
 	ep, err := s.lb.Pick(r.Context(), name, ns, key)
 	if err != nil {
 		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
-		writeError(w, directInvokeError(t.AppID, err))
+		writeError(w, directInvokeError(target, err))
 		return
 	}
 	inv := invocationPool.Get().(*invocation)
-	*inv = invocation{ep: ep, key: key, appID: name, namespace: ns, method: t.Method}
+	*inv = invocation{ep: ep, key: key, appID: name, namespace: ns, method: method}
+	if res != nil {
+		inv.retry, inv.mayRetry = res.retry, res.mayRetry
+	}
 	if r.Body != nil && r.Body != http.NoBody {
 		inv.body = &limitedBody{rc: r.Body, left: s.cfg.MaxBodySize}
 		r.Body = inv.body
 	}
-	ctx, cancel := s.invokeContext(r.Context(), name, ns)
-	defer cancel()
-	r = r.WithContext(context.WithValue(ctx, invocationKey{}, inv))
+	r = r.WithContext(context.WithValue(r.Context(), invocationKey{}, inv))
 	s.peerProxy().ServeHTTP(w, r)
 	if inv.ep != nil {
 		inv.ep.Done(nil) // never sent
+	}
+	if res != nil {
+		res.appID, res.reached, res.status, res.retryWanted = name, inv.reached, inv.status, inv.retryWanted
 	}
 	*inv = invocation{}
 	invocationPool.Put(inv)
@@ -282,12 +310,27 @@ func (p peerRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 func (s *Sidecar) countOutbound(resp *http.Response) error {
 	if inv, ok := resp.Request.Context().Value(invocationKey{}).(*invocation); ok {
 		s.stats.outbound.WithLabelValues(inv.appID, statusLabel(resp.StatusCode)).Inc()
+		inv.reached, inv.status = true, resp.StatusCode
+		if inv.mayRetry && inv.retry.RetriesHTTP(resp.StatusCode) {
+			inv.retryWanted = true
+			return errRetry // not written: the next attempt answers
+		}
 	}
 	return nil
 }
 
 func (s *Sidecar) peerError(w http.ResponseWriter, r *http.Request, err error) {
 	inv, _ := r.Context().Value(invocationKey{}).(*invocation)
+	if errors.Is(err, errRetry) {
+		return
+	}
+	if inv != nil && inv.mayRetry && r.Context().Err() == nil && !(inv.body != nil && inv.body.exceeded.Load()) {
+		// No answer (the peer unreachable, the connection lost): the
+		// policy's next attempt.
+		s.stats.outbound.WithLabelValues(inv.appID, "error").Inc()
+		inv.retryWanted = true
+		return
+	}
 	if inv != nil && inv.body != nil && inv.body.exceeded.Load() {
 		writeError(w, bodyTooLargeError())
 		return

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
 	"log/slog"
 	"net/http"
 	"time"
@@ -247,4 +248,7 @@ type InvokeRoutes interface {
 	// InvokeTimeout bounds a whole call to appID in namespace (the
 	// Resiliency timeout of that app); zero is no bound.
 	InvokeTimeout(appID, namespace string) time.Duration
+	// InvokeResiliency is the app's Resiliency (its retry and circuit
+	// breaker); nil for none.
+	InvokeResiliency(appID, namespace string) *outriggerv1alpha1.Resiliency
 }

@@ -42,10 +42,12 @@ type Sidecar struct {
 	cfg Config
 	log *slog.Logger
 
-	app    *appChannel // nil without an app port
-	peers  *peers
-	lb     Balancer
-	peerRP atomic.Pointer[httputil.ReverseProxy]
+	app   *appChannel // nil without an app port
+	peers *peers
+	lb    Balancer
+	// policies are the apps' retry policies and circuit breakers.
+	policies policies
+	peerRP   atomic.Pointer[httputil.ReverseProxy]
 
 	apiServer  *http.Server
 	meshServer *http.Server

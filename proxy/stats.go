@@ -14,6 +14,9 @@ type stats struct {
 	apiAuthFailures prometheus.Counter     // API calls refused for a wrong dapr-api-token
 	meshRefused     *prometheus.CounterVec // mesh connections refused, by reason
 	aclDecisions    *prometheus.CounterVec // access-control decisions, by caller, action and scope
+
+	retries *prometheus.CounterVec // invocation attempts a retry policy sent again, by target app
+	breaker *prometheus.GaugeVec   // circuit breaker state of calls to an app: 0 closed, 1 half open, 2 open
 }
 
 func newStats(reg prometheus.Registerer, appID string) *stats {
@@ -48,7 +51,17 @@ func newStats(reg prometheus.Registerer, appID string) *stats {
 		Help:        "Access-control decisions on calls to this app, by proven caller, action and the policy scope that decided.",
 		ConstLabels: prometheus.Labels{"app_id": appID},
 	}, []string{"src_app_id", "action", "scope"})
-	reg.MustRegister(s.outbound, s.inbound, s.apiAuthFailures, s.meshRefused, s.aclDecisions)
+	s.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "outrigger", Subsystem: "resiliency", Name: "retries_total",
+		Help:        "Service invocation attempts sent again by the target app's retry policy.",
+		ConstLabels: prometheus.Labels{"app_id": appID},
+	}, []string{"dest_app_id"})
+	s.breaker = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "outrigger", Subsystem: "resiliency", Name: "circuit_breaker_state",
+		Help:        "State of the circuit breaker of calls to an app: 0 closed, 1 half open, 2 open.",
+		ConstLabels: prometheus.Labels{"app_id": appID},
+	}, []string{"dest_app_id", "policy"})
+	reg.MustRegister(s.outbound, s.inbound, s.apiAuthFailures, s.meshRefused, s.aclDecisions, s.retries, s.breaker)
 	return s
 }
 

@@ -59,6 +59,7 @@ type Interval struct {
 //	/stream?n=N&seed=S  streams Pattern(S, N) back, without Content-Length
 //	/slow?id=X&hold=D holds the request until another /slow request is in
 //	                  flight or D (default 2s) has passed; records an Interval
+//	/flaky/{key}?fail=N&code=C  answers C (500) to the first N calls of key, then echoes
 //	/hop              echoes, and answers with hop-by-hop headers
 //	anything else     echoes the request as JSON (Echo); ?status=N sets the
 //	                  status; X-Echo-Method and X-App-Name headers are set
@@ -74,6 +75,14 @@ type HTTPApp struct {
 	inFlight    int
 	maxInFlight int
 	intervals   []Interval
+	flaky       map[string]int // /flaky/{key}: calls so far
+}
+
+// Calls is how many calls /flaky/{key} has had.
+func (a *HTTPApp) Calls(key string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.flaky[key]
 }
 
 // StartHTTPApp serves an HTTPApp on a fresh loopback port until the test ends.
@@ -148,6 +157,30 @@ func (a *HTTPApp) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-App-Error", strconv.Itoa(code))
 		w.WriteHeader(code)
 		fmt.Fprintf(w, `{"error":"the app says %d"}`, code)
+	case strings.HasPrefix(p, "/flaky/"):
+		// /flaky/{key}?fail=N&code=C: the first N calls with that key
+		// answer C (default 500), then the request is echoed.
+		q := r.URL.Query()
+		fail, _ := strconv.Atoi(q.Get("fail"))
+		code, err := strconv.Atoi(q.Get("code"))
+		if err != nil {
+			code = http.StatusInternalServerError
+		}
+		a.mu.Lock()
+		if a.flaky == nil {
+			a.flaky = map[string]int{}
+		}
+		key := strings.TrimPrefix(p, "/flaky/")
+		a.flaky[key]++
+		n := a.flaky[key]
+		a.mu.Unlock()
+		if n <= fail {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.WriteHeader(code)
+			fmt.Fprintf(w, `{"error":"call %d of %s fails"}`, n, key)
+			return
+		}
+		a.echo(w, r)
 	case p == "/count":
 		c := NewCountingHash()
 		if _, err := io.Copy(c, r.Body); err != nil {

@@ -109,7 +109,14 @@ func (t *RouteTable) Routes() *Routes {
 	return t.cur.Load()
 }
 
-// InvokeTimeout is the timeout of calls to appID in namespace.
+// InvokeResiliency is the Resiliency of calls to appID in namespace; nil
+// for none.
+func (t *RouteTable) InvokeResiliency(appID, namespace string) *outriggerv1alpha1.Resiliency {
+	r, _ := t.Routes().Invoke(appID, nameresolution.NamespaceOrDefault(namespace))
+	return r.Resiliency
+}
+
+// InvokeTimeout is the timeout of calls to appID in namespace; zero is none.
 func (t *RouteTable) InvokeTimeout(appID, namespace string) time.Duration {
 	r, _ := t.Routes().Invoke(appID, nameresolution.NamespaceOrDefault(namespace))
 	return r.Timeout

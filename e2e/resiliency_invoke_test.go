@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/outrigger/outrigger/e2e/framework"
+)
+
+const invokeResiliency = `apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: invoke
+spec:
+  policies:
+    retries:
+      three:
+        policy: constant
+        duration: 20ms
+        maxRetries: 3
+    circuitBreakers:
+      tripsAtThree:
+        maxRequests: 1
+        timeout: 1s
+        trip: consecutiveFailures >= 3
+  targets:
+    apps:
+      rz-retry:
+        retry: three
+      rz-breaker:
+        circuitBreaker: tripsAtThree
+`
+
+// TestInvokeRetries: a Resiliency retry policy on an app: an answer of 500
+// is retried until it succeeds, the body sent again each time; a 404 is
+// not retried; retries are counted in the metrics.
+func TestInvokeRetries(t *testing.T) {
+	t.Parallel()
+	res := framework.ShortTempDir(t)
+	writeFile(t, filepath.Join(res, "resiliency.yaml"), invokeResiliency)
+	app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
+	callee := framework.StartSidecar(t, framework.SidecarOptions{AppID: "rz-retry", AppPort: app.Port})
+	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "rz-caller", Resolve: []framework.Endpoint{callee.Endpoint()}, Args: []string{"--resources-path", res}})
+
+	resp, body := call(t, http.MethodPost, caller.URL("/v1.0/invoke/rz-retry/method/flaky/a?fail=2"), strings.NewReader("the body"), nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"body":"the body"`) {
+		t.Errorf("after two failures: %d %s", resp.StatusCode, body)
+	}
+	if n := app.Calls("a"); n != 3 {
+		t.Errorf("the app saw %d calls, want 3 (two failures, then the success)", n)
+	}
+	// More failures than retries: the last answer comes back.
+	resp, body = call(t, http.MethodGet, caller.URL("/v1.0/invoke/rz-retry/method/flaky/b?fail=10"), nil, nil)
+	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "call 4 of b fails") {
+		t.Errorf("retries run out: %d %s", resp.StatusCode, body)
+	}
+	// A 4xx is not retried.
+	resp, _ = call(t, http.MethodGet, caller.URL("/v1.0/invoke/rz-retry/method/flaky/c?fail=1&code=404"), nil, nil)
+	if resp.StatusCode != http.StatusNotFound || app.Calls("c") != 1 {
+		t.Errorf("a 404: status %d after %d calls, want 404 after 1", resp.StatusCode, app.Calls("c"))
+	}
+	if v := metricValue(t, caller, "outrigger_resiliency_retries_total", `dest_app_id="rz-retry"`); v != 5 {
+		t.Errorf("retries counted: %v, want 5", v)
+	}
+}
+
+// TestInvokeCircuitBreaker: an app that keeps failing trips its breaker
+// (consecutiveFailures >= 3): the next call fails at once without reaching
+// it; after the timeout one call is let through (half open), and its
+// success closes the breaker. Each step shows in the metrics.
+func TestInvokeCircuitBreaker(t *testing.T) {
+	t.Parallel()
+	res := framework.ShortTempDir(t)
+	writeFile(t, filepath.Join(res, "resiliency.yaml"), invokeResiliency)
+	app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
+	callee := framework.StartSidecar(t, framework.SidecarOptions{AppID: "rz-breaker", AppPort: app.Port})
+	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "rz-caller2", Resolve: []framework.Endpoint{callee.Endpoint()}, Args: []string{"--resources-path", res}})
+	state := func() float64 {
+		return metricValue(t, caller, "outrigger_resiliency_circuit_breaker_state", `dest_app_id="rz-breaker"`)
+	}
+	for i := range 3 {
+		resp, _ := call(t, http.MethodGet, caller.URL("/v1.0/invoke/rz-breaker/method/flaky/down?fail=1000"), nil, nil)
+		if resp.StatusCode != http.StatusInternalServerError {
+			t.Fatalf("call %d: %d", i, resp.StatusCode)
+		}
+	}
+	if s := state(); s != 2 {
+		t.Errorf("breaker state %v after three failures, want 2 (open)", s)
+	}
+	resp, body := call(t, http.MethodGet, caller.URL("/v1.0/invoke/rz-breaker/method/flaky/down?fail=1000"), nil, nil)
+	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "circuit breaker is open") {
+		t.Errorf("with the breaker open: %d %s", resp.StatusCode, body)
+	}
+	if n := app.Calls("down"); n != 3 {
+		t.Errorf("the app saw %d calls, want 3: an open breaker lets none through", n)
+	}
+	// After the 1 s timeout the breaker half opens; one success closes it.
+	framework.WaitFor(t, "the breaker to let a call through again", func() error {
+		resp, body, err := tryCall(callCtx(t), http.MethodGet, caller.URL("/v1.0/invoke/rz-breaker/method/flaky/up"), nil, nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%d %s", resp.StatusCode, body)
+		}
+		return nil
+	})
+	if s := state(); s != 0 {
+		t.Errorf("breaker state %v after a success half open, want 0 (closed)", s)
+	}
+	logs := caller.Logs()
+	for _, step := range []string{"from=closed to=open", "from=open to=half-open", "from=half-open to=closed"} {
+		if !strings.Contains(logs, step) {
+			t.Errorf("the log does not show %s", step)
+		}
+	}
+}
