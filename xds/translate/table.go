@@ -3,6 +3,7 @@ package translate
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,7 +17,8 @@ import (
 
 // Routes is a sidecar's RouteConfiguration read for lookups.
 type Routes struct {
-	invoke     map[string]InvokeRoute // by cluster name
+	invoke     map[string]InvokeRoute    // by cluster name
+	byApp      map[[2]string]InvokeRoute // by namespace and app-id: a lookup without building the name
 	components map[string]*outriggerv1alpha1.ComponentRoute
 }
 
@@ -33,7 +35,7 @@ type InvokeRoute struct {
 // an invocation route that names no cluster, is an error (the sidecar
 // NACKs the configuration).
 func NewRoutes(rc *routev3.RouteConfiguration) (*Routes, error) {
-	rt := &Routes{invoke: map[string]InvokeRoute{}, components: map[string]*outriggerv1alpha1.ComponentRoute{}}
+	rt := &Routes{invoke: map[string]InvokeRoute{}, byApp: map[[2]string]InvokeRoute{}, components: map[string]*outriggerv1alpha1.ComponentRoute{}}
 	var errs []error
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
@@ -65,6 +67,9 @@ func NewRoutes(rc *routev3.RouteConfiguration) (*Routes, error) {
 					continue
 				}
 				rt.invoke[ir.Cluster] = ir
+				if parts := strings.SplitN(ir.Cluster, "/", 3); len(parts) == 3 && parts[0] == "outrigger" {
+					rt.byApp[[2]string{parts[1], parts[2]}] = ir
+				}
 			default:
 				errs = append(errs, fmt.Errorf("route %q: unsupported action", r.GetName()))
 			}
@@ -81,7 +86,10 @@ func (rt *Routes) Invoke(appID, namespace string) (InvokeRoute, bool) {
 	if rt == nil {
 		return InvokeRoute{}, false
 	}
-	r, ok := rt.invoke[ClusterName(namespace, appID)]
+	if r, ok := rt.byApp[[2]string{nameresolution.NamespaceOrDefault(namespace), appID}]; ok || len(rt.byApp) == len(rt.invoke) {
+		return r, ok
+	}
+	r, ok := rt.invoke[ClusterName(namespace, appID)] // a cluster named otherwise
 	return r, ok
 }
 
