@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/outrigger/outrigger/resiliency"
 	"sort"
 	"strconv"
 	"strings"
@@ -304,6 +305,11 @@ func parseBreaker(name string, fields map[string]json.RawMessage) (CircuitBreake
 		case "trip":
 			if p.Trip, err = stringField(fields[k]); err == nil && strings.TrimSpace(p.Trip) == "" {
 				err = errors.New("empty: want a CEL expression such as consecutiveFailures > 5")
+			}
+			if err == nil {
+				// Compiled now, so a broken expression is an error at load
+				// naming the file and the field, not a breaker that never trips.
+				_, err = resiliency.CompileTrip(p.Trip)
 			}
 		default:
 			err = errors.New("unknown field")

@@ -104,6 +104,8 @@ func TestParseResiliencyErrorsNameLineAndField(t *testing.T) {
 		{"circuitBreaker: plain", "circuitBreaker: none", `spec.targets.components.statestore.outbound.circuitBreaker: no circuit breaker "none"`},
 		{"circuitBreakerScope: both", "circuitBreakerScope: all", `spec.targets.actors.cart.circuitBreakerScope: "all"`},
 		{"trip: consecutiveFailures >= 3", "trip: ''", `spec.policies.circuitBreakers.cb.trip: empty`},
+		{"trip: consecutiveFailures >= 3", "trip: consecutiveFailures >=", `spec.policies.circuitBreakers.cb.trip: trip "consecutiveFailures >="`},
+		{"trip: consecutiveFailures >= 3", "trip: failures > 3", `undeclared reference to 'failures'`},
 		{"general: 5s", "general: 5", `spec.policies.timeouts.general: "5"`},
 		{"maxRequests: 2", "maxRequsts: 2", `spec.policies.circuitBreakers.cb.maxRequsts: unknown field`},
 	} {
