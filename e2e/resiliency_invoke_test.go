@@ -7,6 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
+	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"google.golang.org/protobuf/types/known/anypb"
+
 	"github.com/outrigger/outrigger/e2e/framework"
 )
 
@@ -62,8 +66,20 @@ func TestInvokeRetries(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound || app.Calls("c") != 1 {
 		t.Errorf("a 404: status %d after %d calls, want 404 after 1", resp.StatusCode, app.Calls("c"))
 	}
-	if v := metricValue(t, caller, "outrigger_resiliency_retries_total", `dest_app_id="rz-retry"`); v != 5 {
-		t.Errorf("retries counted: %v, want 5", v)
+	// gRPC InvokeService under the same policy.
+	client := runtimev1pb.NewDaprClient(caller.Dial(t))
+	gresp, err := client.InvokeService(callCtx(t), &runtimev1pb.InvokeServiceRequest{Id: "rz-retry", Message: &commonv1pb.InvokeRequest{
+		Method: "flaky/g", Data: &anypb.Any{Value: []byte("grpc body")}, ContentType: "text/plain",
+		HttpExtension: &commonv1pb.HTTPExtension{Verb: commonv1pb.HTTPExtension_POST, Querystring: "fail=2"},
+	}})
+	if err != nil || !strings.Contains(string(gresp.GetData().GetValue()), `"body":"grpc body"`) {
+		t.Errorf("InvokeService after two failures: %v %s", err, gresp.GetData().GetValue())
+	}
+	if n := app.Calls("g"); n != 3 {
+		t.Errorf("the app saw %d gRPC-invoked calls, want 3", n)
+	}
+	if v := metricValue(t, caller, "outrigger_resiliency_retries_total", `dest_app_id="rz-retry"`); v != 7 {
+		t.Errorf("retries counted: %v, want 7", v)
 	}
 }
 

@@ -123,21 +123,38 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 	}
 	ctx, cancel := s.invokeContext(ctx, name, ns)
 	defer cancel()
+	pol := s.policyFor(name, ns)
 	var resp *http.Response
-	for attempt := 1; ; attempt++ {
+	for attempt, retries := 1, 0; ; attempt++ {
+		var breakerDone func(bool)
+		if pol != nil && pol.breaker != nil {
+			var err error
+			if breakerDone, err = pol.breaker.Allow(); err != nil {
+				return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: %v", in.GetId(), err)
+			}
+		}
 		ep, err := s.lb.Pick(ctx, name, ns, key)
 		if err != nil {
+			if breakerDone != nil {
+				breakerDone(false)
+			}
 			s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
 			return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: %v", in.GetId(), err)
 		}
 		req, err := s.invokeRequest(ctx, ep.Address(), name, ns, msg, md)
 		if err != nil {
 			ep.Done(nil)
+			if breakerDone != nil {
+				breakerDone(true)
+			}
 			return nil, status.Errorf(codes.InvalidArgument, "failed to invoke, id: %s, err: %v", in.GetId(), err)
 		}
 		resp, err = s.peers.transport(name, ns).RoundTrip(req)
 		if err != nil && attempt < maxConnectAttempts && connectFailed(err) && ctx.Err() == nil {
 			ep.Done(err)
+			if breakerDone != nil {
+				breakerDone(false)
+			}
 			continue // the request was not sent: another instance
 		}
 		st := 0
@@ -145,6 +162,33 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 			st = resp.StatusCode
 		}
 		ep.Done(callOutcome(ctx, st, err))
+		if breakerDone != nil {
+			breakerDone(err == nil && st < 500)
+		}
+		// The app's retry policy: the message is in memory, so every
+		// attempt sends it whole.
+		if pol != nil && pol.retry.Allowed(retries) && ctx.Err() == nil && (err != nil || pol.retry.RetriesHTTP(st)) {
+			if resp != nil {
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+			}
+			if err != nil {
+				s.stats.outbound.WithLabelValues(name, "error").Inc()
+			} else {
+				s.stats.outbound.WithLabelValues(name, statusLabel(st)).Inc()
+			}
+			retries++
+			s.stats.retries.WithLabelValues(name).Inc()
+			t := time.NewTimer(pol.retry.Backoff(retries))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, status.Errorf(invokeErrorCode(ctx.Err()), "failed to invoke, id: %s, err: %v", in.GetId(), ctx.Err())
+			}
+			attempt = 0 // a new attempt may try every instance again
+			continue
+		}
 		if err != nil {
 			s.stats.outbound.WithLabelValues(name, "error").Inc()
 			return nil, status.Errorf(invokeErrorCode(err), "failed to invoke, id: %s, err: %v", in.GetId(), err)
