@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
@@ -132,5 +135,55 @@ func TestInvokeCircuitBreaker(t *testing.T) {
 		if !strings.Contains(logs, step) {
 			t.Errorf("the log does not show %s", step)
 		}
+	}
+}
+
+// TestDeliveryInboundRetry: a pub/sub component's inbound retry policy
+// governs the retries of a delivery the app fails, in place of the built-in
+// five: here two deliveries (maxRetries 1), then the dead-letter topic.
+func TestDeliveryInboundRetry(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	counts := map[string]int{}
+	l := framework.Listen(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		counts[r.URL.Path]++
+		mu.Unlock()
+		if r.URL.Path == "/poison" {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	res := stateStores(t, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
+	writeFile(t, filepath.Join(res, "subs.yaml"), "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: poison\nspec:\n  pubsubname: pubsub\n  topic: poison\n  route: /poison\n  deadLetterTopic: dead\n---\napiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: dead\nspec:\n  pubsubname: pubsub\n  topic: dead\n  route: /dead\n")
+	writeFile(t, filepath.Join(res, "resiliency.yaml"), "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: inbound\nspec:\n  policies:\n    retries:\n      once:\n        policy: constant\n        duration: 10ms\n        maxRetries: 1\n  targets:\n    components:\n      pubsub:\n        inbound:\n          retry: once\n")
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "inbound", AppPort: l.Addr().(*net.TCPAddr).Port, Args: []string{"--resources-path", res}})
+	framework.WaitFor(t, "the subscriptions", func() error {
+		got, err := metadataSubs(t, sc)
+		if err != nil || len(got) != 2 {
+			return fmt.Errorf("%v %v", got, err)
+		}
+		return nil
+	})
+	if resp, body := call(t, http.MethodPost, sc.URL("/v1.0/publish/pubsub/poison"), strings.NewReader(`{"x":1}`), http.Header{"Content-Type": {"application/json"}}); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("publish: %d %s", resp.StatusCode, body)
+	}
+	framework.WaitFor(t, "the event to reach the dead-letter topic", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if counts["/dead"] == 0 {
+			return fmt.Errorf("deliveries so far: %v", counts)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if counts["/poison"] != 2 {
+		t.Errorf("the failing delivery was made %d times, want 2 (maxRetries 1)", counts["/poison"])
 	}
 }

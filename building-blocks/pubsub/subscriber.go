@@ -83,9 +83,9 @@ const (
 // RetryPolicy is the subscriber's built-in retry of a failed delivery,
 // before the message goes to its dead-letter topic or back to the broker.
 type RetryPolicy struct {
-	Attempts int           // deliveries in all (default 5)
+	Attempts int           // deliveries in all (default 5; -1 until one succeeds)
 	Initial  time.Duration // first back-off (default 100ms), doubling
-	Max      time.Duration // longest back-off (default 5s)
+	Max      time.Duration // longest back-off (default 5s; Initial for a constant back-off)
 }
 
 // Subscriber delivers the app's subscriptions: it asks the app for its
@@ -102,7 +102,10 @@ type Subscriber struct {
 	// (default 16; --app-max-concurrency bounds them all).
 	MaxInFlight int
 	Retry       RetryPolicy
-	Logger      *slog.Logger
+	// Inbound, when set, gives the retry of deliveries from one pub/sub
+	// component (its Resiliency inbound policy); false leaves Retry.
+	Inbound func(pubsubName string) (RetryPolicy, bool)
+	Logger  *slog.Logger
 
 	// Changed signals that the declarative subscriptions or the components
 	// changed (nil: they never do).
@@ -385,7 +388,12 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 		return nil
 	}
 	pol := sub.Retry
-	if pol.Attempts <= 0 {
+	if sub.Inbound != nil {
+		if own, ok := sub.Inbound(s.PubsubName); ok {
+			pol = own
+		}
+	}
+	if pol.Attempts == 0 || pol.Attempts < -1 {
 		pol.Attempts = 5
 	}
 	if pol.Initial <= 0 {
@@ -396,7 +404,7 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 	}
 	wait := pol.Initial
 	var last error
-	for attempt := 1; attempt <= pol.Attempts; attempt++ {
+	for attempt := 1; pol.Attempts < 0 || attempt <= pol.Attempts; attempt++ {
 		status, err := sub.deliver(ctx, s, path, event)
 		switch {
 		case err == nil && status == statusSuccess:

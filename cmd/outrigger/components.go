@@ -110,6 +110,8 @@ func pubsubType[B pubsub.Broker](name string, newBroker func(map[string]string) 
 // one is reported then, naming its file. A document that breaks on reload
 // keeps its last good version.
 type subscriptionDocs struct {
+	// inbound follows the Resiliency documents loaded with them.
+	inbound *inboundRetries
 	appID   string
 	mu      sync.Mutex
 	good    map[string]pubsub.Subscription // last good, by namespace/name
@@ -167,6 +169,56 @@ func (s *subscriptionDocs) list() []pubsub.Subscription {
 	return nil
 }
 
+// inboundRetries holds the retry of deliveries from each pub/sub component
+// (the Resiliency documents' components.<name>.inbound.retry), for the
+// subscriber.
+type inboundRetries struct {
+	appID string
+	log   *slog.Logger
+	cur   atomic.Pointer[map[string]pubsub.RetryPolicy]
+}
+
+// set reads the Resiliency documents that apply to the app.
+func (r *inboundRetries) set(docs []config.Document) {
+	out := map[string]pubsub.RetryPolicy{}
+	for _, d := range docs {
+		if !config.Applies(d.Scopes, r.appID) {
+			continue
+		}
+		res, err := config.ParseResiliency(d)
+		if err != nil {
+			r.log.Error("resiliency not applied to deliveries", "err", err)
+			continue
+		}
+		for name, target := range res.Components {
+			rp, ok := res.Retries[target.Inbound.Retry]
+			if target.Inbound.Retry == "" || !ok {
+				continue
+			}
+			p := pubsub.RetryPolicy{Attempts: rp.MaxRetries + 1, Initial: rp.Duration, Max: rp.Duration}
+			if rp.MaxRetries < 0 {
+				p.Attempts = -1
+			}
+			if rp.Policy == "exponential" {
+				// Dapr's exponential back-off starts at 500 ms.
+				p.Initial, p.Max = 500*time.Millisecond, rp.MaxInterval
+			}
+			out[name] = p
+		}
+	}
+	r.cur.Store(&out)
+}
+
+// get is the subscriber's Inbound.
+func (r *inboundRetries) get(pubsubName string) (pubsub.RetryPolicy, bool) {
+	m := r.cur.Load()
+	if m == nil {
+		return pubsub.RetryPolicy{}, false
+	}
+	p, ok := (*m)[pubsubName]
+	return p, ok
+}
+
 // secretValue reads one key of a secret from a live secret store, for
 // secretKeyRef.
 func secretValue(ctx context.Context, store io.Closer, name, key string) (string, error) {
@@ -222,6 +274,7 @@ func (x *xdsSource) start(ctx context.Context, set *components.Set, routes *tran
 	}
 	if x.components {
 		opts.Apply = func(res *config.Resources) error {
+			subDocs.inbound.set(res.Resiliencies)
 			subErr := subDocs.set(res.Subscriptions)
 			err := set.Apply(context.WithoutCancel(ctx), res.Components)
 			subDocs.notify() // a replaced component is subscribed to again
@@ -354,8 +407,11 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 	}
 	cfg.PubSub = pubsubAPI
 	subDocs := newSubscriptionDocs(cfg.AppID)
+	inbound := &inboundRetries{appID: cfg.AppID, log: log}
+	subDocs.inbound = inbound
 	sub := &pubsub.Subscriber{
 		Lookup: pubsubLookup, AppID: cfg.AppID,
+		Inbound:     inbound.get,
 		Declarative: subDocs.list,
 		Changed:     subDocs.changed,
 		Logger:      logger.With("component", "subscriber"),
@@ -404,6 +460,7 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		stopXDS()
 		return stop, usageError{fmt.Errorf("--resources-path: %w", loadErr)}
 	}
+	subDocs.inbound.set(res.Resiliencies)
 	if err := subDocs.set(res.Subscriptions); err != nil {
 		// As a component file it cannot read, daprd's start fails.
 		stopXDS()
@@ -429,6 +486,7 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 			if res == nil {
 				return
 			}
+			subDocs.inbound.set(res.Resiliencies)
 			if err := subDocs.set(res.Subscriptions); err != nil {
 				log.Error("subscriptions: keeping the last good version of what failed", "err", err)
 			}
