@@ -1,6 +1,8 @@
 package resiliency
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -148,6 +150,39 @@ func TestTripMustCompile(t *testing.T) {
 		}
 	}
 	if _, err := CompileTrip("consecutiveFailures > 5 || (requests > 10 && totalFailures * 2 > requests)"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestRunner(t *testing.T) {
+	ctx := t.Context()
+	retry, _ := NewRetry(&outriggerv1alpha1.Retry{Name: "r", Duration: durationpb.New(time.Millisecond), MaxRetries: 3})
+	r := &Runner{Retry: retry}
+	calls := 0
+	err := r.Do(ctx, func(context.Context) error {
+		calls++
+		if calls < 3 {
+			return errors.New("transient")
+		}
+		return nil
+	}, nil)
+	if err != nil || calls != 3 {
+		t.Errorf("two failures then success: %v after %d calls", err, calls)
+	}
+	calls = 0
+	conflict := errors.New("conflict")
+	err = r.Do(ctx, func(context.Context) error { calls++; return conflict }, func(err error) bool { return errors.Is(err, conflict) })
+	if !errors.Is(err, conflict) || calls != 1 {
+		t.Errorf("a permanent error: %v after %d calls, want 1", err, calls)
+	}
+	// The timeout bounds each attempt.
+	r = &Runner{Timeout: 10 * time.Millisecond}
+	err = r.Do(ctx, func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }, nil)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a hung attempt: %v", err)
+	}
+	var nilRunner *Runner
+	if err := nilRunner.Do(ctx, func(context.Context) error { return nil }, nil); err != nil {
 		t.Error(err)
 	}
 }

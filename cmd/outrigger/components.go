@@ -15,6 +15,8 @@ import (
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/outrigger/outrigger/building-blocks/pubsub"
 	pubsubinmemory "github.com/outrigger/outrigger/building-blocks/pubsub/inmemory"
 	"github.com/outrigger/outrigger/building-blocks/pubsub/jetstream"
@@ -36,6 +38,8 @@ import (
 	"github.com/outrigger/outrigger/mtls/svid"
 	"github.com/outrigger/outrigger/nameresolution/balance"
 	"github.com/outrigger/outrigger/proxy"
+	"github.com/outrigger/outrigger/resiliency"
+	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
 	xdsclient "github.com/outrigger/outrigger/xds/client"
 	"github.com/outrigger/outrigger/xds/translate"
 )
@@ -167,6 +171,82 @@ func (s *subscriptionDocs) list() []pubsub.Subscription {
 		return *p
 	}
 	return nil
+}
+
+// componentRunners applies each component's outbound Resiliency (from its
+// routes) to its calls. A component without a policy is used as it is; one
+// with a policy is wrapped once per instance and policy, and its circuit
+// breaker lives as long as the policy is unchanged.
+type componentRunners struct {
+	routes *translate.RouteTable
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	runners map[string]*componentRunner
+	wrapped map[*state.Component]*state.Component
+}
+
+type componentRunner struct {
+	src    *outriggerv1alpha1.Resiliency
+	runner *resiliency.Runner
+}
+
+// runner is the current runner of component name; nil without a policy.
+func (r *componentRunners) runner(name string) *resiliency.Runner {
+	src := r.routes.Routes().ComponentResiliency(name)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.runners[name]
+	if src == nil {
+		if cur != nil {
+			delete(r.runners, name)
+		}
+		return nil
+	}
+	if cur != nil && (cur.src == src || proto.Equal(cur.src, src)) {
+		return cur.runner
+	}
+	var breaker *resiliency.Breaker
+	if cb := src.GetCircuitBreaker(); cb != nil {
+		if cur != nil && proto.Equal(cur.src.GetCircuitBreaker(), cb) {
+			breaker = cur.runner.Breaker
+		} else {
+			var err error
+			if breaker, err = resiliency.NewBreaker(cb, func(policy string, from, to resiliency.State) {
+				r.log.Warn("circuit breaker changed state", "component", name, "policy", policy, "from", from.String(), "to", to.String())
+			}); err != nil {
+				r.log.Error("resiliency: the circuit breaker of a component cannot be used", "component", name, "err", err)
+			}
+		}
+	}
+	run, err := resiliency.NewRunner(src, breaker)
+	if err != nil {
+		r.log.Error("resiliency: the policy of a component cannot be used", "component", name, "err", err)
+		return nil
+	}
+	if r.runners == nil {
+		r.runners = map[string]*componentRunner{}
+	}
+	r.runners[name] = &componentRunner{src: src, runner: run}
+	return run
+}
+
+// state is sc under its outbound policy, when it has one.
+func (r *componentRunners) state(name string, sc *state.Component) *state.Component {
+	if r.routes.Routes().ComponentResiliency(name) == nil {
+		return sc
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := r.wrapped[sc]; w != nil {
+		return w
+	}
+	if r.wrapped == nil || len(r.wrapped) > 1024 {
+		r.wrapped = map[*state.Component]*state.Component{} // replaced instances go with it
+	}
+	w := state.WithResiliency(sc, func() *resiliency.Runner { return r.runner(name) })
+	r.wrapped[sc] = w
+	return w
 }
 
 // inboundRetries holds the retry of deliveries from each pub/sub component
@@ -375,6 +455,7 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 	// from where the components come from.
 	routes := &translate.RouteTable{}
 	cfg.Routes = routes
+	runners := &componentRunners{routes: routes, log: log}
 	cfg.State = &state.API{
 		Lookup: func(name string) (*state.Component, bool) {
 			c, ok := set.Get(name)
@@ -382,7 +463,10 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 				return nil, false
 			}
 			sc, ok := c.Instance.(*state.Component)
-			return sc, ok
+			if !ok {
+				return nil, false
+			}
+			return runners.state(name, sc), true
 		},
 		Configured: func() bool { return len(set.List("state")) > 0 },
 		AppID:      cfg.AppID,

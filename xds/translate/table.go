@@ -20,6 +20,8 @@ type Routes struct {
 	invoke     map[string]InvokeRoute    // by cluster name
 	byApp      map[[2]string]InvokeRoute // by namespace and app-id: a lookup without building the name
 	components map[string]*outriggerv1alpha1.ComponentRoute
+	// componentPolicy is each component's outbound Resiliency.
+	componentPolicy map[string]*outriggerv1alpha1.Resiliency
 }
 
 // InvokeRoute is what the routes say of calls to one app.
@@ -35,7 +37,7 @@ type InvokeRoute struct {
 // an invocation route that names no cluster, is an error (the sidecar
 // NACKs the configuration).
 func NewRoutes(rc *routev3.RouteConfiguration) (*Routes, error) {
-	rt := &Routes{invoke: map[string]InvokeRoute{}, byApp: map[[2]string]InvokeRoute{}, components: map[string]*outriggerv1alpha1.ComponentRoute{}}
+	rt := &Routes{invoke: map[string]InvokeRoute{}, byApp: map[[2]string]InvokeRoute{}, components: map[string]*outriggerv1alpha1.ComponentRoute{}, componentPolicy: map[string]*outriggerv1alpha1.Resiliency{}}
 	var errs []error
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
@@ -52,6 +54,9 @@ func NewRoutes(rc *routev3.RouteConfiguration) (*Routes, error) {
 					continue
 				}
 				rt.components[binding.GetComponent()] = binding
+				if pol != nil {
+					rt.componentPolicy[binding.GetComponent()] = pol
+				}
 			case r.GetRoute() != nil:
 				a := r.GetRoute()
 				if a.GetCluster() == "" {
@@ -100,6 +105,15 @@ func (rt *Routes) Component(name string) (*outriggerv1alpha1.ComponentRoute, boo
 	}
 	c, ok := rt.components[name]
 	return c, ok
+}
+
+// ComponentResiliency is the outbound Resiliency of calls to a component;
+// nil for none.
+func (rt *Routes) ComponentResiliency(name string) *outriggerv1alpha1.Resiliency {
+	if rt == nil {
+		return nil
+	}
+	return rt.componentPolicy[name]
 }
 
 // RouteTable holds a sidecar's current Routes; it is safe for concurrent

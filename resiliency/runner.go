@@ -1,0 +1,67 @@
+package resiliency
+
+import (
+	"context"
+	"time"
+
+	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
+)
+
+// Runner runs an operation under one target's policies: a timeout on each
+// attempt, retries with back-off, and a circuit breaker. The zero Runner
+// (and a nil one) runs the operation once, as it is.
+type Runner struct {
+	Timeout time.Duration
+	Retry   *Retry
+	Breaker *Breaker
+}
+
+// NewRunner builds the runner of a target's policies; the breaker, which
+// keeps state, comes from the caller (so that it outlives a reload that
+// left it unchanged). A policy that cannot be used is an error.
+func NewRunner(p *outriggerv1alpha1.Resiliency, breaker *Breaker) (*Runner, error) {
+	r := &Runner{Timeout: p.GetTimeout().AsDuration(), Breaker: breaker}
+	var err error
+	if r.Retry, err = NewRetry(p.GetRetry()); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Do runs op. An error for which permanent reports true (a conflict, bad
+// input: something a retry cannot change) ends the retries at once and does
+// not count against the breaker.
+func (r *Runner) Do(ctx context.Context, op func(context.Context) error, permanent func(error) bool) error {
+	if r == nil || (r.Timeout <= 0 && r.Retry == nil && r.Breaker == nil) {
+		return op(ctx)
+	}
+	for retries := 0; ; retries++ {
+		var done func(bool)
+		if r.Breaker != nil {
+			var err error
+			if done, err = r.Breaker.Allow(); err != nil {
+				return err
+			}
+		}
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if r.Timeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, r.Timeout)
+		}
+		err := op(actx)
+		cancel()
+		stop := err == nil || (permanent != nil && permanent(err))
+		if done != nil {
+			done(stop)
+		}
+		if stop || !r.Retry.Allowed(retries) || ctx.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(r.Retry.Backoff(retries + 1))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+	}
+}
