@@ -255,3 +255,42 @@ func TestStateOutboundRetry(t *testing.T) {
 		t.Errorf("read after the outage: %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestPublishOutboundRetry: a pub/sub component's outbound retry policy
+// carries a publish across a broker outage (Redis Streams here).
+func TestPublishOutboundRetry(t *testing.T) {
+	t.Parallel()
+	dir := framework.ShortTempDir(t)
+	port := framework.FreePort(t)
+	srv := privateRedis(t, port, dir)
+	res := stateStores(t, fmt.Sprintf("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: events\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:%d\n  - name: dialTimeout\n    value: 200ms\n  - name: maxRetries\n    value: \"0\"\n", port))
+	writeFile(t, filepath.Join(res, "resiliency.yaml"), "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: publish\nspec:\n  policies:\n    retries:\n      patient:\n        policy: constant\n        duration: 100ms\n        maxRetries: 100\n  targets:\n    components:\n      events:\n        outbound:\n          retry: patient\n")
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "publisher", Args: []string{"--resources-path", res}})
+	publish := func() (int, string, error) {
+		resp, body, err := tryCall(callCtx(t), http.MethodPost, sc.URL("/v1.0/publish/events/orders"), strings.NewReader(`{"n":1}`), http.Header{"Content-Type": {"application/json"}})
+		if err != nil {
+			return 0, "", err
+		}
+		return resp.StatusCode, string(body), nil
+	}
+	if st, body, err := publish(); err != nil || st != http.StatusNoContent {
+		t.Fatalf("publish with the broker up: %d %s %v", st, body, err)
+	}
+	_ = srv.Process.Signal(syscall.SIGKILL)
+	_ = srv.Wait()
+	done := make(chan string, 1)
+	go func() {
+		st, body, err := publish()
+		done <- fmt.Sprintf("%d %s %v", st, body, err)
+	}()
+	time.Sleep(500 * time.Millisecond) // let a few attempts fail
+	select {
+	case r := <-done:
+		t.Fatalf("the publish ended while the broker was down: %s", r)
+	default:
+	}
+	privateRedis(t, port, dir)
+	if r := <-done; !strings.HasPrefix(r, "204 ") {
+		t.Fatalf("the publish across the outage: %s", r)
+	}
+}

@@ -184,6 +184,7 @@ type componentRunners struct {
 	mu      sync.Mutex
 	runners map[string]*componentRunner
 	wrapped map[*state.Component]*state.Component
+	brokers map[*pubsub.Component]*pubsub.Component
 }
 
 type componentRunner struct {
@@ -246,6 +247,25 @@ func (r *componentRunners) state(name string, sc *state.Component) *state.Compon
 	}
 	w := state.WithResiliency(sc, func() *resiliency.Runner { return r.runner(name) })
 	r.wrapped[sc] = w
+	return w
+}
+
+// pubsub is pc with its publishes under its outbound policy, when it has
+// one.
+func (r *componentRunners) pubsub(name string, pc *pubsub.Component) *pubsub.Component {
+	if r.routes.Routes().ComponentResiliency(name) == nil {
+		return pc
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := r.brokers[pc]; w != nil {
+		return w
+	}
+	if r.brokers == nil || len(r.brokers) > 1024 {
+		r.brokers = map[*pubsub.Component]*pubsub.Component{}
+	}
+	w := pubsub.WithResiliency(pc, func() *resiliency.Runner { return r.runner(name) })
+	r.brokers[pc] = w
 	return w
 }
 
@@ -484,7 +504,14 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		return pc, ok
 	}
 	pubsubAPI := &pubsub.API{
-		Lookup:     pubsubLookup,
+		// Publishing runs under the component's outbound policy.
+		Lookup: func(name string) (*pubsub.Component, bool) {
+			pc, ok := pubsubLookup(name)
+			if !ok {
+				return nil, false
+			}
+			return runners.pubsub(name, pc), true
+		},
 		Configured: func() bool { return len(set.List("pubsub")) > 0 },
 		AppID:      cfg.AppID,
 		Logger:     logger,
