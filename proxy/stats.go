@@ -2,14 +2,15 @@ package proxy
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // stats are the sidecar's Prometheus metrics for service invocation.
 type stats struct {
-	outbound *prometheus.CounterVec // calls this sidecar made for its app
-	inbound  *prometheus.CounterVec // calls this sidecar delivered to its app
+	outbound *appCounter // calls this sidecar made for its app
+	inbound  *appCounter // calls this sidecar delivered to its app
 
 	apiAuthFailures prometheus.Counter     // API calls refused for a wrong dapr-api-token
 	meshRefused     *prometheus.CounterVec // mesh connections refused, by reason
@@ -20,22 +21,21 @@ type stats struct {
 }
 
 func newStats(reg prometheus.Registerer, appID string) *stats {
-	s := &stats{
-		outbound: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace:   "outrigger",
-			Subsystem:   "service_invocation",
-			Name:        "requests_sent_total",
-			Help:        "Service invocation requests sent to other apps, by target app and status.",
-			ConstLabels: prometheus.Labels{"app_id": appID},
-		}, []string{"dest_app_id", "status"}),
-		inbound: prometheus.NewCounterVec(prometheus.CounterOpts{
+	outbound, inbound := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace:   "outrigger",
+		Subsystem:   "service_invocation",
+		Name:        "requests_sent_total",
+		Help:        "Service invocation requests sent to other apps, by target app and status.",
+		ConstLabels: prometheus.Labels{"app_id": appID},
+	}, []string{"dest_app_id", "status"}),
+		prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace:   "outrigger",
 			Subsystem:   "service_invocation",
 			Name:        "requests_received_total",
 			Help:        "Service invocation requests delivered to this app, by calling app and status.",
 			ConstLabels: prometheus.Labels{"app_id": appID},
-		}, []string{"src_app_id", "status"}),
-	}
+		}, []string{"src_app_id", "status"})
+	s := &stats{outbound: newAppCounter(outbound), inbound: newAppCounter(inbound)}
 	s.apiAuthFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "outrigger", Subsystem: "api", Name: "auth_failures_total",
 		Help:        "API calls refused because dapr-api-token was missing or wrong.",
@@ -61,7 +61,7 @@ func newStats(reg prometheus.Registerer, appID string) *stats {
 		Help:        "State of the circuit breaker of calls to an app: 0 closed, 1 half open, 2 open.",
 		ConstLabels: prometheus.Labels{"app_id": appID},
 	}, []string{"dest_app_id", "policy"})
-	reg.MustRegister(s.outbound, s.inbound, s.apiAuthFailures, s.meshRefused, s.aclDecisions, s.retries, s.breaker)
+	reg.MustRegister(outbound, inbound, s.apiAuthFailures, s.meshRefused, s.aclDecisions, s.retries, s.breaker)
 	return s
 }
 
@@ -78,4 +78,49 @@ func statusLabel(code int) string {
 		return "500"
 	}
 	return strconv.Itoa(code)
+}
+
+// maxAppLabels bounds the distinct app-ids one counter labels its series
+// with; later ones share the series of otherAppLabel. App-ids come from
+// requests (a URL, a caller's header), so without a bound a flood of
+// made-up ones would grow the metrics without end.
+const maxAppLabels = 256
+
+const (
+	otherAppLabel      = "_other"      // app-ids past maxAppLabels
+	unresolvedAppLabel = "_unresolved" // calls to an app-id no instance was found for
+)
+
+// appCounter is a counter by app-id and status whose app-ids are bounded.
+type appCounter struct {
+	vec  *prometheus.CounterVec
+	mu   sync.RWMutex
+	seen map[string]struct{}
+}
+
+func newAppCounter(vec *prometheus.CounterVec) *appCounter {
+	return &appCounter{vec: vec, seen: map[string]struct{}{}}
+}
+
+// WithLabelValues is the counter of app and status; an app-id that did not
+// resolve, or one past the bound, is counted under a shared label.
+func (c *appCounter) WithLabelValues(app, status string) prometheus.Counter {
+	if status == "resolve_error" {
+		app = unresolvedAppLabel
+	}
+	c.mu.RLock()
+	_, ok := c.seen[app]
+	c.mu.RUnlock()
+	if !ok {
+		c.mu.Lock()
+		if _, ok = c.seen[app]; !ok {
+			if len(c.seen) < maxAppLabels {
+				c.seen[app] = struct{}{}
+			} else {
+				app = otherAppLabel
+			}
+		}
+		c.mu.Unlock()
+	}
+	return c.vec.WithLabelValues(app, status)
 }

@@ -153,6 +153,12 @@ type app struct {
 	err   atomic.Pointer[error] // the watch failed for good
 	next  atomic.Uint64         // round robin
 	opts  atomic.Pointer[AppOptions]
+	// hadInstances is set once the app had an instance.
+	hadInstances atomic.Bool
+	// ctx ends the app's watch (Close, or the app dropped for having no
+	// instance at its first answer).
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // endpointSet is an immutable snapshot of an app's instances.
@@ -313,6 +319,7 @@ func (b *Balancer) pick(ctx context.Context, appID, namespace, key string) (*End
 		case <-a.ready:
 			t.Stop()
 		case <-t.C:
+			b.drop(a) // not kept waiting: the next pick asks again
 			return nil, fmt.Errorf("%w: no answer about app %s in namespace %s within %s", nameresolution.ErrNotFound, appID, namespace, b.o.FirstAnswer)
 		case <-ctx.Done():
 			t.Stop()
@@ -321,6 +328,11 @@ func (b *Balancer) pick(ctx context.Context, appID, namespace, key string) (*End
 		set = a.set.Load()
 	}
 	if set == nil || len(set.eps) == 0 {
+		if !a.hadInstances.Load() {
+			// An app-id that never had an instance is not kept (nor
+			// watched): made-up app-ids must not pile up.
+			b.drop(a)
+		}
 		if p := a.err.Load(); p != nil {
 			return nil, fmt.Errorf("%w: app %s in namespace %s: %w", nameresolution.ErrNotFound, appID, namespace, *p)
 		}
@@ -393,6 +405,7 @@ func (b *Balancer) watch(k appKey) (*app, error) {
 		return a, nil
 	}
 	a := &app{key: k, ready: make(chan struct{})}
+	a.ctx, a.cancel = context.WithCancel(b.ctx)
 	b.setAppOptions(a)
 	apps := make(map[appKey]*app, len(old)+1)
 	for kk, v := range old {
@@ -408,13 +421,32 @@ func (b *Balancer) watch(k appKey) (*app, error) {
 	return a, nil
 }
 
+// drop forgets app a and ends its watch; the next pick of its app-id
+// starts a new one.
+func (b *Balancer) drop(a *app) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old := *b.apps.Load()
+	if old[a.key] != a {
+		return
+	}
+	apps := make(map[appKey]*app, len(old))
+	for k, v := range old {
+		if v != a {
+			apps[k] = v
+		}
+	}
+	b.apps.Store(&apps)
+	a.cancel()
+}
+
 // run keeps the watch of a going until Close; a watch that fails for good
 // is started again after a pause.
 func (b *Balancer) run(a *app) {
 	backoff := 500 * time.Millisecond
 	for {
-		err := b.w.Watch(b.ctx, a.key.id, a.key.ns, func(insts []nameresolution.Instance) { b.update(a, insts) })
-		if b.ctx.Err() != nil {
+		err := b.w.Watch(a.ctx, a.key.id, a.key.ns, func(insts []nameresolution.Instance) { b.update(a, insts) })
+		if a.ctx.Err() != nil {
 			return
 		}
 		if err == nil {
@@ -424,7 +456,7 @@ func (b *Balancer) run(a *app) {
 		a.once.Do(func() { close(a.ready) })
 		b.o.Logger.Error("cannot watch the app's instances; retrying", "app_id", a.key.id, "namespace", a.key.ns, "err", err, "in", backoff)
 		select {
-		case <-b.ctx.Done():
+		case <-a.ctx.Done():
 			return
 		case <-time.After(backoff):
 		}
@@ -476,6 +508,9 @@ func (b *Balancer) update(a *app, insts []nameresolution.Instance) {
 		set.ring = buildRing(set.eps, b.o.RingPoints)
 	}
 	a.err.Store(nil)
+	if len(set.eps) > 0 && !a.hadInstances.Load() {
+		a.hadInstances.Store(true)
+	}
 	a.set.Store(set)
 	a.once.Do(func() { close(a.ready) })
 }

@@ -357,3 +357,23 @@ func TestForAppOverrides(t *testing.T) {
 		t.Errorf("%d ejections after one failure with consecutiveFailures 1", n)
 	}
 }
+
+// TestMadeUpAppsAreNotKept: app-ids without instances do not pile up in
+// the balancer (each would hold a watch).
+func TestMadeUpAppsAreNotKept(t *testing.T) {
+	w := newSetWatcher()
+	w.set("real", 1)
+	for i := range 1000 {
+		w.set(fmt.Sprintf("ghost-%d", i))
+	}
+	b, _ := newTest(t, w, Options{})
+	pickN(t, b, "real", "", 1)
+	for i := range 1000 {
+		if _, err := b.Pick(t.Context(), fmt.Sprintf("ghost-%d", i), "", ""); !errors.Is(err, nameresolution.ErrNotFound) {
+			t.Fatalf("ghost-%d: %v", i, err)
+		}
+	}
+	if n := len(*b.apps.Load()); n != 1 {
+		t.Errorf("%d apps kept, want 1 (the real one)", n)
+	}
+}
