@@ -294,3 +294,36 @@ func TestPublishOutboundRetry(t *testing.T) {
 		t.Fatalf("the publish across the outage: %s", r)
 	}
 }
+
+// TestStateOutboundBreaker: a state store's circuit breaker opens after the
+// failures its trip counts, and then answers at once without calling the
+// store; its state is exported.
+func TestStateOutboundBreaker(t *testing.T) {
+	t.Parallel()
+	dir := framework.ShortTempDir(t)
+	port := framework.FreePort(t)
+	srv := privateRedis(t, port, dir)
+	res := stateStores(t, fmt.Sprintf("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: cache\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:%d\n  - name: dialTimeout\n    value: 200ms\n  - name: maxRetries\n    value: \"0\"\n", port))
+	writeFile(t, filepath.Join(res, "resiliency.yaml"), "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: state\nspec:\n  policies:\n    circuitBreakers:\n      guard:\n        timeout: 30s\n        trip: consecutiveFailures >= 2\n  targets:\n    components:\n      cache:\n        outbound:\n          circuitBreaker: guard\n")
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "guarded", Args: []string{"--resources-path", res}})
+	save := func() (int, string) {
+		resp, body := call(t, http.MethodPost, sc.URL("/v1.0/state/cache"), strings.NewReader(`[{"key":"k","value":"v"}]`), nil)
+		return resp.StatusCode, string(body)
+	}
+	if st, body := save(); st != http.StatusNoContent {
+		t.Fatalf("save with the database up: %d %s", st, body)
+	}
+	_ = srv.Process.Signal(syscall.SIGKILL)
+	_ = srv.Wait()
+	for range 2 {
+		if st, body := save(); st != http.StatusInternalServerError || strings.Contains(body, "circuit breaker") {
+			t.Fatalf("a save with the database down, breaker closed: %d %s", st, body)
+		}
+	}
+	if st, body := save(); st != http.StatusInternalServerError || !strings.Contains(body, "circuit breaker is open") {
+		t.Errorf("with the breaker open: %d %s", st, body)
+	}
+	if v := metricValue(t, sc, "outrigger_resiliency_component_circuit_breaker_state", `component="cache"`); v != 2 {
+		t.Errorf("breaker state %v, want 2 (open)", v)
+	}
+}

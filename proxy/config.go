@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net/http"
 	"time"
@@ -110,6 +111,9 @@ type Config struct {
 	MetricsPort      int // Prometheus metrics (9090); 0 with MetricsDisabled
 
 	MetricsDisabled bool
+	// Collectors are served on the metrics port beside the sidecar's own
+	// (the building blocks' and the components' metrics).
+	Collectors []prometheus.Collector
 
 	// ProfilePort, when not zero, serves Go's pprof profiles (daprd's --enable-profiling).
 	ProfilePort int

@@ -84,6 +84,11 @@ func New(cfg Config) (*Sidecar, error) {
 	}
 	reg := prometheus.NewRegistry()
 	s.stats = newStats(reg, cfg.AppID)
+	for _, c := range cfg.Collectors {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("proxy: metrics: %w", err)
+		}
+	}
 	if cfg.AppPort > 0 {
 		app, err := newAppChannel(&s.cfg, s.log)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/outrigger/outrigger/building-blocks/pubsub"
@@ -178,8 +179,9 @@ func (s *subscriptionDocs) list() []pubsub.Subscription {
 // with a policy is wrapped once per instance and policy, and its circuit
 // breaker lives as long as the policy is unchanged.
 type componentRunners struct {
-	routes *translate.RouteTable
-	log    *slog.Logger
+	routes       *translate.RouteTable
+	log          *slog.Logger
+	breakerState *prometheus.GaugeVec
 
 	mu      sync.Mutex
 	runners map[string]*componentRunner
@@ -215,6 +217,7 @@ func (r *componentRunners) runner(name string) *resiliency.Runner {
 			var err error
 			if breaker, err = resiliency.NewBreaker(cb, func(policy string, from, to resiliency.State) {
 				r.log.Warn("circuit breaker changed state", "component", name, "policy", policy, "from", from.String(), "to", to.String())
+				r.breakerState.WithLabelValues(name, policy).Set(float64(to))
 			}); err != nil {
 				r.log.Error("resiliency: the circuit breaker of a component cannot be used", "component", name, "err", err)
 			}
@@ -475,7 +478,12 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 	// from where the components come from.
 	routes := &translate.RouteTable{}
 	cfg.Routes = routes
-	runners := &componentRunners{routes: routes, log: log}
+	runners := &componentRunners{routes: routes, log: log, breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "outrigger", Subsystem: "resiliency", Name: "component_circuit_breaker_state",
+		Help:        "State of the circuit breaker of calls to a component: 0 closed, 1 half open, 2 open.",
+		ConstLabels: prometheus.Labels{"app_id": cfg.AppID},
+	}, []string{"component", "policy"})}
+	cfg.Collectors = append(cfg.Collectors, runners.breakerState)
 	cfg.State = &state.API{
 		Lookup: func(name string) (*state.Component, bool) {
 			c, ok := set.Get(name)
