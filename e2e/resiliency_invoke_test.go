@@ -327,3 +327,61 @@ func TestStateOutboundBreaker(t *testing.T) {
 		t.Errorf("breaker state %v, want 2 (open)", v)
 	}
 }
+
+// TestDeliveryInboundTimeout: a pub/sub component's inbound timeout bounds
+// each delivery: a delivery the app holds is abandoned after it and made
+// again.
+func TestDeliveryInboundTimeout(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	deliveries := 0
+	l := framework.Listen(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.URL.Path != "/slow" {
+			w.WriteHeader(http.StatusNotFound) // no programmatic subscriptions
+			return
+		}
+		mu.Lock()
+		deliveries++
+		n := deliveries
+		mu.Unlock()
+		if n == 1 {
+			// The first delivery hangs until the sidecar gives up on it.
+			select {
+			case <-r.Context().Done():
+			case <-time.After(20 * time.Second):
+			}
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	res := stateStores(t, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
+	writeFile(t, filepath.Join(res, "subs.yaml"), "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: slow\nspec:\n  pubsubname: pubsub\n  topic: slow\n  route: /slow\n")
+	writeFile(t, filepath.Join(res, "resiliency.yaml"), "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: inbound\nspec:\n  policies:\n    timeouts:\n      brief: 300ms\n    retries:\n      quick:\n        policy: constant\n        duration: 10ms\n        maxRetries: 3\n  targets:\n    components:\n      pubsub:\n        inbound:\n          timeout: brief\n          retry: quick\n")
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "inbound-timeout", AppPort: l.Addr().(*net.TCPAddr).Port, Args: []string{"--resources-path", res}})
+	framework.WaitFor(t, "the subscription", func() error {
+		got, err := metadataSubs(t, sc)
+		if err != nil || len(got) != 1 {
+			return fmt.Errorf("%v %v", got, err)
+		}
+		return nil
+	})
+	start := time.Now()
+	if resp, body := call(t, http.MethodPost, sc.URL("/v1.0/publish/pubsub/slow"), strings.NewReader(`{"x":1}`), http.Header{"Content-Type": {"application/json"}}); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("publish: %d %s", resp.StatusCode, body)
+	}
+	framework.WaitFor(t, "the second delivery", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if deliveries < 2 {
+			return fmt.Errorf("%d deliveries", deliveries)
+		}
+		return nil
+	})
+	if d := time.Since(start); d < 300*time.Millisecond || d > 10*time.Second {
+		t.Errorf("the second delivery came %v after the publish; the timeout is 300ms", d)
+	}
+}

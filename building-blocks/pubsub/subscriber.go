@@ -86,6 +86,8 @@ type RetryPolicy struct {
 	Attempts int           // deliveries in all (default 5; -1 until one succeeds)
 	Initial  time.Duration // first back-off (default 100ms), doubling
 	Max      time.Duration // longest back-off (default 5s; Initial for a constant back-off)
+	// Timeout bounds each delivery to the app; zero is none.
+	Timeout time.Duration
 }
 
 // Subscriber delivers the app's subscriptions: it asks the app for its
@@ -405,7 +407,12 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 	wait := pol.Initial
 	var last error
 	for attempt := 1; pol.Attempts < 0 || attempt <= pol.Attempts; attempt++ {
-		status, err := sub.deliver(ctx, s, path, event)
+		dctx, cancel := ctx, context.CancelFunc(func() {})
+		if pol.Timeout > 0 {
+			dctx, cancel = context.WithTimeout(ctx, pol.Timeout)
+		}
+		status, err := sub.deliver(dctx, s, path, event)
+		cancel()
 		switch {
 		case err == nil && status == statusSuccess:
 			return nil

@@ -294,18 +294,22 @@ func (r *inboundRetries) set(docs []config.Document) {
 			continue
 		}
 		for name, target := range res.Components {
-			rp, ok := res.Retries[target.Inbound.Retry]
-			if target.Inbound.Retry == "" || !ok {
+			in := target.Inbound
+			if in.Retry == "" && in.Timeout == "" {
 				continue
 			}
-			p := pubsub.RetryPolicy{Attempts: rp.MaxRetries + 1, Initial: rp.Duration, Max: rp.Duration}
-			if rp.MaxRetries < 0 {
-				p.Attempts = -1
+			var p pubsub.RetryPolicy // zero fields: the built-in retries
+			if rp, ok := res.Retries[in.Retry]; ok && in.Retry != "" {
+				p = pubsub.RetryPolicy{Attempts: rp.MaxRetries + 1, Initial: rp.Duration, Max: rp.Duration}
+				if rp.MaxRetries < 0 {
+					p.Attempts = -1
+				}
+				if rp.Policy == "exponential" {
+					// Dapr's exponential back-off starts at 500 ms.
+					p.Initial, p.Max = 500*time.Millisecond, rp.MaxInterval
+				}
 			}
-			if rp.Policy == "exponential" {
-				// Dapr's exponential back-off starts at 500 ms.
-				p.Initial, p.Max = 500*time.Millisecond, rp.MaxInterval
-			}
+			p.Timeout = res.Timeouts[in.Timeout]
 			out[name] = p
 		}
 	}
