@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // Target names, in the order rounds interleave them. outrigger is the plain
@@ -205,3 +207,7 @@ func decodeHandoff(s string) (*handoff, error) {
 	}
 	return h, nil
 }
+
+// appPath is the app's echo method: the direct target calls it, sidecars
+// invoke it as method "echo".
+const appPath = harness.EchoPath

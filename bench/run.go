@@ -29,7 +29,7 @@ const (
 func run(args []string) int {
 	harness.QuietFortio()
 	if os.Getenv(roleEnv) == "app" {
-		if err := serveApp(os.Getenv(appAddrEnv)); err != nil {
+		if err := harness.ServeEchoApp(os.Getenv(appAddrEnv)); err != nil {
 			fmt.Fprintf(os.Stderr, "bench app: %v\n", err)
 			return exitFailed
 		}

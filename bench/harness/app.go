@@ -1,4 +1,4 @@
-package main
+package harness
 
 import (
 	"context"
@@ -12,19 +12,20 @@ import (
 	"time"
 )
 
-// appPath is the app's echo method: the direct target calls it, sidecars
-// invoke it as method "echo".
-const appPath = "/echo"
+// EchoPath is the echo app's route; sidecars invoke it as method "echo".
+const EchoPath = "/echo"
 
-// serveApp is the app under test, run as a child process of the harness (its
-// own Go runtime, like a real app): /echo answers 200 with the request's
-// body; everything else, such as daprd's GET /dapr/config, is 404.
-func serveApp(addr string) error {
+// ServeEchoApp is the app the invocation harnesses measure, run as a child
+// process of the harness (its own Go runtime, like a real app): EchoPath
+// answers 200 with the request's body and Content-Type; every other path,
+// such as a sidecar's GET /dapr/config, is 404. It serves on addr until
+// SIGTERM or an interrupt.
+func ServeEchoApp(addr string) error {
 	if addr == "" {
-		return errors.New(appAddrEnv + " is not set")
+		return errors.New("the echo app needs a listen address")
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc(appPath, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(EchoPath, func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
