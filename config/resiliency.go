@@ -323,21 +323,24 @@ func parseBreaker(name string, fields map[string]json.RawMessage) (CircuitBreake
 
 // checkCodeRanges checks a list such as "429,500-599" against [lo, hi].
 func checkCodeRanges(s string, lo, hi int) error {
-	if strings.TrimSpace(s) == "" {
-		return nil
+	set, err := resiliency.ParseCodes(s)
+	if err != nil {
+		return fmt.Errorf("%w within %d-%d, separated by commas", err, lo, hi)
 	}
-	for _, part := range strings.Split(s, ",") {
-		a, b, isRange := strings.Cut(strings.TrimSpace(part), "-")
-		from, err := strconv.Atoi(strings.TrimSpace(a))
-		to := from
-		if err == nil && isRange {
-			to, err = strconv.Atoi(strings.TrimSpace(b))
-		}
-		if err != nil || from < lo || to > hi || from > to {
-			return fmt.Errorf("%q: want codes or ranges (a-b) within %d-%d, separated by commas", part, lo, hi)
+	for _, r := range set {
+		if r[0] < lo || r[1] > hi {
+			return fmt.Errorf("%q: want codes or ranges (a-b) within %d-%d, separated by commas", codeRange(r), lo, hi)
 		}
 	}
 	return nil
+}
+
+// codeRange writes a range back as a list has it.
+func codeRange(r [2]int) string {
+	if r[0] == r[1] {
+		return strconv.Itoa(r[0])
+	}
+	return strconv.Itoa(r[0]) + "-" + strconv.Itoa(r[1])
 }
 
 func sortedKeys[V any](m map[string]V) []string {

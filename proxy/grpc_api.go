@@ -127,9 +127,9 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 	var resp *http.Response
 	for attempt, retries := 1, 0; ; attempt++ {
 		var breakerDone func(bool)
-		if pol != nil && pol.breaker != nil {
+		if pol != nil && pol.Breaker != nil {
 			var err error
-			if breakerDone, err = pol.breaker.Allow(); err != nil {
+			if breakerDone, err = pol.Breaker.Allow(); err != nil {
 				return nil, status.Errorf(codes.Internal, "failed to invoke, id: %s, err: %v", in.GetId(), err)
 			}
 		}
@@ -167,7 +167,7 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 		}
 		// The app's retry policy: the message is in memory, so every
 		// attempt sends it whole.
-		if pol != nil && pol.retry.Allowed(retries) && ctx.Err() == nil && (err != nil || pol.retry.RetriesHTTP(st)) {
+		if pol != nil && pol.Retry.Allowed(retries) && ctx.Err() == nil && (err != nil || pol.Retry.RetriesHTTP(st)) {
 			if resp != nil {
 				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 				resp.Body.Close()
@@ -179,7 +179,7 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 			}
 			retries++
 			s.stats.retries.WithLabelValues(name).Inc()
-			t := time.NewTimer(pol.retry.Backoff(retries))
+			t := time.NewTimer(pol.Retry.Backoff(retries))
 			select {
 			case <-t.C:
 			case <-ctx.Done():

@@ -24,6 +24,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+
+	"github.com/outrigger/outrigger/resiliency"
 )
 
 // Version is reported by the metadata API as the runtime version.
@@ -46,7 +48,7 @@ type Sidecar struct {
 	peers *peers
 	lb    Balancer
 	// policies are the apps' retry policies and circuit breakers.
-	policies policies
+	policies *resiliency.Policies[peerKey]
 	peerRP   atomic.Pointer[httputil.ReverseProxy]
 
 	apiServer  *http.Server
@@ -84,6 +86,7 @@ func New(cfg Config) (*Sidecar, error) {
 	}
 	reg := prometheus.NewRegistry()
 	s.stats = newStats(reg, cfg.AppID)
+	s.policies = s.newPolicies()
 	for _, c := range cfg.Collectors {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: metrics: %w", err)

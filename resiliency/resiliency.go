@@ -21,7 +21,7 @@ type Retry struct {
 	duration    time.Duration
 	maxInterval time.Duration
 	maxRetries  int // -1: until the timeout
-	http, grpc  codeSet
+	http, grpc  CodeSet
 }
 
 // NewRetry reads a policy; nil gives nil.
@@ -36,10 +36,10 @@ func NewRetry(p *outriggerv1alpha1.Retry) (*Retry, error) {
 		maxRetries:  int(p.GetMaxRetries()),
 	}
 	var err error
-	if r.http, err = parseCodes(p.GetHttpStatusCodes()); err != nil {
+	if r.http, err = ParseCodes(p.GetHttpStatusCodes()); err != nil {
 		return nil, fmt.Errorf("retry %s: matching.httpStatusCodes: %w", p.GetName(), err)
 	}
-	if r.grpc, err = parseCodes(p.GetGrpcStatusCodes()); err != nil {
+	if r.grpc, err = ParseCodes(p.GetGrpcStatusCodes()); err != nil {
 		return nil, fmt.Errorf("retry %s: matching.gRPCStatusCodes: %w", p.GetName(), err)
 	}
 	if r.exponential && r.duration <= 0 {
@@ -77,7 +77,7 @@ func (r *Retry) RetriesHTTP(status int) bool {
 		return false
 	}
 	if len(r.http) > 0 {
-		return r.http.has(status)
+		return r.http.Has(status)
 	}
 	return status >= 500
 }
@@ -89,7 +89,7 @@ func (r *Retry) RetriesGRPC(code int) bool {
 		return false
 	}
 	if len(r.grpc) > 0 {
-		return r.grpc.has(code)
+		return r.grpc.Has(code)
 	}
 	switch code {
 	case 0, 3, 5, 6, 7, 9, 11, 12, 16: // OK, InvalidArgument, NotFound, AlreadyExists, PermissionDenied, FailedPrecondition, OutOfRange, Unimplemented, Unauthenticated
@@ -98,10 +98,12 @@ func (r *Retry) RetriesGRPC(code int) bool {
 	return true
 }
 
-// codeSet is a list of codes and ranges.
-type codeSet [][2]int
+// CodeSet is a list of codes and ranges, as a retry's matching writes it
+// ("429,500-599").
+type CodeSet [][2]int
 
-func (c codeSet) has(code int) bool {
+// Has reports whether code is in the set.
+func (c CodeSet) Has(code int) bool {
 	for _, r := range c {
 		if code >= r[0] && code <= r[1] {
 			return true
@@ -110,11 +112,12 @@ func (c codeSet) has(code int) bool {
 	return false
 }
 
-func parseCodes(s string) (codeSet, error) {
+// ParseCodes reads a list of codes and ranges; an empty list is a nil set.
+func ParseCodes(s string) (CodeSet, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
 	}
-	var out codeSet
+	var out CodeSet
 	for _, part := range strings.Split(s, ",") {
 		a, b, isRange := strings.Cut(strings.TrimSpace(part), "-")
 		from, err := strconv.Atoi(strings.TrimSpace(a))

@@ -186,3 +186,36 @@ func TestRunner(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestPoliciesKeepBreakerState: a target's breaker keeps its state when
+// another part of its policy changes, and starts afresh when the breaker's
+// own policy does.
+func TestPoliciesKeepBreakerState(t *testing.T) {
+	var p Policies[string]
+	cb := &outriggerv1alpha1.CircuitBreaker{Name: "cb", Timeout: durationpb.New(time.Minute), Trip: "consecutiveFailures >= 1"}
+	src := &outriggerv1alpha1.Resiliency{CircuitBreaker: cb}
+	r := p.For("a", src)
+	done, err := r.Breaker.Allow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done(false)
+	if r.Breaker.State() != Open {
+		t.Fatal("not open after the trip")
+	}
+	if p.For("a", src) != r {
+		t.Error("the same routes built a new runner")
+	}
+	withRetry := &outriggerv1alpha1.Resiliency{CircuitBreaker: cb, Retry: &outriggerv1alpha1.Retry{Name: "r", MaxRetries: 1}}
+	r2 := p.For("a", withRetry)
+	if r2.Retry == nil || r2.Breaker != r.Breaker {
+		t.Error("a new retry policy lost the breaker's state")
+	}
+	otherCB := &outriggerv1alpha1.Resiliency{CircuitBreaker: &outriggerv1alpha1.CircuitBreaker{Name: "cb", Trip: "consecutiveFailures >= 9"}}
+	if r3 := p.For("a", otherCB); r3.Breaker == r.Breaker || r3.Breaker.State() != Closed {
+		t.Error("a changed breaker policy kept the old breaker")
+	}
+	if p.For("b", nil) != nil {
+		t.Error("no policy gave a runner")
+	}
+}

@@ -3,8 +3,6 @@ package resiliency
 import (
 	"context"
 	"time"
-
-	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
 )
 
 // Runner runs an operation under one target's policies: a timeout on each
@@ -14,18 +12,6 @@ type Runner struct {
 	Timeout time.Duration
 	Retry   *Retry
 	Breaker *Breaker
-}
-
-// NewRunner builds the runner of a target's policies; the breaker, which
-// keeps state, comes from the caller (so that it outlives a reload that
-// left it unchanged). A policy that cannot be used is an error.
-func NewRunner(p *outriggerv1alpha1.Resiliency, breaker *Breaker) (*Runner, error) {
-	r := &Runner{Timeout: p.GetTimeout().AsDuration(), Breaker: breaker}
-	var err error
-	if r.Retry, err = NewRetry(p.GetRetry()); err != nil {
-		return nil, err
-	}
-	return r, nil
 }
 
 // Do runs op. An error for which permanent reports true (a conflict, bad

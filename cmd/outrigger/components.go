@@ -16,7 +16,6 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/outrigger/outrigger/building-blocks/pubsub"
 	pubsubinmemory "github.com/outrigger/outrigger/building-blocks/pubsub/inmemory"
@@ -40,7 +39,6 @@ import (
 	"github.com/outrigger/outrigger/nameresolution/balance"
 	"github.com/outrigger/outrigger/proxy"
 	"github.com/outrigger/outrigger/resiliency"
-	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
 	xdsclient "github.com/outrigger/outrigger/xds/client"
 	"github.com/outrigger/outrigger/xds/translate"
 )
@@ -179,60 +177,27 @@ func (s *subscriptionDocs) list() []pubsub.Subscription {
 // with a policy is wrapped once per instance and policy, and its circuit
 // breaker lives as long as the policy is unchanged.
 type componentRunners struct {
-	routes       *translate.RouteTable
-	log          *slog.Logger
-	breakerState *prometheus.GaugeVec
+	routes   *translate.RouteTable
+	policies *resiliency.Policies[string]
 
 	mu      sync.Mutex
-	runners map[string]*componentRunner
 	wrapped map[*state.Component]*state.Component
 	brokers map[*pubsub.Component]*pubsub.Component
 }
 
-type componentRunner struct {
-	src    *outriggerv1alpha1.Resiliency
-	runner *resiliency.Runner
+func newComponentRunners(routes *translate.RouteTable, log *slog.Logger, breakerState *prometheus.GaugeVec) *componentRunners {
+	return &componentRunners{routes: routes, policies: &resiliency.Policies[string]{
+		Logger: log,
+		OnChange: func(component, policy string, from, to resiliency.State) {
+			log.Warn("circuit breaker changed state", "component", component, "policy", policy, "from", from.String(), "to", to.String())
+			breakerState.WithLabelValues(component, policy).Set(float64(to))
+		},
+	}}
 }
 
 // runner is the current runner of component name; nil without a policy.
 func (r *componentRunners) runner(name string) *resiliency.Runner {
-	src := r.routes.Routes().ComponentResiliency(name)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	cur := r.runners[name]
-	if src == nil {
-		if cur != nil {
-			delete(r.runners, name)
-		}
-		return nil
-	}
-	if cur != nil && (cur.src == src || proto.Equal(cur.src, src)) {
-		return cur.runner
-	}
-	var breaker *resiliency.Breaker
-	if cb := src.GetCircuitBreaker(); cb != nil {
-		if cur != nil && proto.Equal(cur.src.GetCircuitBreaker(), cb) {
-			breaker = cur.runner.Breaker
-		} else {
-			var err error
-			if breaker, err = resiliency.NewBreaker(cb, func(policy string, from, to resiliency.State) {
-				r.log.Warn("circuit breaker changed state", "component", name, "policy", policy, "from", from.String(), "to", to.String())
-				r.breakerState.WithLabelValues(name, policy).Set(float64(to))
-			}); err != nil {
-				r.log.Error("resiliency: the circuit breaker of a component cannot be used", "component", name, "err", err)
-			}
-		}
-	}
-	run, err := resiliency.NewRunner(src, breaker)
-	if err != nil {
-		r.log.Error("resiliency: the policy of a component cannot be used", "component", name, "err", err)
-		return nil
-	}
-	if r.runners == nil {
-		r.runners = map[string]*componentRunner{}
-	}
-	r.runners[name] = &componentRunner{src: src, runner: run}
-	return run
+	return r.policies.For(name, r.routes.Routes().ComponentResiliency(name))
 }
 
 // state is sc under its outbound policy, when it has one.
@@ -482,12 +447,13 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 	// from where the components come from.
 	routes := &translate.RouteTable{}
 	cfg.Routes = routes
-	runners := &componentRunners{routes: routes, log: log, breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	breakerState := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "outrigger", Subsystem: "resiliency", Name: "component_circuit_breaker_state",
 		Help:        "State of the circuit breaker of calls to a component: 0 closed, 1 half open, 2 open.",
 		ConstLabels: prometheus.Labels{"app_id": cfg.AppID},
-	}, []string{"component", "policy"})}
-	cfg.Collectors = append(cfg.Collectors, runners.breakerState)
+	}, []string{"component", "policy"})
+	runners := newComponentRunners(routes, log, breakerState)
+	cfg.Collectors = append(cfg.Collectors, breakerState)
 	cfg.State = &state.API{
 		Lookup: func(name string) (*state.Component, bool) {
 			c, ok := set.Get(name)
