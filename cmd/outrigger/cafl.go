@@ -68,13 +68,12 @@ func (f *caFlags) authority(home string, logger *slog.Logger) (*mtlsca.Authority
 			return nil, usageError{fmt.Errorf("--config %s: %w", f.configPath, err)}
 		}
 		if nr := doc.Spec.NameResolution; nr != nil {
-			settings, _, err := balance.ParseSettings(nr.Configuration)
+			settings, backend, err := balance.ParseSettings(nr.Configuration)
 			if err != nil {
 				return nil, usageError{fmt.Errorf("--config %s: %w", f.configPath, err)}
 			}
 			f.balance = balance.AppOptions{Policy: settings.Options.Policy, Outlier: settings.Options.Outlier}
 			if nr.Component == "consul" {
-				_, backend, _ := balance.ParseSettings(nr.Configuration)
 				m, unknown, err := consul.ParseMetadata(backend)
 				if err != nil {
 					return nil, usageError{fmt.Errorf("--config %s: nameResolution.configuration: %w", f.configPath, err)}

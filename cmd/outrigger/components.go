@@ -180,9 +180,8 @@ type componentRunners struct {
 	routes   *translate.RouteTable
 	policies *resiliency.Policies[string]
 
-	mu      sync.Mutex
-	wrapped map[*state.Component]*state.Component
-	brokers map[*pubsub.Component]*pubsub.Component
+	// wrapped maps a component instance to its wrapper.
+	wrapped sync.Map
 }
 
 func newComponentRunners(routes *translate.RouteTable, log *slog.Logger, breakerState *prometheus.GaugeVec) *componentRunners {
@@ -202,39 +201,29 @@ func (r *componentRunners) runner(name string) *resiliency.Runner {
 
 // state is sc under its outbound policy, when it has one.
 func (r *componentRunners) state(name string, sc *state.Component) *state.Component {
-	if r.routes.Routes().ComponentResiliency(name) == nil {
-		return sc
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if w := r.wrapped[sc]; w != nil {
-		return w
-	}
-	if r.wrapped == nil || len(r.wrapped) > 1024 {
-		r.wrapped = map[*state.Component]*state.Component{} // replaced instances go with it
-	}
-	w := state.WithResiliency(sc, func() *resiliency.Runner { return r.runner(name) })
-	r.wrapped[sc] = w
-	return w
+	return wrapOnce(r, name, sc, state.WithResiliency)
 }
 
 // pubsub is pc with its publishes under its outbound policy, when it has
 // one.
 func (r *componentRunners) pubsub(name string, pc *pubsub.Component) *pubsub.Component {
+	return wrapOnce(r, name, pc, pubsub.WithResiliency)
+}
+
+// wrapOnce is component c of name wrapped by wrap with its outbound
+// runner, when it has a policy; the wrapped component is made once per
+// instance (a lookup takes no lock). The runner is asked at each call, so
+// a changed policy applies without a new wrapper. Instances replaced by a
+// reload stay in the map: one small entry per reload.
+func wrapOnce[C any](r *componentRunners, name string, c *C, wrap func(*C, func() *resiliency.Runner) *C) *C {
 	if r.routes.Routes().ComponentResiliency(name) == nil {
-		return pc
+		return c
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if w := r.brokers[pc]; w != nil {
-		return w
+	if w, ok := r.wrapped.Load(c); ok {
+		return w.(*C)
 	}
-	if r.brokers == nil || len(r.brokers) > 1024 {
-		r.brokers = map[*pubsub.Component]*pubsub.Component{}
-	}
-	w := pubsub.WithResiliency(pc, func() *resiliency.Runner { return r.runner(name) })
-	r.brokers[pc] = w
-	return w
+	w, _ := r.wrapped.LoadOrStore(c, wrap(c, func() *resiliency.Runner { return r.runner(name) }))
+	return w.(*C)
 }
 
 // inboundRetries holds the retry of deliveries from each pub/sub component

@@ -94,14 +94,7 @@ func (c *Catalog) Run(ctx context.Context, update func([]nameresolution.Instance
 		if q.WaitIndex > 0 && meta.LastIndex == q.WaitIndex && time.Since(start) < spinGuard && !sleep(ctx, spinGuard) {
 			break
 		}
-		switch {
-		case meta.LastIndex < index:
-			index = 0
-		case meta.LastIndex == 0:
-			index = 1
-		default:
-			index = meta.LastIndex
-		}
+		index = nextIndex(index, meta.LastIndex)
 		mu.Lock()
 		changed := false
 		for name, stop := range watches {

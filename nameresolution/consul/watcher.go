@@ -175,16 +175,7 @@ func (w *Watcher) follow(ctx context.Context, appID, namespace string, update fu
 				break
 			}
 		}
-		// Blocking-query index rules: an index that went backwards (a new
-		// agent or a restored snapshot) is reset; 0 would not block.
-		switch {
-		case meta.LastIndex < index:
-			index = 0
-		case meta.LastIndex == 0:
-			index = 1
-		default:
-			index = meta.LastIndex
-		}
+		index = nextIndex(index, meta.LastIndex)
 
 		set := w.instances(log, entries, appID, namespace, reported)
 		if !sent || !slices.Equal(set, last) {
@@ -195,6 +186,19 @@ func (w *Watcher) follow(ctx context.Context, appID, namespace string, update fu
 	}
 	log.Debug("watch ended")
 	return nil
+}
+
+// nextIndex is the index of the next blocking query after an answer at
+// last, by Consul's rules: an index that went backwards (a new agent or a
+// restored snapshot) starts again from 0; 0 itself would not block.
+func nextIndex(index, last uint64) uint64 {
+	switch {
+	case last < index:
+		return 0
+	case last == 0:
+		return 1
+	}
+	return last
 }
 
 // spinGuard is the pause after a blocking query that returned at once
