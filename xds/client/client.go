@@ -61,15 +61,12 @@ type Options struct {
 	// (translate.SidecarAPIName) and is given it on every change; an error
 	// NACKs it.
 	Routes func(*routev3.RouteConfiguration) error
-	// Endpoints subscribes to clusters and endpoints, for Resolve.
+	// Endpoints subscribes to clusters and endpoints, for Watch.
 	Endpoints bool
 	// TrustBundle, when set, subscribes to the SDS trust bundle and is
 	// given its anchors (PEM) on every change; an error NACKs them.
 	TrustBundle func(pem []byte) error
-	// ResolveTimeout bounds how long a first call to an app waits for its
-	// endpoints (default 5s).
-	ResolveTimeout time.Duration
-	Logger         *slog.Logger
+	Logger      *slog.Logger
 }
 
 // Client is the xDS client; create it with New and Run it.
@@ -83,7 +80,6 @@ type Client struct {
 	wanted    map[string]bool               // clusters subscribed on demand
 	changed   chan struct{}                 // closed and replaced on any CDS/EDS change
 	subscribe chan struct{}                 // a new name to subscribe (buffered 1)
-	next      atomic.Uint64                 // round robin
 
 	meshPort    atomic.Int64  // announced mesh port, carried in the node metadata
 	nodeChanged chan struct{} // the node metadata changed (buffered 1)
@@ -93,9 +89,6 @@ type Client struct {
 func New(o Options) *Client {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
-	}
-	if o.ResolveTimeout <= 0 {
-		o.ResolveTimeout = 5 * time.Second
 	}
 	return &Client{
 		o:           o,
@@ -442,10 +435,6 @@ func (c *Client) wantedNames() []string {
 	return names
 }
 
-// Resolve returns the mesh address of one sidecar of appID in namespace,
-// balancing round robin. The first call for an app subscribes to its
-// endpoints and waits for them (bounded by ResolveTimeout); an app the
-// control plane does not know is nameresolution.ErrNotFound at once.
 // AppOptions is the load balancing policy and outlier detection the
 // control plane gives appID's cluster, for the balancer (balance.Options'
 // ForApp).
@@ -499,42 +488,6 @@ func (c *Client) Watch(ctx context.Context, appID, namespace string, update func
 		case <-changed:
 		case <-ctx.Done():
 			return nil
-		}
-	}
-}
-
-func (c *Client) Resolve(ctx context.Context, appID, namespace string) (string, error) {
-	name := translate.ClusterName(namespace, appID)
-	deadline := time.NewTimer(c.o.ResolveTimeout)
-	defer deadline.Stop()
-	for {
-		c.mu.Lock()
-		addrs := c.endpoints[name]
-		known := c.clusters == nil || c.clusters[name]
-		subscribed := c.wanted[name]
-		if !subscribed && known {
-			c.wanted[name] = true
-		}
-		changed := c.changed
-		c.mu.Unlock()
-		if len(addrs) > 0 {
-			return addrs[int(c.next.Add(1)-1)%len(addrs)], nil
-		}
-		if !known {
-			return "", fmt.Errorf("%w: app %q in namespace %q has no running sidecar known to the control plane", nameresolution.ErrNotFound, appID, nameresolution.NamespaceOrDefault(namespace))
-		}
-		if !subscribed {
-			select {
-			case c.subscribe <- struct{}{}:
-			default:
-			}
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return "", fmt.Errorf("%w: no endpoints for app %q from the control plane within %s", nameresolution.ErrNotFound, appID, c.o.ResolveTimeout)
-		case <-ctx.Done():
-			return "", ctx.Err()
 		}
 	}
 }
