@@ -34,6 +34,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Getenv reads envRef variables (default os.Getenv).
 	Getenv func(string) string
+	// Metrics, when set, count the components built and those that failed.
+	Metrics *Metrics
 }
 
 // Component is a live component.
@@ -199,10 +201,12 @@ func isSecretStore(d config.Component) bool { return Type{Name: d.Type}.Block() 
 func (s *Set) build(ctx context.Context, d config.Component) (*Component, error) {
 	t, err := s.opts.Registry.Lookup(d.Type, d.Version)
 	if err != nil {
+		s.opts.Metrics.failed(d.Type, reasonCreation, d.Name)
 		return nil, err
 	}
 	meta, err := s.resolve(ctx, d)
 	if err != nil {
+		s.opts.Metrics.failed(d.Type, reasonInit, d.Name)
 		return nil, err
 	}
 	timeout := d.InitTimeout
@@ -219,11 +223,13 @@ func (s *Set) build(ctx context.Context, d config.Component) (*Component, error)
 	}
 	inst, unknown, err := t.New(context.WithValue(ictx, secretRefsKey{}, refs), meta)
 	if err != nil {
+		s.opts.Metrics.failed(d.Type, reasonInit, d.Name)
 		return nil, err
 	}
 	for _, k := range unknown {
 		s.opts.Logger.Warn("component metadata key not known to its type; ignored", "component", d.Name, "type", d.Type, "key", k, "source", d.Source.String())
 	}
+	s.opts.Metrics.built(d.Type)
 	return &Component{Doc: d, Type: t, Instance: inst}, nil
 }
 

@@ -1,6 +1,7 @@
 // Package config reads Dapr Configuration documents (apiVersion
 // dapr.io/v1alpha1, kind Configuration) into typed sections. It knows the
-// sections Outrigger acts on today, mtls and accessControl; other sections
+// sections Outrigger acts on today (mtls, accessControl, secrets,
+// nameResolution and tracing); other sections
 // of a Dapr file are accepted and left alone, so existing files load
 // unchanged. The xDS configuration pipeline will carry the same types.
 package config
@@ -15,6 +16,7 @@ import (
 
 	"github.com/outrigger/outrigger/building-blocks/secrets"
 	"github.com/outrigger/outrigger/mtls/acl"
+	"github.com/outrigger/outrigger/telemetry"
 )
 
 // Configuration is one Configuration document.
@@ -44,6 +46,8 @@ type Spec struct {
 	// NameResolution picks and configures how the sidecar finds other
 	// apps, as daprd's section of that name.
 	NameResolution *NameResolution `yaml:"nameResolution"`
+	// Tracing sets sampling and where spans are exported.
+	Tracing *telemetry.Spec `yaml:"tracing"`
 }
 
 // NameResolution is the nameResolution section: a resolver component
@@ -121,6 +125,9 @@ func Parse(data []byte) (*Configuration, error) {
 		return nil, fmt.Errorf("apiVersion %q: want dapr.io/v1alpha1", c.APIVersion)
 	}
 	if _, _, err := c.Spec.MTLS.Durations(); err != nil {
+		return nil, err
+	}
+	if err := c.Spec.Tracing.Validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil

@@ -54,6 +54,8 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"kind: Configuration\nspec:\n  mtls:\n    workloadCertTTL: soon\n", "spec.mtls.workloadCertTTL"},
 		{"kind: Configuration\nspec:\n  mtls:\n    allowedClockSkew: -1m\n", "negative"},
 		{"kind: [\n", "not a Configuration"},
+		{"kind: Configuration\nspec:\n  tracing:\n    samplingRate: lots\n", "spec.tracing.samplingRate"},
+		{"kind: Configuration\nspec:\n  tracing:\n    otel:\n      protocol: grpc\n", "spec.tracing.otel.endpointAddress"},
 	} {
 		_, err := Parse([]byte(c.doc))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

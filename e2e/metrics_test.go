@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -17,8 +18,32 @@ import (
 )
 
 // scrapeSeries parses the sidecar's /metrics with Prometheus's own text
-// parser and returns the number of series of each family.
+// parser and returns the number of series of each family, as Prometheus
+// counts them.
 func scrapeSeries(t *testing.T, sc *framework.Sidecar) map[string]int {
+	t.Helper()
+	families := scrapeFamilies(t, sc)
+	out := map[string]int{}
+	for name, f := range families {
+		// Every line of the exposition is a series: a histogram's buckets,
+		// sum and count included.
+		for _, m := range f.GetMetric() {
+			switch {
+			case m.GetHistogram() != nil:
+				out[name] += len(m.GetHistogram().GetBucket()) + 3 // +Inf, _sum, _count
+			case m.GetSummary() != nil:
+				out[name] += len(m.GetSummary().GetQuantile()) + 2
+			default:
+				out[name]++
+			}
+		}
+	}
+	return out
+}
+
+// scrapeFamilies parses the sidecar's /metrics with Prometheus's own text
+// parser.
+func scrapeFamilies(t *testing.T, sc *framework.Sidecar) map[string]*dto.MetricFamily {
 	t.Helper()
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", sc.MetricsPort))
 	if err != nil {
@@ -30,11 +55,34 @@ func scrapeSeries(t *testing.T, sc *framework.Sidecar) map[string]int {
 	if err != nil {
 		t.Fatalf("/metrics does not parse: %v", err)
 	}
-	out := map[string]int{}
-	for name, f := range families {
-		out[name] = len(f.GetMetric())
+	return families
+}
+
+// scrapeCounter is the sum of a counter family's series whose labels
+// include every pair in match ("name", "value", ...); 0 when absent.
+func scrapeCounter(t *testing.T, sc *framework.Sidecar, family string, match ...string) float64 {
+	t.Helper()
+	f := scrapeFamilies(t, sc)[family]
+	sum := 0.0
+	for _, m := range f.GetMetric() {
+		if labelsMatch(m, match) {
+			sum += m.GetCounter().GetValue()
+		}
 	}
-	return out
+	return sum
+}
+
+func labelsMatch(m *dto.Metric, match []string) bool {
+	for i := 0; i+1 < len(match); i += 2 {
+		found := false
+		for _, l := range m.GetLabel() {
+			found = found || (l.GetName() == match[i] && l.GetValue() == match[i+1])
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // TestMetricsCardinalityBounded: 100,000 calls to as many made-up app-ids
@@ -51,6 +99,26 @@ func TestMetricsCardinalityBounded(t *testing.T) {
 		if resp, body := call(t, http.MethodGet, sc.URL(fmt.Sprintf("/v1.0/invoke/card-callee/method/p/%d", i)), nil, nil); resp.StatusCode != http.StatusOK {
 			t.Fatalf("warm-up call: %d %s", resp.StatusCode, body)
 		}
+	}
+	// daprd's metric names, so Dapr's dashboards read them.
+	for _, c := range []struct {
+		sc     *framework.Sidecar
+		family string
+		labels []string
+	}{
+		{sc, "dapr_http_server_request_count", []string{"app_id", "card", "method", "GET", "path", "/v1.0/invoke/{id}/method/*", "status", "200"}},
+		{sc, "dapr_service_invocation_req_sent_total", []string{"app_id", "card", "destination_app_id", "card-callee", "type", "unary"}},
+		{sc, "dapr_service_invocation_res_recv_total", []string{"app_id", "card", "source_app_id", "card-callee", "status", "200"}},
+		{callee, "dapr_service_invocation_req_recv_total", []string{"app_id", "card-callee", "source_app_id", "card"}},
+		{callee, "dapr_service_invocation_res_sent_total", []string{"app_id", "card-callee", "destination_app_id", "card", "status", "200"}},
+		{callee, "dapr_http_client_completed_count", []string{"app_id", "card-callee", "method", "GET", "status", "200"}},
+	} {
+		if n := scrapeCounter(t, c.sc, c.family, c.labels...); n < 20 {
+			t.Errorf("%s %s{%v} = %v after 20 calls", c.sc.AppID, c.family, c.labels, n)
+		}
+	}
+	if f := scrapeFamilies(t, sc)["dapr_http_server_latency"]; f == nil || f.GetMetric()[0].GetHistogram().GetSampleCount() == 0 {
+		t.Errorf("no dapr_http_server_latency histogram: %v", f)
 	}
 	before := scrapeSeries(t, sc)
 	rssBefore, err := framework.RSS(sc.Pid())

@@ -12,10 +12,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/outrigger/outrigger/nameresolution"
 	"github.com/outrigger/outrigger/proxy/route"
 	"github.com/outrigger/outrigger/resiliency"
+	"github.com/outrigger/outrigger/telemetry"
 )
 
 // Headers the sidecars add on the mesh. The dapr-* ones reach the callee as
@@ -53,7 +55,33 @@ type invocationKey struct{}
 
 var invocationPool = sync.Pool{New: func() any { return new(invocation) }}
 
+// serveAPI serves the HTTP API, measured (daprd's HTTP server metrics) and
+// traced (a span per call) when those are on.
 func (s *Sidecar) serveAPI(w http.ResponseWriter, r *http.Request) {
+	if s.dapr == nil && s.tracer == nil {
+		s.routeAPI(w, r)
+		return
+	}
+	start := time.Now()
+	r, span := s.startAPISpan(r)
+	sw := &statusWriter{ResponseWriter: w}
+	s.routeAPI(sw, r)
+	code := sw.code()
+	tmpl := apiRoute(r.URL.Path)
+	if tmpl == "_other" {
+		if _, ok := route.FromHeaders(r.URL.EscapedPath(), r.Header); ok {
+			tmpl = invokeRoute
+		}
+	}
+	if s.dapr != nil {
+		s.dapr.httpServed(r.Method, tmpl, code, r.ContentLength, sw.n, time.Since(start))
+	}
+	if span != nil {
+		endAPISpan(span, r, tmpl, code)
+	}
+}
+
+func (s *Sidecar) routeAPI(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	if s.cfg.EnableAPILogging {
 		s.log.Info("API call", "method", r.Method, "path", p, "caller", r.RemoteAddr)
@@ -160,6 +188,9 @@ func (s *Sidecar) invokeHTTP(w http.ResponseWriter, r *http.Request, t route.Tar
 		writeError(w, bodyTooLargeError())
 		return
 	}
+	if s.tracer != nil {
+		nameInvokeSpan(r.Context(), name, t.Method)
+	}
 	// The route's timeout bounds the whole call, retries included.
 	ctx, cancel := s.invokeContext(r.Context(), name, ns)
 	defer cancel()
@@ -191,9 +222,17 @@ func (s *Sidecar) invokeOnce(w http.ResponseWriter, r *http.Request, target, nam
 		r.Body = inv.body
 	}
 	r = r.WithContext(context.WithValue(r.Context(), invocationKey{}, inv))
+	start := time.Now()
 	s.peerProxy().ServeHTTP(w, r)
 	if inv.ep != nil {
 		inv.ep.Done(nil) // never sent
+	}
+	if s.dapr != nil {
+		st := ""
+		if inv.reached {
+			st = statusLabel(inv.status)
+		}
+		s.dapr.invoked(name, "unary", st, time.Since(start))
 	}
 	if res != nil {
 		res.appID, res.reached, res.status, res.retryWanted = name, inv.reached, inv.status, inv.retryWanted
@@ -242,6 +281,9 @@ func (s *Sidecar) rewriteToPeer(pr *httputil.ProxyRequest) {
 	h[hdrCallerAppID] = []string{s.cfg.AppID}
 	h[hdrCallerNamespace] = []string{s.cfg.Namespace}
 	delete(h, hdrGRPCProxy)
+	if s.tracer != nil {
+		telemetry.ToHTTP(pr.In.Context(), h)
+	}
 }
 
 func setEscapedPath(u *url.URL, escaped string) {

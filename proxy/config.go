@@ -7,6 +7,7 @@ import (
 	"fmt"
 	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"net/http"
 	"time"
@@ -114,6 +115,9 @@ type Config struct {
 	// Collectors are served on the metrics port beside the sidecar's own
 	// (the building blocks' and the components' metrics).
 	Collectors []prometheus.Collector
+	// Tracer starts the sidecar's spans; nil turns tracing off (the
+	// callers' trace context is still carried on).
+	Tracer trace.Tracer
 
 	// ProfilePort, when not zero, serves Go's pprof profiles (daprd's --enable-profiling).
 	ProfilePort int

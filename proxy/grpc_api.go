@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/outrigger/outrigger/proxy/route"
+	"github.com/outrigger/outrigger/telemetry"
 )
 
 // daprAPI is the sidecar's dapr.proto.runtime.v1.Dapr service. Methods of
@@ -38,8 +39,8 @@ func (s *Sidecar) newGRPCServer() *grpc.Server {
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxBodySize)),
 		grpc.MaxSendMsgSize(int(s.cfg.MaxBodySize)),
 		grpc.MaxConcurrentStreams(1000),
-		grpc.ChainUnaryInterceptor(s.recoverUnary, s.apiTokenUnary),
-		grpc.ChainStreamInterceptor(s.recoverStream, s.apiTokenStream),
+		grpc.ChainUnaryInterceptor(s.recoverUnary, s.observeUnary, s.apiTokenUnary),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.observeStream, s.apiTokenStream),
 	)
 	runtimev1pb.RegisterDaprServer(srv, &daprAPI{s: s})
 	return srv
@@ -97,6 +98,9 @@ func (s *Sidecar) invokeRequest(ctx context.Context, addr, name, ns string, msg 
 	h[hdrCalleeNamespace] = []string{ns}
 	h[hdrCallerAppID] = []string{s.cfg.AppID}
 	h[hdrCallerNamespace] = []string{s.cfg.Namespace}
+	// The trace context: this sidecar's span, or the app's carried on
+	// (grpc-trace-bin becomes traceparent on the mesh).
+	telemetry.ToHTTP(ctx, h)
 	return req, nil
 }
 
@@ -121,9 +125,13 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 			key = v[0]
 		}
 	}
+	if s.tracer != nil {
+		nameInvokeSpan(ctx, name, msg.GetMethod())
+	}
 	ctx, cancel := s.invokeContext(ctx, name, ns)
 	defer cancel()
 	pol := s.policyFor(name, ns)
+	start := time.Now()
 	var resp *http.Response
 	for attempt, retries := 1, 0; ; attempt++ {
 		var breakerDone func(bool)
@@ -191,12 +199,18 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 		}
 		if err != nil {
 			s.stats.outbound.WithLabelValues(name, "error").Inc()
+			if s.dapr != nil {
+				s.dapr.invoked(name, "unary", "", 0)
+			}
 			return nil, status.Errorf(invokeErrorCode(err), "failed to invoke, id: %s, err: %v", in.GetId(), err)
 		}
 		break
 	}
 	defer resp.Body.Close()
 	s.stats.outbound.WithLabelValues(name, statusLabel(resp.StatusCode)).Inc()
+	if s.dapr != nil {
+		s.dapr.invoked(name, "unary", statusLabel(resp.StatusCode), time.Since(start))
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxBodySize+1))
 	if err != nil {
 		return nil, status.Errorf(invokeErrorCode(err), "failed to invoke, id: %s, err: reading the answer: %v", in.GetId(), err)
@@ -475,6 +489,7 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 	out["dapr-caller-app-id"] = []string{s.cfg.AppID}
 	out["dapr-caller-namespace"] = []string{s.cfg.Namespace}
 	out["outrigger-grpc-proxy"] = []string{"1"}
+	telemetry.ToGRPC(ss.Context(), out)
 	bounded, cancelBound := s.invokeContext(ss.Context(), name, ns)
 	defer cancelBound()
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(bounded, out))

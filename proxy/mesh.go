@@ -8,8 +8,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -83,23 +86,41 @@ func (s *Sidecar) serveMesh(w http.ResponseWriter, r *http.Request) {
 	h.Del(apiTokenHeader) // never the caller's; the app's own is added on the app channel
 	delete(h, hdrCalleeNamespace)
 	delete(h, hdrGRPCProxy)
-	if grpcProxy {
-		if s.app.protocol != ProtocolGRPC {
-			writeGRPCError(w, 12, "app "+s.cfg.AppID+" does not speak gRPC") // Unimplemented
-			return
-		}
-		s.stats.inbound.WithLabelValues(caller, "grpc").Inc()
-		s.app.proxy.ServeHTTP(w, r)
+	if grpcProxy && s.app.protocol != ProtocolGRPC {
+		writeGRPCError(w, 12, "app "+s.cfg.AppID+" does not speak gRPC") // Unimplemented
 		return
 	}
-	if s.app.protocol == ProtocolGRPC {
-		s.invokeGRPCApp(w, r)
-		return
+	start := time.Now()
+	var span trace.Span
+	if s.tracer != nil {
+		r, span = s.startMeshSpan(r, grpcProxy)
 	}
-	delete(h, hdrDataTypeURL)
 	sw := statusWriter{ResponseWriter: w}
-	s.app.proxy.ServeHTTP(&sw, r)
-	s.stats.inbound.WithLabelValues(caller, statusLabel(sw.code())).Inc()
+	switch {
+	case grpcProxy:
+		s.stats.inbound.WithLabelValues(caller, "grpc").Inc()
+		s.app.proxy.ServeHTTP(&sw, r)
+	case s.app.protocol == ProtocolGRPC:
+		s.invokeGRPCApp(&sw, r)
+	default:
+		delete(h, hdrDataTypeURL)
+		s.app.proxy.ServeHTTP(&sw, r)
+		s.stats.inbound.WithLabelValues(caller, statusLabel(sw.code())).Inc()
+	}
+	code := sw.code()
+	if s.dapr != nil {
+		s.dapr.delivered(caller, statusLabel(code))
+		if !grpcProxy && s.app.protocol != ProtocolGRPC {
+			s.dapr.appCalled(r.Method, code, r.ContentLength, sw.n, time.Since(start))
+		}
+	}
+	if span != nil {
+		if span.IsRecording() {
+			span.SetAttributes(attribute.Int(attrDaprStatusCode, code))
+			setHTTPSpanStatus(span, code)
+		}
+		span.End()
+	}
 }
 
 // allowed applies the access-control policy to a call and answers a
@@ -171,7 +192,11 @@ func (s *Sidecar) invokeGRPCApp(w http.ResponseWriter, r *http.Request) {
 		},
 	}
 	ctx := metadata.NewOutgoingContext(r.Context(), headersToMetadata(r.Header))
+	start := time.Now()
 	resp, err := s.app.invokeGRPC(ctx, req)
+	if s.dapr != nil {
+		s.dapr.grpcAppCalled("/dapr.proto.runtime.v1.AppCallback/OnInvoke", status.Code(err), time.Since(start))
+	}
 	if err != nil {
 		st := status.Convert(err)
 		code := httpStatusFromGRPC(st.Code())
@@ -254,6 +279,7 @@ func writeGRPCError(w http.ResponseWriter, code int, msg string) {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	n      int64 // body bytes written
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -267,7 +293,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
 }
 
 // Flush keeps streaming responses streaming through the wrapper.

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/outrigger/outrigger/resiliency"
@@ -67,6 +68,9 @@ type Sidecar struct {
 	extended map[string]string
 
 	stats *stats
+	dapr  *daprStats // nil with metrics off
+	// tracer starts spans; nil with tracing off.
+	tracer trace.Tracer
 }
 
 // New checks cfg and builds a sidecar; nothing listens until Run.
@@ -83,9 +87,13 @@ func New(cfg Config) (*Sidecar, error) {
 		extended:   map[string]string{"daprRuntimeVersion": Version},
 		peers:      newPeers(cfg.MaxBodySize, cfg.MeshTLS),
 		lb:         balancerOf(cfg.Resolver),
+		tracer:     cfg.Tracer,
 	}
 	reg := prometheus.NewRegistry()
 	s.stats = newStats(reg, cfg.AppID)
+	if !cfg.MetricsDisabled {
+		s.dapr = newDaprStats(reg, cfg.AppID)
+	}
 	s.policies = s.newPolicies()
 	for _, c := range cfg.Collectors {
 		if err := reg.Register(c); err != nil {

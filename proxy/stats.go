@@ -84,22 +84,50 @@ func statusLabel(code int) string {
 // with; later ones share the series of otherAppLabel. App-ids come from
 // requests (a URL, a caller's header), so without a bound a flood of
 // made-up ones would grow the metrics without end.
-const maxAppLabels = 256
+const maxAppLabels = 100
 
 const (
 	otherAppLabel      = "_other"      // app-ids past maxAppLabels
 	unresolvedAppLabel = "_unresolved" // calls to an app-id no instance was found for
 )
 
-// appCounter is a counter by app-id and status whose app-ids are bounded.
-type appCounter struct {
-	vec  *prometheus.CounterVec
+// boundedLabels bounds the app-ids metrics are labelled with: the first
+// maxAppLabels seen keep their own label, later ones share otherAppLabel.
+type boundedLabels struct {
 	mu   sync.RWMutex
 	seen map[string]struct{}
 }
 
+func newBoundedLabels() *boundedLabels { return &boundedLabels{seen: map[string]struct{}{}} }
+
+// label is the label value of app.
+func (l *boundedLabels) label(app string) string {
+	l.mu.RLock()
+	_, ok := l.seen[app]
+	l.mu.RUnlock()
+	if ok {
+		return app
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok = l.seen[app]; ok {
+		return app
+	}
+	if len(l.seen) < maxAppLabels {
+		l.seen[app] = struct{}{}
+		return app
+	}
+	return otherAppLabel
+}
+
+// appCounter is a counter by app-id and status whose app-ids are bounded.
+type appCounter struct {
+	vec    *prometheus.CounterVec
+	labels *boundedLabels
+}
+
 func newAppCounter(vec *prometheus.CounterVec) *appCounter {
-	return &appCounter{vec: vec, seen: map[string]struct{}{}}
+	return &appCounter{vec: vec, labels: newBoundedLabels()}
 }
 
 // WithLabelValues is the counter of app and status; an app-id that did not
@@ -108,19 +136,5 @@ func (c *appCounter) WithLabelValues(app, status string) prometheus.Counter {
 	if status == "resolve_error" {
 		app = unresolvedAppLabel
 	}
-	c.mu.RLock()
-	_, ok := c.seen[app]
-	c.mu.RUnlock()
-	if !ok {
-		c.mu.Lock()
-		if _, ok = c.seen[app]; !ok {
-			if len(c.seen) < maxAppLabels {
-				c.seen[app] = struct{}{}
-			} else {
-				app = otherAppLabel
-			}
-		}
-		c.mu.Unlock()
-	}
-	return c.vec.WithLabelValues(app, status)
+	return c.vec.WithLabelValues(c.labels.label(app), status)
 }

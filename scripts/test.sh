@@ -18,7 +18,7 @@ echo "== go vet"
 go vet ./...
 
 echo "== third-party programs the tests run (built once, cached outside the clone)"
-bash scripts/tools.sh consul coredns
+bash scripts/tools.sh consul coredns jaeger
 
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./... 2>&1 | tee /tmp/outrigger-test.$$.log

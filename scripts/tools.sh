@@ -31,7 +31,7 @@ export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 nosumdb=github.com/open-telemetry/opentelemetry-collector-contrib,go.opentelemetry.io/collector,github.com/dapr/components-contrib,github.com/GoogleCloudPlatform/cloudsql-proxy
 
 # Every program `all` builds, in order.
-tools=(daprd consul coredns)
+tools=(daprd consul coredns jaeger)
 
 # Each tool_NAME sets:
 #   version  the version, part of the cache directory name
@@ -98,6 +98,29 @@ tool_coredns() {
   tags=""
   ldflags="-s -w"
   wrapper=no
+}
+
+# Jaeger (all-in-one, memory storage) receives the tracing tests' spans over
+# OTLP and answers its query API.
+tool_jaeger() {
+  version=1.76.0
+  binary=jaeger
+  pkg=github.com/jaegertracing/jaeger/cmd/jaeger
+  tags=""
+  ldflags="-s -w"
+  wrapper=yes
+}
+
+# regen_jaeger: jaeger's go.mod needs sarama pinned (../shared/TOOLS.md).
+regen_jaeger() {
+  local dir=$1
+  (
+    cd "$dir"
+    go mod init outrigger-tools/jaeger >/dev/null 2>&1
+    printf '\nreplace github.com/Shopify/sarama => github.com/Shopify/sarama v1.33.0\n' >>go.mod
+    go get -tool "${pkg}@v${version}"
+    go mod tidy
+  )
 }
 
 # Temporary directories, removed when the script exits however it exits.

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/outrigger/outrigger/telemetry"
 )
 
 // API serves Dapr's publish API over the brokers Lookup finds: HTTP
@@ -36,6 +38,9 @@ type API struct {
 	AppID string
 	// Logger gets a debug line per failed call; nil discards.
 	Logger *slog.Logger
+	// Ingress, when set, learns how each event sent down a streaming
+	// subscription ended (the metrics); nil records nothing.
+	Ingress IngressRecorder
 
 	streamMu  sync.Mutex
 	streams   map[uint64]Subscription
@@ -286,9 +291,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, errPublish(name, topic, err))
 		return
 	}
+	tp, ts := traceOfCall(r.Context(), r.Header.Get("traceparent"), r.Header.Get("tracestate"))
 	err = a.publish(r.Context(), publishRequest{
 		pubsub: name, topic: topic, data: body, contentType: r.Header.Get("Content-Type"), metadata: meta,
-		traceParent: r.Header.Get("traceparent"), traceState: r.Header.Get("tracestate"),
+		traceParent: tp, traceState: ts,
 	})
 	if err != nil {
 		a.fail(w, err)
@@ -337,7 +343,8 @@ func (a *API) httpBulk(w http.ResponseWriter, r *http.Request, name, topic strin
 		}
 		in[i] = bulkInput{entryID: e.EntryID, data: data, contentType: e.ContentType, metadata: e.Metadata}
 	}
-	failed, err := a.bulkPublish(r.Context(), name, topic, in, meta, r.Header.Get("traceparent"), r.Header.Get("tracestate"))
+	tp, ts := traceOfCall(r.Context(), r.Header.Get("traceparent"), r.Header.Get("tracestate"))
+	failed, err := a.bulkPublish(r.Context(), name, topic, in, meta, tp, ts)
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -418,7 +425,7 @@ func (a *API) bulkPublish(ctx context.Context, name, topic string, entries []bul
 	return failed, nil
 }
 
-// traceOf reads the caller's trace context from gRPC metadata.
+// traceOf is the trace context an event published over gRPC carries.
 func traceOf(ctx context.Context) (string, string) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	first := func(k string) string {
@@ -427,7 +434,17 @@ func traceOf(ctx context.Context) (string, string) {
 		}
 		return ""
 	}
-	return first("traceparent"), first("tracestate")
+	return traceOfCall(ctx, first("traceparent"), first("tracestate"))
+}
+
+// traceOfCall is the trace context a published event carries: the publish
+// call's span where the sidecar traces it (or the caller's context the
+// sidecar read, grpc-trace-bin included), else the caller's headers.
+func traceOfCall(ctx context.Context, traceparent, tracestate string) (string, string) {
+	if tp, ts := telemetry.W3C(ctx); tp != "" {
+		return tp, ts
+	}
+	return traceparent, tracestate
 }
 
 // PublishEvent is dapr.proto.runtime.v1.Dapr/PublishEvent.

@@ -93,11 +93,14 @@ func (b *batcher) flush(ctx context.Context, batch []*batchEntry) {
 	if len(batch) == 0 {
 		return
 	}
+	start := time.Now()
+	tally := map[string]int{} // the entries by status, for the metrics
 	byPath := map[string][]*batchEntry{}
 	for _, e := range batch {
 		p := b.path(e.event)
 		if p == "" {
 			e.status <- statusDrop
+			tally[statusDrop]++
 			continue
 		}
 		byPath[p] = append(byPath[p], e)
@@ -110,7 +113,11 @@ func (b *batcher) flush(ctx context.Context, batch []*batchEntry) {
 				st = statusRetry
 			}
 			e.status <- st
+			tally[st]++
 		}
+	}
+	if b.sub.Ingress != nil {
+		b.sub.Ingress.BulkDelivered(b.s.PubsubName, b.s.Topic, tally[statusSuccess], tally[statusRetry], tally[statusDrop], time.Since(start))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"google.golang.org/grpc/codes"
@@ -90,6 +91,7 @@ func (a *API) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTopicE
 			delete(waiting, req.Id)
 			mu.Unlock()
 		}()
+		start := time.Now()
 		if err := send(&runtimev1pb.SubscribeTopicEventsResponseAlpha1{
 			SubscribeTopicEventsResponseType: &runtimev1pb.SubscribeTopicEventsResponseAlpha1_EventMessage{EventMessage: req},
 		}); err != nil {
@@ -97,6 +99,7 @@ func (a *API) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTopicE
 		}
 		select {
 		case st := <-answer:
+			a.recordStreamed(s, st, time.Since(start))
 			switch st {
 			case runtimev1pb.TopicEventResponse_SUCCESS, runtimev1pb.TopicEventResponse_DROP:
 				return nil

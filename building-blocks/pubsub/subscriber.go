@@ -18,6 +18,8 @@ import (
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"github.com/google/cel-go/cel"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -112,6 +114,13 @@ type Subscriber struct {
 	// Changed signals that the declarative subscriptions or the components
 	// changed (nil: they never do).
 	Changed <-chan struct{}
+	// Tracer, when set, gives each delivery a span, a child of the
+	// publisher's trace context the event carries.
+	Tracer trace.Tracer
+
+	// Ingress, when set, learns how each delivery to the app ended (the
+	// metrics); nil records nothing.
+	Ingress IngressRecorder
 
 	mu     sync.Mutex
 	active map[subKey]*activeSub
@@ -411,7 +420,9 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 		if pol.Timeout > 0 {
 			dctx, cancel = context.WithTimeout(ctx, pol.Timeout)
 		}
+		start := time.Now()
 		status, err := sub.deliver(dctx, s, path, event)
+		sub.recordDelivery(s, status, err, time.Since(start))
 		cancel()
 		switch {
 		case err == nil && status == statusSuccess:
@@ -476,8 +487,8 @@ func eventOf(m *Message, s *Subscription) (map[string]any, error) {
 	return ce, nil
 }
 
-// deliver makes one delivery to the app and returns its status.
-func (sub *Subscriber) deliver(ctx context.Context, s *Subscription, path string, event map[string]any) (string, error) {
+// deliverApp makes one delivery to the app and returns its status.
+func (sub *Subscriber) deliverApp(ctx context.Context, s *Subscription, path string, event map[string]any) (string, error) {
 	if sub.App.Protocol() == "grpc" {
 		return sub.deliverGRPC(ctx, s, path, event)
 	}
@@ -490,11 +501,11 @@ func (sub *Subscriber) deliver(ctx context.Context, s *Subscription, path string
 		return "", err
 	}
 	req.Header.Set("Content-Type", CloudEventContentType)
-	if tp, ok := event["traceparent"].(string); ok && tp != "" {
+	if tp, ts := deliveryTrace(ctx, event); tp != "" {
 		req.Header.Set("traceparent", tp)
-	}
-	if ts, ok := event["tracestate"].(string); ok && ts != "" {
-		req.Header.Set("tracestate", ts)
+		if ts != "" {
+			req.Header.Set("tracestate", ts)
+		}
 	}
 	resp, err := sub.App.Do(req)
 	if err != nil {
@@ -536,6 +547,12 @@ func (sub *Subscriber) deliverGRPC(ctx context.Context, s *Subscription, path st
 		return "", err
 	}
 	defer release()
+	if tp, ts := deliveryTrace(ctx, event); tp != "" {
+		cctx = metadata.AppendToOutgoingContext(cctx, "traceparent", tp)
+		if ts != "" {
+			cctx = metadata.AppendToOutgoingContext(cctx, "tracestate", ts)
+		}
+	}
 	resp, err := sub.App.Callback().OnTopicEvent(cctx, req)
 	if err != nil {
 		return "", err

@@ -316,12 +316,10 @@ func (a *API) httpSave(w http.ResponseWriter, r *http.Request, storeName string)
 		}
 		reqs = append(reqs, req)
 	}
-	for _, req := range reqs {
-		if err := c.Store.Set(r.Context(), req); err != nil {
-			status, _ := etagStatus(err)
-			a.fail(w, &legacyError{status, codeSave, fmt.Sprintf("failed saving state in state store %s: %s", storeName, err)})
-			return
-		}
+	if err := c.setAll(r.Context(), reqs); err != nil {
+		status, _ := etagStatus(err)
+		a.fail(w, &legacyError{status, codeSave, fmt.Sprintf("failed saving state in state store %s: %s", storeName, err)})
+		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -402,6 +400,7 @@ func (a *API) bulkGet(ctx context.Context, c *Component, storeName string, keys 
 	out := make([]*runtimev1pb.BulkStateItem, len(keys))
 	sem := make(chan struct{}, parallelism)
 	var wg sync.WaitGroup
+	ctx, end := c.beginBulk(ctx, opBulkGet) // one operation of the store's metrics
 	for i := range keys {
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -423,6 +422,7 @@ func (a *API) bulkGet(ctx context.Context, c *Component, storeName string, keys 
 		})
 	}
 	wg.Wait()
+	end(nil)
 	return out, nil
 }
 
@@ -702,11 +702,9 @@ func (a *API) SaveState(ctx context.Context, in *runtimev1pb.SaveStateRequest) (
 		}
 		reqs = append(reqs, req)
 	}
-	for _, req := range reqs {
-		if err := c.Store.Set(ctx, req); err != nil {
-			httpStatus, code := etagStatus(err)
-			return nil, basic(code, httpStatus, codeSave, fmt.Sprintf("failed saving state in state store %s: %s", in.GetStoreName(), err))
-		}
+	if err := c.setAll(ctx, reqs); err != nil {
+		httpStatus, code := etagStatus(err)
+		return nil, basic(code, httpStatus, codeSave, fmt.Sprintf("failed saving state in state store %s: %s", in.GetStoreName(), err))
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -744,11 +742,9 @@ func (a *API) DeleteBulkState(ctx context.Context, in *runtimev1pb.DeleteBulkSta
 		}
 		reqs = append(reqs, req)
 	}
-	for _, req := range reqs {
-		if err := c.Store.Delete(ctx, req); err != nil {
-			httpStatus, code := etagStatus(err)
-			return nil, basic(code, httpStatus, codeBulkDelete, fmt.Sprintf("failed deleting state in state store %s: %s", in.GetStoreName(), err))
-		}
+	if err := c.deleteAll(ctx, reqs); err != nil {
+		httpStatus, code := etagStatus(err)
+		return nil, basic(code, httpStatus, codeBulkDelete, fmt.Sprintf("failed deleting state in state store %s: %s", in.GetStoreName(), err))
 	}
 	return &emptypb.Empty{}, nil
 }

@@ -227,17 +227,25 @@ func wrapOnce[C any](r *componentRunners, name string, c *C, wrap func(*C, func(
 }
 
 // inboundRetries holds the retry of deliveries from each pub/sub component
-// (the Resiliency documents' components.<name>.inbound.retry), for the
-// subscriber.
+// (the Resiliency documents' components.<name>.inbound, else Dapr's pub/sub
+// inbound defaults), for the subscriber.
 type inboundRetries struct {
 	appID string
 	log   *slog.Logger
-	cur   atomic.Pointer[map[string]pubsub.RetryPolicy]
+	cur   atomic.Pointer[inboundPolicies]
+}
+
+// inboundPolicies are the policies of deliveries: by the name of each
+// component a Resiliency names (nil: none, the built-in retries), and for
+// every other one the pub/sub inbound defaults (nil: none).
+type inboundPolicies struct {
+	named    map[string]*pubsub.RetryPolicy
+	defaults *pubsub.RetryPolicy
 }
 
 // set reads the Resiliency documents that apply to the app.
 func (r *inboundRetries) set(docs []config.Document) {
-	out := map[string]pubsub.RetryPolicy{}
+	var rs config.Resiliencies
 	for _, d := range docs {
 		if !config.Applies(d.Scopes, r.appID) {
 			continue
@@ -247,37 +255,53 @@ func (r *inboundRetries) set(docs []config.Document) {
 			r.log.Error("resiliency not applied to deliveries", "err", err)
 			continue
 		}
-		for name, target := range res.Components {
-			in := target.Inbound
-			if in.Retry == "" && in.Timeout == "" {
-				continue
-			}
-			var p pubsub.RetryPolicy // zero fields: the built-in retries
-			if rp, ok := res.Retries[in.Retry]; ok && in.Retry != "" {
-				p = pubsub.RetryPolicy{Attempts: rp.MaxRetries + 1, Initial: rp.Duration, Max: rp.Duration}
-				if rp.MaxRetries < 0 {
-					p.Attempts = -1
-				}
-				if rp.Policy == "exponential" {
-					// Dapr's exponential back-off starts at 500 ms.
-					p.Initial, p.Max = 500*time.Millisecond, rp.MaxInterval
-				}
-			}
-			p.Timeout = res.Timeouts[in.Timeout]
-			out[name] = p
+		rs = append(rs, res)
+	}
+	rs.Sort()
+	cur := &inboundPolicies{named: map[string]*pubsub.RetryPolicy{}}
+	for _, res := range rs {
+		for name := range res.Components {
+			cur.named[name] = deliveryPolicy(rs.ComponentInbound(name, "pubsub"))
 		}
 	}
-	r.cur.Store(&out)
+	cur.defaults = deliveryPolicy(rs.ComponentDefaults("pubsub", config.Inbound))
+	r.cur.Store(cur)
+}
+
+// deliveryPolicy is the retry and timeout of deliveries under p; nil when
+// it has neither (the built-in retries).
+func deliveryPolicy(p config.Policy, ok bool) *pubsub.RetryPolicy {
+	if !ok || (p.Retry == nil && p.Timeout == 0) {
+		return nil
+	}
+	out := &pubsub.RetryPolicy{Timeout: p.Timeout} // zero fields: the built-in retries
+	if rp := p.Retry; rp != nil {
+		out.Attempts, out.Initial, out.Max = rp.MaxRetries+1, rp.Duration, rp.Duration
+		if rp.MaxRetries < 0 {
+			out.Attempts = -1
+		}
+		if rp.Policy == "exponential" {
+			// Dapr's exponential back-off starts at 500 ms.
+			out.Initial, out.Max = 500*time.Millisecond, rp.MaxInterval
+		}
+	}
+	return out
 }
 
 // get is the subscriber's Inbound.
 func (r *inboundRetries) get(pubsubName string) (pubsub.RetryPolicy, bool) {
-	m := r.cur.Load()
-	if m == nil {
+	cur := r.cur.Load()
+	if cur == nil {
 		return pubsub.RetryPolicy{}, false
 	}
-	p, ok := (*m)[pubsubName]
-	return p, ok
+	p, named := cur.named[pubsubName]
+	if !named {
+		p = cur.defaults
+	}
+	if p == nil {
+		return pubsub.RetryPolicy{}, false
+	}
+	return *p, true
 }
 
 // secretValue reads one key of a secret from a live secret store, for
@@ -331,8 +355,10 @@ func (x *xdsSource) start(ctx context.Context, set *components.Set, routes *tran
 			}
 			return x.identity.SetTrustAnchors(anchors)
 		},
-		Logger: log,
+		Logger:  log,
+		Metrics: xdsclient.NewMetrics(cfg.AppID),
 	}
+	cfg.Collectors = append(cfg.Collectors, opts.Metrics)
 	if x.components {
 		opts.Apply = func(res *config.Resources) error {
 			subDocs.inbound.set(res.Resiliencies)
@@ -412,8 +438,10 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		return stop, err
 	}
 	log := logger.With("component", "components")
+	metrics := newComponentMetrics(cfg)
 	set := components.NewSet(components.Options{
 		AppID: cfg.AppID, Namespace: cfg.Namespace, Registry: reg, Secret: secretValue, Logger: log,
+		Metrics: metrics.components,
 	})
 	policy, err := doc.SecretsPolicy()
 	if err != nil {
@@ -426,7 +454,10 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 				return nil, false
 			}
 			s, ok := c.Instance.(secrets.Store)
-			return s, ok
+			if !ok {
+				return nil, false
+			}
+			return metrics.secretStore(name, s), true
 		},
 		Configured: func() bool { return len(set.List("secretstores")) > 0 },
 		Policy:     policy,
@@ -453,7 +484,7 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 			if !ok {
 				return nil, false
 			}
-			return runners.state(name, sc), true
+			return metrics.stateStore(name, runners.state(name, sc)), true
 		},
 		Configured: func() bool { return len(set.List("state")) > 0 },
 		AppID:      cfg.AppID,
@@ -477,11 +508,12 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 			if !ok {
 				return nil, false
 			}
-			return runners.pubsub(name, pc), true
+			return metrics.broker(name, runners.pubsub(name, pc)), true
 		},
 		Configured: func() bool { return len(set.List("pubsub")) > 0 },
 		AppID:      cfg.AppID,
 		Logger:     logger,
+		Ingress:    metrics.pubsub,
 	}
 	cfg.PubSub = pubsubAPI
 	subDocs := newSubscriptionDocs(cfg.AppID)
@@ -492,6 +524,8 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		Inbound:     inbound.get,
 		Declarative: subDocs.list,
 		Changed:     subDocs.changed,
+		Ingress:     metrics.pubsub,
+		Tracer:      cfg.Tracer,
 		Logger:      logger.With("component", "subscriber"),
 	}
 	cfg.Background = append(cfg.Background, func(ctx context.Context, sc *proxy.Sidecar) {

@@ -17,6 +17,7 @@ import (
 	"github.com/outrigger/outrigger/mtls/svid"
 	"github.com/outrigger/outrigger/mtls/workloadapi"
 	"github.com/outrigger/outrigger/proxy"
+	"github.com/outrigger/outrigger/telemetry"
 )
 
 // certificateTimeout bounds how long a starting sidecar waits for its
@@ -109,8 +110,13 @@ func (f *sidecarFlags) startSidecarParts(ctx context.Context, cfg *proxy.Config,
 	if err != nil {
 		return func() {}, err
 	}
+	stopTracing, err := startTracing(cfg, doc, logger)
+	if err != nil {
+		return func() {}, err
+	}
 	stopSecurity, err := f.secure(ctx, cfg, doc, home, logger)
 	if err != nil {
+		stopTracing()
 		return func() {}, err
 	}
 	var fromXDS *xdsSource
@@ -127,9 +133,41 @@ func (f *sidecarFlags) startSidecarParts(ctx context.Context, cfg *proxy.Config,
 	stopComponents, err := startComponents(ctx, cfg, doc, fromXDS, logger)
 	if err != nil {
 		stopSecurity()
+		stopTracing()
 		return func() {}, err
 	}
-	return func() { stopComponents(); stopSecurity() }, nil
+	return func() { stopComponents(); stopSecurity(); stopTracing() }, nil
+}
+
+// startTracing builds the tracer the Configuration's tracing section asks
+// for and puts it, and its metrics, in cfg. The returned stop exports what
+// is queued, waiting at most five seconds.
+func startTracing(cfg *proxy.Config, doc *config.Configuration, logger *slog.Logger) (stop func(), err error) {
+	var spec *telemetry.Spec
+	if doc != nil {
+		spec = doc.Spec.Tracing
+	}
+	t, err := telemetry.New(spec, telemetry.Options{
+		ServiceName: cfg.AppID,
+		Namespace:   cfg.Namespace,
+		Logger:      logger.With("component", "tracing"),
+	})
+	if err != nil {
+		return func() {}, usageError{fmt.Errorf("--config %s: %w", cfg.ConfigPath, err)}
+	}
+	cfg.Tracer = t.Tracer()
+	cfg.Collectors = append(cfg.Collectors, t.Collectors()...)
+	if cfg.Tracer != nil {
+		rate, _ := spec.Rate()
+		logger.Info("tracing on", "sampling_rate", rate, "stdout", spec.Stdout, "otel", spec.Otel != nil)
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := t.Shutdown(ctx); err != nil {
+			logger.Warn("tracing: spans not exported at shutdown", "err", err)
+		}
+	}, nil
 }
 
 // secure applies the Configuration (--config), the API tokens and, with
@@ -157,12 +195,15 @@ func (f *sidecarFlags) secure(ctx context.Context, cfg *proxy.Config, doc *confi
 	if err != nil {
 		return stop, usageError{err}
 	}
+	mtlsMetrics := svid.NewMetrics(cfg.AppID)
+	cfg.Collectors = append(cfg.Collectors, mtlsMetrics)
 	m, err := svid.New(svid.Options{
 		Identity:     id,
 		CAAddress:    f.caAddress(),
 		TrustAnchors: anchors,
 		Token:        f.joinToken,
 		Logger:       logger.With("component", "mtls"),
+		Metrics:      mtlsMetrics,
 	})
 	if err != nil {
 		return stop, err

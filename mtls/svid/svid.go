@@ -50,6 +50,8 @@ type Options struct {
 	// RenewFraction of a certificate's life after which it is renewed (0.7).
 	RenewFraction float64
 	Logger        *slog.Logger
+	// Metrics, when set, count the first certificate and the renewals.
+	Metrics *Metrics
 }
 
 // Manager holds the current SVID and bundle. Create it with New and call
@@ -122,23 +124,26 @@ func isControlPlane(peer mtls.Identity) error {
 func (m *Manager) Start(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := m.fetch(ctx)
+		reason, err := m.fetch(ctx)
 		if err == nil {
 			break
 		}
 		switch status.Code(err) {
 		case codes.PermissionDenied, codes.InvalidArgument, codes.Unauthenticated:
 			// The authority refused; asking again will not change its mind.
+			m.opts.Metrics.initFailed(reason)
 			return fmt.Errorf("svid: the certificate authority at %s refused: %s", m.opts.CAAddress, status.Convert(err).Message())
 		}
 		m.opts.Logger.Warn("getting this sidecar's certificate failed; retrying", "ca", m.opts.CAAddress, "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
+			m.opts.Metrics.initFailed(reason)
 			return fmt.Errorf("svid: no certificate from %s: %w", m.opts.CAAddress, err)
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+	m.opts.Metrics.initialized()
 	return nil
 }
 
@@ -175,7 +180,7 @@ func (m *Manager) Run(ctx context.Context) {
 			t.Stop()
 		case <-t.C:
 		}
-		err := m.fetch(ctx)
+		reason, err := m.fetch(ctx)
 		if done != nil {
 			done <- err
 		}
@@ -183,11 +188,13 @@ func (m *Manager) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			m.opts.Metrics.renewFailed(reason)
 			m.opts.Logger.Error("renewing this sidecar's certificate failed; retrying", "err", err, "retry_in", retry, "expires", m.expiry().UTC())
 			next = time.Now().Add(retry)
 			retry = min(retry*2, time.Minute)
 			continue
 		}
+		m.opts.Metrics.renewed()
 		retry = time.Second
 		next = m.renewAt()
 	}
@@ -217,10 +224,12 @@ func (m *Manager) renewAt() time.Time {
 	return now.Add(time.Duration(float64(life) * m.opts.RenewFraction))
 }
 
-func (m *Manager) fetch(ctx context.Context) error {
+// fetch asks the authority for a new certificate; a failure comes with its
+// reason for the metrics.
+func (m *Manager) fetch(ctx context.Context) (reason string, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return err
+		return reasonCSR, err
 	}
 	id := m.opts.Identity
 	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
@@ -228,7 +237,7 @@ func (m *Manager) fetch(ctx context.Context) error {
 		URIs:    nil,
 	}, key)
 	if err != nil {
-		return err
+		return reasonCSR, err
 	}
 	req := &sentryv1pb.SignCertificateRequest{
 		Id:                        id.AppID,
@@ -239,7 +248,7 @@ func (m *Manager) fetch(ctx context.Context) error {
 	if m.opts.Token != nil {
 		tok, err := m.opts.Token()
 		if err != nil {
-			return fmt.Errorf("join token: %w", err)
+			return reasonToken, fmt.Errorf("join token: %w", err)
 		}
 		req.Token = strings.TrimSpace(tok)
 	}
@@ -247,31 +256,31 @@ func (m *Manager) fetch(ctx context.Context) error {
 	// the moment, which is what proves a renewal.
 	conn, err := grpc.NewClient(m.opts.CAAddress, grpc.WithTransportCredentials(m.creds))
 	if err != nil {
-		return fmt.Errorf("certificate authority %s: %w", m.opts.CAAddress, err)
+		return reasonConn, fmt.Errorf("certificate authority %s: %w", m.opts.CAAddress, err)
 	}
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := sentryv1pb.NewCAClient(conn).SignCertificate(cctx, req)
 	if err != nil {
-		return err
+		return signReason(err), err
 	}
 	certs, err := mtls.ParseCertsPEM(resp.GetWorkloadCertificate())
 	if err != nil {
-		return fmt.Errorf("the authority's answer: %w", err)
+		return reasonInvalid, fmt.Errorf("the authority's answer: %w", err)
 	}
 	s := &x509svid.SVID{Certificates: certs, PrivateKey: key}
 	if s.ID, err = x509svid.IDFromCert(certs[0]); err != nil {
-		return fmt.Errorf("the authority's answer: %w", err)
+		return reasonInvalid, fmt.Errorf("the authority's answer: %w", err)
 	}
 	if s.ID != id.ID() {
-		return fmt.Errorf("the authority signed %s, not %s", s.ID, id)
+		return reasonInvalid, fmt.Errorf("the authority signed %s, not %s", s.ID, id)
 	}
 	var anchors []*x509.Certificate
 	for _, p := range resp.GetTrustChainCertificates() {
 		c, err := mtls.ParseCertsPEM(p)
 		if err != nil {
-			return fmt.Errorf("the authority's trust bundle: %w", err)
+			return reasonInvalid, fmt.Errorf("the authority's trust bundle: %w", err)
 		}
 		anchors = append(anchors, c...)
 	}
@@ -282,15 +291,16 @@ func (m *Manager) fetch(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	if _, _, err := x509svid.Verify(certs, bundle); err != nil {
-		return fmt.Errorf("the signed certificate does not verify against the trust bundle: %w", err)
+		return reasonInvalid, fmt.Errorf("the signed certificate does not verify against the trust bundle: %w", err)
 	}
 	m.mu.Lock()
 	m.svid, m.bundle = s, bundle
 	close(m.changed)
 	m.changed = make(chan struct{})
 	m.mu.Unlock()
+	m.opts.Metrics.expires(certs[0].NotAfter)
 	m.opts.Logger.Debug("certificate renewed", "id", s.ID.String(), "expires", certs[0].NotAfter.UTC())
-	return nil
+	return "", nil
 }
 
 // SetTrustAnchors replaces the trust bundle (pushed over xDS between

@@ -67,6 +67,8 @@ type Options struct {
 	// given its anchors (PEM) on every change; an error NACKs them.
 	TrustBundle func(pem []byte) error
 	Logger      *slog.Logger
+	// Metrics, when set, count the updates ACKed and NACKed.
+	Metrics *Metrics
 }
 
 // Client is the xDS client; create it with New and Run it.
@@ -268,6 +270,7 @@ func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err e
 				full.Resources = append(full.Resources, next[k])
 			}
 			applyErr := c.apply(full)
+			c.o.Metrics.update(typeURL, applyErr == nil)
 			ack := &discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: typeURL, ResponseNonce: resp.GetNonce()}
 			if applyErr == nil {
 				st.accepted = next

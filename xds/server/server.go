@@ -27,6 +27,7 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretgrpc "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -94,6 +95,9 @@ type Server struct {
 	pushes prometheus.Counter
 	nacks  *prometheus.CounterVec
 	errs   *prometheus.CounterVec
+	// typePushes and typeNACKs count the responses sent and refused, by
+	// type URL.
+	typePushes, typeNACKs *prometheus.CounterVec
 }
 
 // xdsRegistrationTTL is the lease of a sidecar registered over xDS, renewed
@@ -140,8 +144,21 @@ func New(opts Options) *Server {
 			Namespace: "outrigger", Subsystem: "xds", Name: "resource_errors_total", Help: "Resource files rejected (their last good version stays served).",
 		}, []string{"reason"}),
 	}
+	s.typePushes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "outrigger", Subsystem: "xds_server", Name: "pushes_total", Help: "Responses sent to sidecars, by type.",
+	}, []string{"type_url"})
+	s.typeNACKs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "outrigger", Subsystem: "xds_server", Name: "nacks_total", Help: "Responses sidecars refused (NACK), by type.",
+	}, []string{"type_url"})
+	streams := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "outrigger", Subsystem: "xds_server", Name: "connected_streams", Help: "xDS streams open now.",
+	}, func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return float64(len(s.streams))
+	})
 	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(s.pushes, s.nacks, s.errs)
+		opts.Registerer.MustRegister(s.pushes, s.nacks, s.errs, s.typePushes, s.typeNACKs, streams)
 	}
 	cb := serverv3.CallbackFuncs{
 		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
@@ -157,6 +174,12 @@ func New(opts Options) *Server {
 		},
 		StreamDeltaRequestFunc: func(id int64, req *deltaRequest) error {
 			return s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+		},
+		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
+			s.typePushes.WithLabelValues(typeLabel(resp.GetTypeUrl())).Inc()
+		},
+		StreamDeltaResponseFunc: func(_ int64, _ *deltaRequest, resp *discoverygrpc.DeltaDiscoveryResponse) {
+			s.typePushes.WithLabelValues(typeLabel(resp.GetTypeUrl())).Inc()
 		},
 	}
 	s.xds = serverv3.NewServer(context.Background(), s.cache, cb)
@@ -368,7 +391,8 @@ func (s *Server) request(id int64, node *corev3.Node, typeURL, nonce string, nac
 	}
 	s.mu.Unlock()
 	if msg != "" {
-		s.nacks.WithLabelValues(typeURL).Inc()
+		s.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
+		s.typeNACKs.WithLabelValues(typeLabel(typeURL)).Inc()
 		s.log.Warn("a sidecar refused its configuration (NACK)", "node", proven, "type_url", typeURL, "reason", msg)
 		// The cache answers a NACK (which carries the last version the
 		// client accepted) with the same snapshot at once; pausing this
@@ -592,3 +616,16 @@ type (
 	discoveryRequest = discoverygrpc.DiscoveryRequest
 	deltaRequest     = discoverygrpc.DeltaDiscoveryRequest
 )
+
+// typeLabel is typeURL when it is one of the xDS types, else "_other": a
+// type URL comes from the client, so it labels a series only from a known
+// set.
+func typeLabel(typeURL string) string {
+	switch typeURL {
+	case resourcev3.ExtensionConfigType, resourcev3.SecretType, resourcev3.RouteType, resourcev3.ClusterType,
+		resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RuntimeType, resourcev3.ScopedRouteType,
+		resourcev3.VirtualHostType:
+		return typeURL
+	}
+	return "_other"
+}

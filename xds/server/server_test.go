@@ -35,6 +35,7 @@ type testPlane struct {
 	authority *ca.Authority
 	server    *Server
 	addr      string
+	metrics   *prometheus.Registry
 }
 
 func startPlane(t *testing.T, resources string) *testPlane {
@@ -43,11 +44,12 @@ func startPlane(t *testing.T, resources string) *testPlane {
 	if err != nil {
 		t.Fatal(err)
 	}
+	metrics := prometheus.NewPedanticRegistry()
 	s := New(Options{
 		ResourcesPaths: []string{resources},
 		TrustAnchors:   func() []byte { return mtls.CertsPEM(a.Bundle().X509Authorities()) },
 		Verify:         func(cs tls.ConnectionState) (mtls.Identity, error) { return mtls.VerifyPeer(cs, a, nil) },
-		Registerer:     prometheus.NewRegistry(),
+		Registerer:     metrics,
 		Logger:         quiet,
 	})
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(a.ServerTLSConfig("default"))))
@@ -61,7 +63,7 @@ func startPlane(t *testing.T, resources string) *testPlane {
 	go func() { _ = s.Run(ctx); close(done) }()
 	go func() { _ = g.Serve(l) }()
 	t.Cleanup(func() { g.Stop(); cancel(); <-done })
-	return &testPlane{authority: a, server: s, addr: l.Addr().String()}
+	return &testPlane{authority: a, server: s, addr: l.Addr().String(), metrics: metrics}
 }
 
 // dial connects with a certificate for app.

@@ -34,6 +34,14 @@ const (
 	// retries and circuit breaker its Resiliency gives it. No app-id can
 	// collide with it, since app-ids have no "/".
 	SidecarAPIName = "outrigger/api"
+	// DefaultInvokeRouteName names the route, last in SidecarAPIName,
+	// that matches every invocation and carries the default app policies
+	// (Dapr's DefaultAppRetryPolicy and the like) for calls to an app
+	// without a route of its own; there is none without such policies. No
+	// app-id has a "*".
+	DefaultInvokeRouteName = "invoke/*"
+	// invokePrefix is the path of every invocation.
+	invokePrefix = "/v1.0/invoke"
 	// ComponentFilterKey is the typed_per_filter_config key of a
 	// building-block route's outriggerv1alpha1.ComponentRoute.
 	ComponentFilterKey = "outrigger.component"
@@ -189,10 +197,7 @@ func sidecarRoutes(node Node, apps []app, comps []config.Component, rs []*config
 				return nil, err
 			}
 			filters := map[string]*anypb.Any{ComponentFilterKey: binding}
-			if pol := resolve(rs, func(r *config.Resiliency) (config.TargetPolicy, bool) {
-				t, ok := r.Components[c.Name]
-				return t.Outbound, ok && t.Outbound != (config.TargetPolicy{})
-			}); pol != nil {
+			if pol := policyOf(config.Resiliencies(rs).ComponentOutbound(c.Name, c.Type)); pol != nil {
 				if filters[ResiliencyFilterKey], err = toAny(pol.typed()); err != nil {
 					return nil, err
 				}
@@ -236,6 +241,22 @@ func sidecarRoutes(node Node, apps []app, comps []config.Component, rs []*config
 			})
 		}
 	}
+	// Calls to an app without a route of its own take the default app
+	// policies; the sidecar serves them (finding the app by its name
+	// resolution), so the route does not forward. Last: Envoy takes the
+	// first route that matches.
+	if pol := policyOf(config.Resiliencies(rs).AppDefaults()); pol != nil {
+		typed, err := toAny(pol.typed())
+		if err != nil {
+			return nil, err
+		}
+		routes = append(routes, &routev3.Route{
+			Name:                 DefaultInvokeRouteName,
+			Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: invokePrefix}},
+			Action:               &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
+			TypedPerFilterConfig: map[string]*anypb.Any{ResiliencyFilterKey: typed},
+		})
+	}
 	return &routev3.RouteConfiguration{
 		Name:         SidecarAPIName,
 		VirtualHosts: []*routev3.VirtualHost{{Name: "dapr", Domains: []string{"*"}, Routes: routes}},
@@ -266,6 +287,8 @@ func invokeAction(a app, pol *policy) (*routev3.RouteAction, error) {
 
 // policy is one target's resolved policies.
 type policy struct {
+	// source is "resiliency/<name>"; several, separated by commas, when
+	// default policies come from more than one document.
 	source    string
 	timeout   time.Duration
 	retry     *config.RetryPolicy
@@ -273,31 +296,23 @@ type policy struct {
 	cacheSize int
 }
 
-// resolve finds the first Resiliency (they are sorted by name) that has a
-// policy for the target pick selects.
-func resolve(rs []*config.Resiliency, pick func(*config.Resiliency) (config.TargetPolicy, bool)) *policy {
-	for _, r := range rs {
-		t, ok := pick(r)
-		if !ok {
-			continue
-		}
-		pol := &policy{source: "resiliency/" + r.Name, timeout: r.Timeouts[t.Timeout], cacheSize: t.CircuitBreakerCacheSize}
-		if rp, ok := r.Retries[t.Retry]; ok {
-			pol.retry = &rp
-		}
-		if cb, ok := r.CircuitBreakers[t.CircuitBreaker]; ok {
-			pol.breaker = &cb
-		}
-		return pol
+// policyOf is p (resolved by package config from the Resiliency documents,
+// which are sorted by name) as the routes carry it; nil when !ok.
+func policyOf(p config.Policy, ok bool) *policy {
+	if !ok {
+		return nil
 	}
-	return nil
+	sources := make([]string, len(p.Sources))
+	for i, name := range p.Sources {
+		sources[i] = "resiliency/" + name
+	}
+	return &policy{source: strings.Join(sources, ","), timeout: p.Timeout, retry: p.Retry, breaker: p.CircuitBreaker, cacheSize: p.CircuitBreakerCacheSize}
 }
 
+// resolveApp is the policy of calls to appID: its target's, else the
+// default app policies.
 func resolveApp(rs []*config.Resiliency, appID string) *policy {
-	return resolve(rs, func(r *config.Resiliency) (config.TargetPolicy, bool) {
-		t, ok := r.Apps[appID]
-		return t, ok
-	})
+	return policyOf(config.Resiliencies(rs).App(appID))
 }
 
 // typed is the policy as Outrigger's own message.

@@ -22,6 +22,9 @@ type Routes struct {
 	components map[string]*outriggerv1alpha1.ComponentRoute
 	// componentPolicy is each component's outbound Resiliency.
 	componentPolicy map[string]*outriggerv1alpha1.Resiliency
+	// defaultInvoke is the route of calls to an app without one of its
+	// own (DefaultInvokeRouteName); nil without default app policies.
+	defaultInvoke *InvokeRoute
 }
 
 // InvokeRoute is what the routes say of calls to one app.
@@ -47,6 +50,14 @@ func NewRoutes(rc *routev3.RouteConfiguration) (*Routes, error) {
 				continue
 			}
 			switch {
+			case r.GetNonForwardingAction() != nil && r.GetMatch().GetPathSeparatedPrefix() == invokePrefix:
+				// Every invocation: the default app policies.
+				ir := InvokeRoute{Timeout: pol.GetTimeout().AsDuration(), Resiliency: pol}
+				if ir.Timeout < 0 {
+					errs = append(errs, fmt.Errorf("route %q: negative timeout", r.GetName()))
+					continue
+				}
+				rt.defaultInvoke = &ir
 			case r.GetNonForwardingAction() != nil:
 				binding, err := ParseComponentRoute(r)
 				if err != nil || binding == nil {
@@ -86,15 +97,20 @@ func NewRoutes(rc *routev3.RouteConfiguration) (*Routes, error) {
 	return rt, nil
 }
 
-// Invoke is the route of calls to appID in namespace.
+// Invoke is the route of calls to appID in namespace: the app's own, else
+// the route of the default app policies (with no Cluster), when there are
+// such policies.
 func (rt *Routes) Invoke(appID, namespace string) (InvokeRoute, bool) {
 	if rt == nil {
 		return InvokeRoute{}, false
 	}
-	if r, ok := rt.byApp[[2]string{nameresolution.NamespaceOrDefault(namespace), appID}]; ok || len(rt.byApp) == len(rt.invoke) {
-		return r, ok
+	r, ok := rt.byApp[[2]string{nameresolution.NamespaceOrDefault(namespace), appID}]
+	if !ok && len(rt.byApp) != len(rt.invoke) {
+		r, ok = rt.invoke[ClusterName(namespace, appID)] // a cluster named otherwise
 	}
-	r, ok := rt.invoke[ClusterName(namespace, appID)] // a cluster named otherwise
+	if !ok && rt.defaultInvoke != nil {
+		return *rt.defaultInvoke, true
+	}
 	return r, ok
 }
 
@@ -131,14 +147,16 @@ func (t *RouteTable) Routes() *Routes {
 	return t.cur.Load()
 }
 
-// InvokeResiliency is the Resiliency of calls to appID in namespace; nil
-// for none.
+// InvokeResiliency is the Resiliency of calls to appID in namespace (the
+// default app policies for an app without a route of its own); nil for
+// none.
 func (t *RouteTable) InvokeResiliency(appID, namespace string) *outriggerv1alpha1.Resiliency {
 	r, _ := t.Routes().Invoke(appID, nameresolution.NamespaceOrDefault(namespace))
 	return r.Resiliency
 }
 
-// InvokeTimeout is the timeout of calls to appID in namespace; zero is none.
+// InvokeTimeout is the timeout of calls to appID in namespace (the default
+// app timeout for an app without a route of its own); zero is none.
 func (t *RouteTable) InvokeTimeout(appID, namespace string) time.Duration {
 	r, _ := t.Routes().Invoke(appID, nameresolution.NamespaceOrDefault(namespace))
 	return r.Timeout
@@ -147,7 +165,8 @@ func (t *RouteTable) InvokeTimeout(appID, namespace string) time.Duration {
 // LocalRoutes is the route configuration a sidecar without a control plane
 // builds from its own resources: the same translation the control plane
 // makes, for node, without endpoints (apps come from its Resiliency
-// targets).
+// targets; calls to any other app take the default app policies, when
+// there are any, from the route DefaultInvokeRouteName).
 func LocalRoutes(res *config.Resources, node Node) (*routev3.RouteConfiguration, error) {
 	p, err := Prepare(Input{Resources: res})
 	if err != nil {

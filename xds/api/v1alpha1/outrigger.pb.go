@@ -158,7 +158,7 @@ func (x *ComponentRoute) GetResource() string {
 // not forward) has.
 type Resiliency struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The document it came from: "resiliency/<name>".
+	// The document it came from: "resiliency/<name>" (default policies from several: separated by commas).
 	Source         string          `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
 	Retry          *Retry          `protobuf:"bytes,2,opt,name=retry,proto3" json:"retry,omitempty"`
 	CircuitBreaker *CircuitBreaker `protobuf:"bytes,3,opt,name=circuit_breaker,json=circuitBreaker,proto3" json:"circuit_breaker,omitempty"`
