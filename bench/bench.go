@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/outrigger/outrigger/bench/harness"
@@ -49,6 +50,13 @@ type roundResult struct {
 	CallerPeakKiB int64               `json:"caller_peak_rss_kib,omitempty"`
 	CalleeIdleKiB int64               `json:"callee_idle_rss_kib,omitempty"`
 	CalleePeakKiB int64               `json:"callee_peak_rss_kib,omitempty"`
+	// SentRequests counts every request the round sent: first calls,
+	// warm-up and both scenarios.
+	SentRequests int64 `json:"sent_requests,omitempty"`
+	// Spans is how many spans the span sink received from the round's
+	// sidecars, their shutdown flush included; nil for a target that does
+	// not trace.
+	Spans *int64 `json:"spans,omitempty"`
 }
 
 func (r roundResult) errors() int64 {
@@ -70,6 +78,9 @@ type bench struct {
 	body    []byte
 	app     *process
 	cp      *controlPlane // for the outrigger-mtls target
+
+	sink          *spanSink // for the outrigger-traced target
+	tracingConfig string    // its sidecars' --config file, exporting to sink
 }
 
 func (b *bench) logf(format string, a ...any) {
@@ -77,8 +88,8 @@ func (b *bench) logf(format string, a ...any) {
 }
 
 // measure starts the app (and, for the outrigger-mtls target, the control
-// plane), then runs every round: each target once per round, in the order of
-// allTargets.
+// plane; for the outrigger-traced target, the span sink), then runs every
+// round: each target once per round, in the order of allTargets.
 func (b *bench) measure(ctx context.Context) ([]roundResult, error) {
 	b.body = bytes.Repeat([]byte("x"), b.cfg.bodySize)
 	if err := b.startApp(ctx); err != nil {
@@ -94,6 +105,17 @@ func (b *bench) measure(ctx context.Context) ([]roundResult, error) {
 		}
 		defer b.cp.stop()
 	}
+	if slices.Contains(b.cfg.targets, targetOutriggerTraced) {
+		var err error
+		if b.sink, err = startSpanSink(); err != nil {
+			return nil, err
+		}
+		defer b.sink.stop(stopGrace)
+		b.tracingConfig = filepath.Join(b.workdir, "tracing.yaml")
+		if err := os.WriteFile(b.tracingConfig, []byte(tracingConfiguration(b.sink.addr())), 0o644); err != nil {
+			return nil, err
+		}
+	}
 
 	var results []roundResult
 	for round := 1; round <= b.cfg.rounds; round++ {
@@ -103,10 +125,20 @@ func (b *bench) measure(ctx context.Context) ([]roundResult, error) {
 				err error
 			)
 			b.logf("round %d/%d: %s", round, b.cfg.rounds, t)
+			var spansBefore int64
+			if t == targetOutriggerTraced {
+				spansBefore = b.sink.count()
+			}
 			if t == targetDirect {
 				r, err = b.directRound(ctx)
 			} else {
 				r, err = b.sidecarRound(ctx, t, round)
+			}
+			if t == targetOutriggerTraced {
+				// sidecarRound has stopped the sidecars, and a sidecar
+				// exports its queued spans before it exits.
+				n := b.sink.count() - spansBefore
+				r.Spans = &n
 			}
 			if err != nil && t == targetOutriggerMTLS {
 				// The sidecars' certificates come from the control plane;
@@ -202,9 +234,21 @@ func (b *bench) sidecarRound(ctx context.Context, kind string, round int) (round
 		return r, callee.failure(err)
 	}
 
+	if isOutrigger(kind) {
+		// Check that metrics are off for outrigger-bare and on otherwise.
+		for _, s := range []struct {
+			p     *process
+			ports sidecarPorts
+		}{{caller, callerPorts}, {callee, calleePorts}} {
+			if err := checkMetrics(ctx, s.ports.metrics, kind != targetOutriggerBare); err != nil {
+				return r, s.p.failure(err)
+			}
+		}
+	}
+
 	url := sidecarURL(callerPorts, "/v1.0/invoke/"+calleeID+"/method"+appPath)
 	// Name resolution may need a moment (mDNS); wait for one good answer.
-	if err := b.firstCall(ctx, url, caller, callee); err != nil {
+	if r.SentRequests, err = b.firstCall(ctx, url, caller, callee); err != nil {
 		return r, err
 	}
 	if kind == targetOutriggerMTLS {
@@ -242,8 +286,8 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 		bin string
 		env []string
 	)
-	switch kind {
-	case targetOutrigger, targetOutriggerMTLS:
+	switch {
+	case isOutrigger(kind):
 		bin = b.cfg.outrigger
 		args = append([]string{"sidecar"}, args...)
 		args = append(args, "--name-resolution", b.cfg.resolution)
@@ -255,7 +299,12 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 			return nil, err
 		}
 		env = []string{"OUTRIGGER_HOME=" + home}
-		if kind == targetOutriggerMTLS {
+		switch kind {
+		case targetOutriggerBare:
+			args = append(args, "--enable-metrics=false")
+		case targetOutriggerTraced:
+			args = append(args, "--config", b.tracingConfig)
+		case targetOutriggerMTLS:
 			a, e := b.cp.sidecarArgs(appID)
 			args = append(args, a...)
 			// The SPIFFE Workload API socket, served as a real sidecar's
@@ -264,7 +313,7 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 			args = append(args, "--workload-api-socket", filepath.Join(dir, appID+".sock"))
 			env = append(env, e...)
 		}
-	case targetDaprd:
+	case kind == targetDaprd:
 		bin = b.cfg.daprd // default name resolution: mDNS
 		// daprd looks for a non-loopback address to announce and stops
 		// when there is none; the namespace has only loopback.
@@ -276,24 +325,73 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 	return startProcess(name, filepath.Join(dir, appID+".log"), env, bin, args...)
 }
 
+// tracingConfiguration is the Dapr Configuration the outrigger-traced
+// sidecars get: tracing at tracingSamplingRate, exported by OTLP/gRPC in
+// plain text to the span sink at addr. Metrics stay at their default, on.
+func tracingConfiguration(addr string) string {
+	return fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: tracing
+spec:
+  tracing:
+    samplingRate: "%s"
+    otel:
+      protocol: grpc
+      endpointAddress: %s
+      isSecure: false
+`, strconv.FormatFloat(tracingSamplingRate, 'g', -1, 64), addr)
+}
+
+// checkMetrics checks that the sidecar's metrics endpoint on port answers
+// GET /metrics with 200 (wantOn) or that nothing listens there (the
+// connection is refused).
+func checkMetrics(ctx context.Context, port int, wantOn bool) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := pollClient.Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	switch {
+	case wantOn && err != nil:
+		return fmt.Errorf("metrics should be on, but GET %s: %v", url, err)
+	case wantOn && resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("metrics should be on, but GET %s answered %d", url, resp.StatusCode)
+	case !wantOn && err == nil:
+		return fmt.Errorf("metrics should be off (--enable-metrics=false), but GET %s answered %d", url, resp.StatusCode)
+	case !wantOn && !errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("metrics should be off (--enable-metrics=false), so GET %s should be refused, but: %v", url, err)
+	}
+	return nil
+}
+
 func sidecarURL(p sidecarPorts, path string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d%s", p.http, path)
 }
 
-// firstCall invokes the app through the sidecars until one call answers 200.
-func (b *bench) firstCall(ctx context.Context, url string, caller, callee *process) error {
+// firstCall invokes the app through the sidecars until one call answers
+// 200, and returns how many calls the caller sidecar answered.
+func (b *bench) firstCall(ctx context.Context, url string, caller, callee *process) (int64, error) {
 	deadline := time.Now().Add(b.cfg.startTimeout)
-	var last string
+	var (
+		last string
+		sent int64
+	)
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b.body))
 		if err != nil {
-			return err
+			return sent, err
 		}
 		resp, err := pollClient.Do(req)
 		if err == nil {
+			sent++
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				return sent, nil
 			}
 			last = "status " + strconv.Itoa(resp.StatusCode)
 		} else {
@@ -301,7 +399,7 @@ func (b *bench) firstCall(ctx context.Context, url string, caller, callee *proce
 		}
 		for _, p := range []*process{caller, callee} {
 			if p.exited() {
-				return p.failure(fmt.Errorf("exited before the first invocation succeeded"))
+				return sent, p.failure(fmt.Errorf("exited before the first invocation succeeded"))
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -309,10 +407,10 @@ func (b *bench) firstCall(ctx context.Context, url string, caller, callee *proce
 			if ctx.Err() != nil {
 				err = fmt.Errorf("POST %s: %v", url, ctx.Err())
 			}
-			return errors.Join(caller.failure(err), callee.failure(err))
+			return sent, errors.Join(caller.failure(err), callee.failure(err))
 		}
 		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
-			return err
+			return sent, err
 		}
 	}
 }
@@ -334,6 +432,7 @@ func (b *bench) scenarios(ctx context.Context, url string, r *roundResult, sidec
 		if err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
+		r.SentRequests += w.Requests
 		if w.Errors > 0 {
 			b.logf("warm-up: %d of %d requests failed (codes %v)", w.Errors, w.Requests, w.Codes)
 		}
@@ -345,6 +444,7 @@ func (b *bench) scenarios(ctx context.Context, url string, r *roundResult, sidec
 			return fmt.Errorf("fixed-rate scenario: %w", err)
 		}
 		r.Fixed = res
+		r.SentRequests += res.Requests
 	}
 	if b.cfg.maxDuration > 0 {
 		spec.Duration, spec.QPS = b.cfg.maxDuration, 0
@@ -353,6 +453,7 @@ func (b *bench) scenarios(ctx context.Context, url string, r *roundResult, sidec
 			return fmt.Errorf("maximum-throughput scenario: %w", err)
 		}
 		r.Max = res
+		r.SentRequests += res.Requests
 	}
 	return nil
 }
@@ -398,6 +499,9 @@ func (r roundResult) summary() string {
 		s += fmt.Sprintf("sidecar CPU ms/1k req fixed %s max %s; ", cpuPer1k(r.Fixed), cpuPer1k(r.Max))
 		s += fmt.Sprintf("caller ready in %s ms, RSS idle %s/%s peak %s/%s MiB (caller/callee); ",
 			ms(r.CallerStartup), mib(r.CallerIdleKiB), mib(r.CalleeIdleKiB), mib(r.CallerPeakKiB), mib(r.CalleePeakKiB))
+	}
+	if r.Spans != nil {
+		s += fmt.Sprintf("spans received %d for %d requests sent; ", *r.Spans, r.SentRequests)
 	}
 	s += fmt.Sprintf("errors %d", r.errors())
 	return s

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -13,6 +14,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/outrigger/outrigger/bench/harness"
 )
@@ -158,6 +164,77 @@ func TestSmokeMTLS(t *testing.T) {
 	}
 }
 
+// TestSmokeObservability runs the harness against direct and the three
+// observability targets with tiny durations: it builds ./cmd/outrigger, runs
+// outrigger-bare with metrics off, outrigger with its defaults and
+// outrigger-traced exporting to the harness's span sink, and checks the
+// report's Observability cost section, that the sink counted spans, and the
+// sidecars' logs.
+func TestSmokeObservability(t *testing.T) {
+	code, stdout, stderr := runHarness(t, "--targets", "direct,outrigger-bare,outrigger,outrigger-traced", "--rounds", "1",
+		"--warmup", "100ms", "--fixed-duration", "300ms", "--qps", "200", "--max-duration", "300ms",
+		"--idle-settle", "100ms", "--keep")
+	if code != exitOK {
+		t.Fatalf("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", code, exitOK, stdout, stderr)
+	}
+	for _, want := range []string{
+		"| outrigger-bare | ",
+		"| outrigger-traced | ",
+		"#### Observability cost\n",
+		"| outrigger-bare | off | off | ",
+		"| outrigger | on | off | ",
+		"| outrigger-traced | on | 10%, OTLP/gRPC | ",
+		"Tracing's p90 ratio: ",
+		"| round | spans received | requests sent | spans per request |",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q\nreport:\n%s\nstderr:\n%s", want, stdout, stderr)
+		}
+	}
+	var round int
+	var spans, sent int64
+	for line := range strings.Lines(stdout) {
+		if n, _ := fmt.Sscanf(line, "| %d | %d | %d |", &round, &spans, &sent); n == 3 {
+			break
+		}
+	}
+	// The round sent a few hundred requests; at 10% sampling, none
+	// sampled has a chance far below 1e-9.
+	if spans <= 0 || sent <= 0 {
+		t.Errorf("the span sink counted %d spans for %d requests, want some of each\nreport:\n%s", spans, sent, stdout)
+	}
+	if strings.Contains(stderr, "killing leftover process") {
+		t.Errorf("the harness left processes running:\n%s", stderr)
+	}
+
+	_, workdir, ok := strings.Cut(stderr, "working folder kept: ")
+	if !ok {
+		t.Fatalf("stderr does not name the kept working folder:\n%s", stderr)
+	}
+	workdir, _, _ = strings.Cut(workdir, "\n")
+	// Metrics on or off the harness checks itself, on the metrics port,
+	// before the load; tracing the sidecars' logs tell.
+	for _, c := range []struct {
+		target string
+		traced bool
+	}{
+		{targetOutriggerBare, false},
+		{targetOutrigger, false},
+		{targetOutriggerTraced, true},
+	} {
+		for _, id := range []string{callerID, calleeID} {
+			log := filepath.Join(workdir, c.target+"-round1", id+".log")
+			b, err := os.ReadFile(log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(string(b), `msg="tracing on"`); got != c.traced {
+				t.Errorf("%s says \"tracing on\": %v, want %v\n%s", log, got, c.traced, b)
+			}
+		}
+	}
+}
+
 // TestReportMTLSLine checks that mTLS's added p90 is the median of the
 // per-round differences between the two Outrigger targets.
 func TestReportMTLSLine(t *testing.T) {
@@ -215,4 +292,248 @@ func TestRefusesPlainText(t *testing.T) {
 	if err := refusesPlainText(t.Context(), tls.Listener.Addr().String()); err != nil {
 		t.Errorf("refusesPlainText failed a TLS port: %v", err)
 	}
+}
+
+// TestParseTargets checks that --targets takes the observability targets,
+// interleaves every target in the canonical order whatever order the flag
+// gave, and rejects unknown names.
+func TestParseTargets(t *testing.T) {
+	for _, c := range []struct {
+		flag, want, wantErr string
+	}{
+		{flag: "outrigger-traced,direct,outrigger,outrigger-bare", want: "direct,outrigger-bare,outrigger,outrigger-traced"},
+		{flag: "daprd,outrigger-mtls,outrigger-traced,outrigger,outrigger-bare,direct", want: "direct,outrigger-bare,outrigger,outrigger-traced,outrigger-mtls,daprd"},
+		{flag: "outrigger-bare, outrigger-bare", want: "outrigger-bare"},
+		{flag: "outrigger-metrics", wantErr: `unknown target "outrigger-metrics"`},
+	} {
+		cfg, err := parseFlags([]string{"--targets", c.flag}, io.Discard)
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("--targets %s: error %v, want one containing %q", c.flag, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("--targets %s: %v", c.flag, err)
+			continue
+		}
+		if got := strings.Join(cfg.targets, ","); got != c.want {
+			t.Errorf("--targets %s: targets %s, want %s", c.flag, got, c.want)
+		}
+	}
+	cfg, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(cfg.targets, ","), "direct,outrigger-bare,outrigger,outrigger-traced,outrigger-mtls,daprd"; got != want {
+		t.Errorf("default targets %s, want %s", got, want)
+	}
+	for _, target := range allTargets {
+		want := target != targetDirect && target != targetDaprd
+		if got := isOutrigger(target); got != want {
+			t.Errorf("isOutrigger(%q) = %v, want %v", target, got, want)
+		}
+	}
+}
+
+// TestUsageNamesTargets checks that -h describes every target.
+func TestUsageNamesTargets(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := parseFlags([]string{"-h"}, &out); err == nil {
+		t.Fatal("-h: no error")
+	}
+	for _, target := range allTargets {
+		if !strings.Contains(out.String(), "  "+target+" ") {
+			t.Errorf("usage does not describe target %s:\n%s", target, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "--enable-metrics=false") || !strings.Contains(out.String(), "10% sampling") {
+		t.Errorf("usage does not say what outrigger-bare and outrigger-traced change:\n%s", out.String())
+	}
+}
+
+// observabilityRounds fabricates three rounds of direct, outrigger-bare,
+// outrigger and outrigger-traced at the fixed rate, with the given p90s
+// (p50 is half of each).
+func observabilityRounds(cfg *config, p90s [][4]time.Duration, spans []int64) []roundResult {
+	var res []roundResult
+	for i, row := range p90s {
+		for j, target := range []string{targetDirect, targetOutriggerBare, targetOutrigger, targetOutriggerTraced} {
+			r := roundResult{Target: target, Round: i + 1, Fixed: &harness.LoadResult{
+				Requests: 1000, QPS: cfg.qps, P50: row[j] / 2, P90: row[j],
+			}}
+			if target == targetOutriggerTraced {
+				n := spans[i]
+				r.Spans, r.SentRequests = &n, 1200
+			}
+			res = append(res, r)
+		}
+	}
+	return res
+}
+
+// TestReportObservabilityCost checks the "Observability cost" section:
+// added latencies as medians of per-round differences, the comparison with
+// outrigger-bare, tracing's p90 ratio against its target, and the spans of
+// each traced round.
+func TestReportObservabilityCost(t *testing.T) {
+	cfg, err := parseFlags([]string{"--targets", "direct,outrigger-bare,outrigger,outrigger-traced", "--rounds", "3"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msec := time.Millisecond
+	// Added p90 per round (bare, outrigger, traced): (2, 2.5, 2.1),
+	// (4, 4.1, 4.3), (3, 3.3, 3.2): medians 3, 3.3 and 3.2; over bare
+	// +0.5/+0.1/+0.3 and +0.1/+0.3/+0.2: medians +0.3 and +0.2.
+	res := observabilityRounds(cfg, [][4]time.Duration{
+		{1 * msec, 3 * msec, 3500 * time.Microsecond, 3100 * time.Microsecond},
+		{2 * msec, 6 * msec, 6100 * time.Microsecond, 6300 * time.Microsecond},
+		{1 * msec, 4 * msec, 4300 * time.Microsecond, 4200 * time.Microsecond},
+	}, []int64{236, 0, 251})
+	report := renderReport(cfg, environment{}, res, nil)
+	for _, want := range []string{
+		"- outrigger-bare: the same sidecars with `--enable-metrics=false` and no tracing\n",
+		"- outrigger-traced: the same sidecars with metrics on and tracing at 10% sampling",
+		"| outrigger-bare | +",
+		"| outrigger-traced | +",
+		"#### Observability cost\n",
+		"| outrigger-bare | off | off | +1.500 (+1.000–+2.000) | +3.000 (+2.000–+4.000) | – | – |\n",
+		"| outrigger | on | off | +1.650 (+1.250–+2.050) | +3.300 (+2.500–+4.100) | +0.150 (+0.050–+0.250) | +0.300 (+0.100–+0.500) |\n",
+		"| outrigger-traced | on | 10%, OTLP/gRPC | +1.600 (+1.050–+2.150) | +3.200 (+2.100–+4.300) | +0.100 (+0.050–+0.150) | +0.200 (+0.100–+0.300) |\n",
+		// 3.2 / 3 = 1.07.
+		"Tracing's p90 ratio: outrigger-traced's added p90 over outrigger-bare's is **1.07** (3.200 / 3.000 ms, the medians above); target at most 1.10: met.\n",
+		"| round | spans received | requests sent | spans per request |\n",
+		"| 1 | 236 | 1200 | 0.197 |\n",
+		"| 2 | 0 | 1200 | 0.000 |\n",
+		"| 3 | 251 | 1200 | 0.209 |\n",
+		"- round 2, outrigger-traced: the span sink received no spans; the sidecars did not trace\n",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q\nreport:\n%s", want, report)
+		}
+	}
+	// The section follows the fixed-rate tables and precedes the others.
+	if i, j := strings.Index(report, "#### Fixed rate"), strings.Index(report, "#### Observability cost"); i < 0 || j < i {
+		t.Errorf("Observability cost (at %d) not after the fixed-rate section (at %d)", j, i)
+	}
+
+	// Tracing that adds more than 10% at p90 misses the target.
+	res = observabilityRounds(cfg, [][4]time.Duration{
+		{1 * msec, 3 * msec, 3 * msec, 4 * msec},
+		{1 * msec, 3 * msec, 3 * msec, 4 * msec},
+		{1 * msec, 3 * msec, 3 * msec, 4 * msec},
+	}, []int64{200, 200, 200})
+	report = renderReport(cfg, environment{}, res, nil)
+	if want := "is **1.50** (3.000 / 2.000 ms, the medians above); target at most 1.10: **not met**.\n"; !strings.Contains(report, want) {
+		t.Errorf("report lacks %q\nreport:\n%s", want, report)
+	}
+	if strings.Contains(report, "not clean") {
+		t.Errorf("report of clean rounds says it is not clean:\n%s", report)
+	}
+}
+
+// TestReportObservabilityCostOnlyWhenRun checks that the section appears
+// only when outrigger-bare or outrigger-traced ran, and the comparison only
+// when outrigger-bare and direct ran.
+func TestReportObservabilityCostOnlyWhenRun(t *testing.T) {
+	for _, c := range []struct {
+		targets                    string
+		section, comparison, ratio bool
+		spans                      bool
+	}{
+		{targets: "direct,outrigger,outrigger-mtls"},
+		{targets: "direct,outrigger-bare,outrigger", section: true, comparison: true},
+		{targets: "direct,outrigger-bare,outrigger-traced", section: true, comparison: true, ratio: true, spans: true},
+		{targets: "direct,outrigger,outrigger-traced", section: true, spans: true},
+		{targets: "outrigger-bare,outrigger-traced", section: true, spans: true},
+	} {
+		cfg, err := parseFlags([]string{"--targets", c.targets, "--rounds", "1"}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res []roundResult
+		for _, target := range cfg.targets {
+			r := roundResult{Target: target, Round: 1, Fixed: &harness.LoadResult{Requests: 100, QPS: cfg.qps, P50: time.Millisecond, P90: 2 * time.Millisecond}}
+			if target != targetDirect {
+				r.Fixed.P90 = 3 * time.Millisecond
+			}
+			if target == targetOutriggerTraced {
+				n := int64(20)
+				r.Spans, r.SentRequests = &n, 100
+			}
+			res = append(res, r)
+		}
+		report := renderReport(cfg, environment{}, res, nil)
+		for _, check := range []struct {
+			text string
+			want bool
+		}{
+			{"#### Observability cost", c.section},
+			{"| target | metrics | tracing |", c.comparison},
+			{"Tracing's p90 ratio: outrigger-traced's added p90 over outrigger-bare's is **1.00**", c.ratio},
+			{"| 1 | 20 | 100 | 0.200 |", c.spans},
+		} {
+			if got := strings.Contains(report, check.text); got != check.want {
+				t.Errorf("targets %s: report has %q: %v, want %v\nreport:\n%s", c.targets, check.text, got, check.want, report)
+			}
+		}
+	}
+}
+
+// TestTracingConfiguration checks the Configuration the traced sidecars get.
+func TestTracingConfiguration(t *testing.T) {
+	got := tracingConfiguration("127.0.0.1:4317")
+	for _, want := range []string{
+		"kind: Configuration\n",
+		"  tracing:\n    samplingRate: \"0.1\"\n    otel:\n      protocol: grpc\n      endpointAddress: 127.0.0.1:4317\n      isSecure: false\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("configuration lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+// TestSpanSink exports to the sink over a real gRPC connection and checks
+// that it counts every span across resources and scopes and answers an
+// empty response.
+func TestSpanSink(t *testing.T) {
+	sink, err := startSpanSink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.stop(time.Second)
+	conn, err := grpc.NewClient(sink.addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := coltracepb.NewTraceServiceClient(conn)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+
+	req := &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{
+		{ScopeSpans: []*tracepb.ScopeSpans{{Spans: fakeSpans(2)}, {Spans: fakeSpans(3)}}},
+		{ScopeSpans: []*tracepb.ScopeSpans{{Spans: fakeSpans(1)}, {}}},
+		{},
+	}}
+	for range 2 {
+		resp, err := client.Export(ctx, req)
+		if err != nil {
+			t.Fatalf("Export: %v", err)
+		}
+		if resp.GetPartialSuccess() != nil {
+			t.Errorf("Export answered a partial success %v, want an empty response", resp.GetPartialSuccess())
+		}
+	}
+	if got, want := sink.count(), int64(12); got != want {
+		t.Errorf("sink counted %d spans, want %d", got, want)
+	}
+}
+
+func fakeSpans(n int) []*tracepb.Span {
+	s := make([]*tracepb.Span, n)
+	for i := range s {
+		s[i] = &tracepb.Span{Name: fmt.Sprintf("span %d", i), TraceId: bytes.Repeat([]byte{1}, 16), SpanId: bytes.Repeat([]byte{byte(i + 1)}, 8)}
+	}
+	return s
 }

@@ -16,19 +16,34 @@ import (
 )
 
 // Target names, in the order rounds interleave them. outrigger is the plain
-// h2c mesh; outrigger-mtls is the same sidecars with mutual TLS, their
+// h2c mesh with its defaults (metrics on, tracing off); outrigger-bare is the
+// same sidecars with metrics off, outrigger-traced the same with metrics on
+// and tracing at tracingSamplingRate, exported by OTLP/gRPC to the harness's
+// span sink; outrigger-mtls is the plain mesh with mutual TLS, its
 // certificates from one `outrigger control-plane` per run.
 const (
-	targetDirect        = "direct"
-	targetOutrigger     = "outrigger"
-	targetOutriggerMTLS = "outrigger-mtls"
-	targetDaprd         = "daprd"
+	targetDirect          = "direct"
+	targetOutriggerBare   = "outrigger-bare"
+	targetOutrigger       = "outrigger"
+	targetOutriggerTraced = "outrigger-traced"
+	targetOutriggerMTLS   = "outrigger-mtls"
+	targetDaprd           = "daprd"
 )
 
-var allTargets = []string{targetDirect, targetOutrigger, targetOutriggerMTLS, targetDaprd}
+var allTargets = []string{targetDirect, targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetDaprd}
 
 // isOutrigger says whether target t runs Outrigger sidecars.
-func isOutrigger(t string) bool { return t == targetOutrigger || t == targetOutriggerMTLS }
+func isOutrigger(t string) bool {
+	switch t {
+	case targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS:
+		return true
+	}
+	return false
+}
+
+// tracingSamplingRate is the share of requests the outrigger-traced
+// sidecars sample.
+const tracingSamplingRate = 0.1
 
 // config is the harness's parsed command line.
 type config struct {
@@ -64,12 +79,18 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: go run ./bench [flags]\n\n"+
-			"Measures client -> app directly, through two Outrigger sidecars (h2c, and mutual TLS)\n"+
-			"and through two daprd sidecars, in interleaved rounds, inside a network namespace\n"+
-			"(needs root).\n\n")
+			"Measures client -> app directly, through two Outrigger sidecars and through two daprd\n"+
+			"sidecars, in interleaved rounds, inside a network namespace (needs root). Targets:\n\n"+
+			"  direct            client -> app\n"+
+			"  outrigger-bare    Outrigger over h2c, metrics off (--enable-metrics=false), no tracing\n"+
+			"  outrigger         Outrigger over h2c, defaults: metrics on, no tracing\n"+
+			"  outrigger-traced  Outrigger over h2c, metrics on, tracing at %s sampling exported by\n"+
+			"                    OTLP/gRPC to a span sink the harness runs (spans counted per round)\n"+
+			"  outrigger-mtls    Outrigger with mutual TLS, certificates from an outrigger control-plane\n"+
+			"  daprd             daprd (skipped when the default binary is missing)\n\n", percentf(tracingSamplingRate))
 		fs.PrintDefaults()
 	}
-	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to measure: direct, outrigger, outrigger-mtls, daprd (leave one out to skip it)")
+	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to measure: "+strings.Join(allTargets, ", ")+" (leave one out to skip it)")
 	fs.IntVar(&c.rounds, "rounds", 5, "interleaved rounds (each target once per round)")
 	fs.Float64Var(&c.qps, "qps", 1000, "request rate of the fixed-rate scenario, requests/s over all connections")
 	fs.DurationVar(&c.fixedDuration, "fixed-duration", 15*time.Second, "length of the fixed-rate scenario per round (0 skips it)")

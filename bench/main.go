@@ -3,7 +3,10 @@
 // (client -> caller sidecar -> callee sidecar -> app) over plain h2c and over
 // mutual TLS (certificates from one `outrigger control-plane` per run) and,
 // when the daprd binary built by scripts/tools.sh is present, through two
-// daprd sidecars, the same way, in interleaved rounds:
+// daprd sidecars, the same way, in interleaved rounds. Two more Outrigger
+// targets show what observability costs: outrigger-bare with metrics off,
+// and outrigger-traced with tracing at 10% sampling, exported by OTLP/gRPC to
+// a span sink the harness runs, which counts the spans of each round:
 //
 //	go run ./bench                                  # all targets, defaults
 //	go run ./bench --targets direct,daprd --rounds 7 --out /tmp/bench.md

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -202,6 +203,29 @@ type scenario struct {
 	get func(roundResult) *harness.LoadResult
 }
 
+var (
+	fixedScenario = scenario{get: func(r roundResult) *harness.LoadResult { return r.Fixed }}
+	maxScenario   = scenario{get: func(r roundResult) *harness.LoadResult { return r.Max }}
+)
+
+// Latency percentiles of a scenario's result, in nanoseconds.
+func latP50(l *harness.LoadResult) float64 { return float64(l.P50) }
+func latP90(l *harness.LoadResult) float64 { return float64(l.P90) }
+func latP99(l *harness.LoadResult) float64 { return float64(l.P99) }
+
+// added is, for vsDirect or vsBase, f of round r's result minus f of round
+// b's result in the scenario: with b direct's round, the latency r's
+// sidecars add.
+func (s scenario) added(f func(*harness.LoadResult) float64) func(r, b roundResult) (float64, bool) {
+	return func(r, b roundResult) (float64, bool) {
+		lr, lb := s.get(r), s.get(b)
+		if lr == nil || lb == nil {
+			return 0, false
+		}
+		return f(lr) - f(lb), true
+	}
+}
+
 func (s scenario) stat(f func(*harness.LoadResult) float64) func(roundResult) (float64, bool) {
 	return func(r roundResult) (float64, bool) {
 		l := s.get(r)
@@ -247,23 +271,8 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 	sidecars := slices.DeleteFunc(slices.Clone(cfg.targets), func(t string) bool { return t == targetDirect })
 	hasDirect := slices.Contains(cfg.targets, targetDirect)
 	hasMTLS := slices.Contains(cfg.targets, targetOutriggerMTLS)
-	fixed := scenario{get: func(r roundResult) *harness.LoadResult { return r.Fixed }}
-	maxs := scenario{get: func(r roundResult) *harness.LoadResult { return r.Max }}
-	lat := func(which func(*harness.LoadResult) time.Duration) func(*harness.LoadResult) float64 {
-		return func(l *harness.LoadResult) float64 { return float64(which(l)) }
-	}
-	p50 := lat(func(l *harness.LoadResult) time.Duration { return l.P50 })
-	p90 := lat(func(l *harness.LoadResult) time.Duration { return l.P90 })
-	p99 := lat(func(l *harness.LoadResult) time.Duration { return l.P99 })
-	added := func(s scenario, f func(*harness.LoadResult) float64) func(r, d roundResult) (float64, bool) {
-		return func(r, d roundResult) (float64, bool) {
-			lr, ld := s.get(r), s.get(d)
-			if lr == nil || ld == nil {
-				return 0, false
-			}
-			return f(lr) - f(ld), true
-		}
-	}
+	fixed, maxs := fixedScenario, maxScenario
+	p50, p90, p99 := latP50, latP90, latP99
 
 	p("### Run of %s\n\n", env.Date.Format("2006-01-02 15:04 MST"))
 	p("- Command: `%s`\n", env.Command)
@@ -274,6 +283,17 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 	}
 	if env.Outrigger != "" {
 		p("- Outrigger: %s, `--name-resolution %s`\n", env.Outrigger, cfg.resolution)
+	}
+	if slices.Contains(cfg.targets, targetOutriggerBare) {
+		p("- %s: the same sidecars with `--enable-metrics=false` and no tracing\n", targetOutriggerBare)
+	}
+	if slices.Contains(cfg.targets, targetOutrigger) {
+		p("- %s: the sidecars' defaults, metrics on and no tracing\n", targetOutrigger)
+	}
+	if slices.Contains(cfg.targets, targetOutriggerTraced) {
+		p("- %s: the same sidecars with metrics on and tracing at %s sampling (`--config` with a tracing section), "+
+			"exported by OTLP/gRPC in plain text to a span sink in the harness process that counts the spans; one sink for the whole run\n",
+			targetOutriggerTraced, percentf(tracingSamplingRate))
 	}
 	if hasMTLS {
 		p("- %s: the same sidecars with `--enable-mtls`, their certificates from one `outrigger control-plane` "+
@@ -307,13 +327,13 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 			p("| --- | --- | --- | --- |\n")
 			for _, t := range sidecars {
 				p("| %s | %s | %s | %s |\n", t,
-					cellOf(vsDirect(res, t, added(fixed, p50)), addedMs),
-					cellOf(vsDirect(res, t, added(fixed, p90)), addedMs),
-					cellOf(vsDirect(res, t, added(fixed, p99)), addedMs))
+					cellOf(vsDirect(res, t, fixed.added(p50)), addedMs),
+					cellOf(vsDirect(res, t, fixed.added(p90)), addedMs),
+					cellOf(vsDirect(res, t, fixed.added(p99)), addedMs))
 			}
 			p("\n")
 		}
-		if s, ok := spreadOf(vsBase(res, targetOutriggerMTLS, targetOutrigger, added(fixed, p90))); ok {
+		if s, ok := spreadOf(vsBase(res, targetOutriggerMTLS, targetOutrigger, fixed.added(p90))); ok {
 			p("mTLS adds %s ms to the median p90 over h2c (%s minus %s in the same round, then the median across rounds",
 				msf(s.med), targetOutriggerMTLS, targetOutrigger)
 			if s.lo != s.hi {
@@ -322,6 +342,8 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 			p(").\n\n")
 		}
 	}
+
+	writeObservabilityCost(p, cfg, res)
 
 	if cfg.maxDuration > 0 {
 		p("#### Maximum throughput: %d connections for %v per round\n\n", cfg.connections, cfg.maxDuration)
@@ -403,6 +425,9 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 				bad = append(bad, fmt.Sprintf("round %d, %s: achieved %.0f req/s of the %.0f asked; the load generator or the target could not keep up", r.Round, r.Target, s.l.QPS, cfg.qps))
 			}
 		}
+		if r.Target == targetOutriggerTraced && (r.Spans == nil || *r.Spans == 0) {
+			bad = append(bad, fmt.Sprintf("round %d, %s: the span sink received no spans; the sidecars did not trace", r.Round, r.Target))
+		}
 	}
 	if len(bad) > 0 {
 		p("**⚠ This run is not clean:**\n\n")
@@ -413,6 +438,90 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 	}
 	return b.String()
 }
+
+// p90CostTarget is the most outrigger-traced's added p90 may be, as a
+// multiple of outrigger-bare's.
+const p90CostTarget = 1.10
+
+// writeObservabilityCost writes the "Observability cost" section when
+// outrigger-bare or outrigger-traced ran: at the fixed rate, the latency
+// outrigger (metrics) and outrigger-traced (metrics and tracing) add over
+// outrigger-bare, with tracing's p90 ratio against its target; and the spans
+// the sink received in each outrigger-traced round.
+func writeObservabilityCost(p func(string, ...any), cfg *config, res []roundResult) {
+	ran := func(t string) bool { return slices.Contains(cfg.targets, t) }
+	if !ran(targetOutriggerBare) && !ran(targetOutriggerTraced) {
+		return
+	}
+	fixed := fixedScenario
+	p("#### Observability cost\n\n")
+	if cfg.fixedDuration > 0 && ran(targetDirect) && ran(targetOutriggerBare) && (ran(targetOutrigger) || ran(targetOutriggerTraced)) {
+		p("Fixed rate, %s requests/s. Added latency is the target's minus direct's in the same round, then the median across rounds, as above; "+
+			"over bare is the target's minus %s's in the same round, then the median across rounds.\n\n", qpsf(cfg.qps), targetOutriggerBare)
+		p("| target | metrics | tracing | added p50 ms | added p90 ms | p50 over bare ms | p90 over bare ms |\n")
+		p("| --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, row := range []struct{ t, metrics, tracing string }{
+			{targetOutriggerBare, "off", "off"},
+			{targetOutrigger, "on", "off"},
+			{targetOutriggerTraced, "on", percentf(tracingSamplingRate) + ", OTLP/gRPC"},
+		} {
+			if !ran(row.t) {
+				continue
+			}
+			over50, over90 := "–", "–"
+			if row.t != targetOutriggerBare {
+				over50 = cellOf(vsBase(res, row.t, targetOutriggerBare, fixed.added(latP50)), addedMs)
+				over90 = cellOf(vsBase(res, row.t, targetOutriggerBare, fixed.added(latP90)), addedMs)
+			}
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", row.t, row.metrics, row.tracing,
+				cellOf(vsDirect(res, row.t, fixed.added(latP50)), addedMs),
+				cellOf(vsDirect(res, row.t, fixed.added(latP90)), addedMs),
+				over50, over90)
+		}
+		p("\n")
+		if ran(targetOutriggerTraced) {
+			bare, okBare := spreadOf(vsDirect(res, targetOutriggerBare, fixed.added(latP90)))
+			traced, okTraced := spreadOf(vsDirect(res, targetOutriggerTraced, fixed.added(latP90)))
+			switch {
+			case !okBare || !okTraced:
+				p("Tracing's p90 ratio: no rounds to compare.\n\n")
+			case bare.med <= 0:
+				p("Tracing's p90 ratio: none, as %s adds no latency at p90 (median %s ms); target at most %.2f.\n\n",
+					targetOutriggerBare, addedMs(bare.med), p90CostTarget)
+			default:
+				ratio := traced.med / bare.med
+				verdict := "met"
+				if ratio > p90CostTarget {
+					verdict = "**not met**"
+				}
+				p("Tracing's p90 ratio: %s's added p90 over %s's is **%.2f** (%s / %s ms, the medians above); target at most %.2f: %s.\n\n",
+					targetOutriggerTraced, targetOutriggerBare, ratio, msf(traced.med), msf(bare.med), p90CostTarget, verdict)
+			}
+		}
+	}
+	if ran(targetOutriggerTraced) {
+		p("Spans the span sink received from the %s sidecars in each round, their export at shutdown included, "+
+			"against every request the round sent through them (first calls, warm-up and both scenarios). "+
+			"With %s of requests sampled and one span for each in both sidecars, expect about %.2f spans per request.\n\n",
+			targetOutriggerTraced, percentf(tracingSamplingRate), 2*tracingSamplingRate)
+		p("| round | spans received | requests sent | spans per request |\n")
+		p("| --- | --- | --- | --- |\n")
+		for _, r := range res {
+			if r.Target != targetOutriggerTraced || r.Spans == nil {
+				continue
+			}
+			per := "–"
+			if r.SentRequests > 0 {
+				per = fmt.Sprintf("%.3f", float64(*r.Spans)/float64(r.SentRequests))
+			}
+			p("| %d | %d | %d | %s |\n", r.Round, *r.Spans, r.SentRequests, per)
+		}
+		p("\n")
+	}
+}
+
+// percentf formats a share as a percentage, e.g. 0.1 as "10%".
+func percentf(share float64) string { return strconv.FormatFloat(share*100, 'g', 4, 64) + "%" }
 
 // writeJSON writes the environment and every round's raw results.
 func writeJSON(path string, env environment, res []roundResult) error {

@@ -75,8 +75,8 @@ func outside(cfg *config, args []string) int {
 
 	h := &handoff{Workdir: workdir, Command: commandLine(args)}
 	for _, t := range cfg.targets {
-		switch t {
-		case targetDaprd:
+		switch {
+		case t == targetDaprd:
 			if _, err := os.Stat(cfg.daprd); err != nil {
 				if cfg.daprdSet {
 					logf("daprd target: %v", err)
@@ -86,7 +86,7 @@ func outside(cfg *config, args []string) int {
 				h.Skipped = append(h.Skipped, t)
 				continue
 			}
-		case targetOutrigger, targetOutriggerMTLS:
+		case isOutrigger(t):
 			if cfg.outrigger == "" {
 				bin, err := buildOutrigger(workdir)
 				if err != nil {
