@@ -53,8 +53,8 @@ var (
 // value is bounded: paths are the API's route templates, app-ids and gRPC
 // methods past a bound share one label.
 type daprStats struct {
-	apps    *boundedLabels
-	methods *boundedLabels
+	apps    *daprmetrics.Bounded
+	methods *daprmetrics.Bounded
 
 	httpServerCount     *prometheus.CounterVec
 	httpServerLatency   *prometheus.HistogramVec
@@ -163,7 +163,7 @@ func (d *daprStats) appCalled(method string, code int, sent, received int64, too
 
 // grpcServed records one call to the gRPC API (or one proxied call).
 func (d *daprStats) grpcServed(method string, code codes.Code, recv, sent int, took time.Duration) {
-	m := d.methods.label(method)
+	m := d.methods.Label(method)
 	st := code.String()
 	d.grpcServerCount.WithLabelValues(m, st).Inc()
 	d.grpcServerLatency.WithLabelValues(m, st).Observe(ms(took))
@@ -177,7 +177,7 @@ func (d *daprStats) grpcServed(method string, code codes.Code, recv, sent int, t
 
 // grpcAppCalled records one call to a gRPC app.
 func (d *daprStats) grpcAppCalled(method string, code codes.Code, took time.Duration) {
-	m, st := d.methods.label(method), code.String()
+	m, st := d.methods.Label(method), code.String()
 	d.grpcClientCount.WithLabelValues(m, st).Inc()
 	d.grpcClientLatency.WithLabelValues(m, st).Observe(ms(took))
 }
@@ -185,7 +185,7 @@ func (d *daprStats) grpcAppCalled(method string, code codes.Code, took time.Dura
 // invoked records an invocation this sidecar sent: the request, and the
 // answer's status ("" when none came) and latency.
 func (d *daprStats) invoked(dest, kind, status string, took time.Duration) {
-	app := d.apps.label(dest)
+	app := d.apps.Label(dest)
 	d.siReqSent.WithLabelValues(app, kind).Inc()
 	if status == "" {
 		return
@@ -196,7 +196,7 @@ func (d *daprStats) invoked(dest, kind, status string, took time.Duration) {
 
 // delivered records an invocation this sidecar delivered to its app.
 func (d *daprStats) delivered(caller, status string) {
-	app := d.apps.label(caller)
+	app := d.apps.Label(caller)
 	d.siReqRecv.WithLabelValues(app).Inc()
 	d.siResSent.WithLabelValues(app, status).Inc()
 }

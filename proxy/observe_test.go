@@ -37,14 +37,14 @@ func TestAPIRouteIsATemplate(t *testing.T) {
 func TestBoundedLabels(t *testing.T) {
 	l := newBoundedLabels()
 	for i := range maxAppLabels {
-		if got := l.label(string(rune('a'+i%26)) + string(rune('0'+i/26))); got == otherAppLabel {
+		if got := l.Label(string(rune('a'+i%26)) + string(rune('0'+i/26))); got == otherAppLabel {
 			t.Fatalf("label %d shared before the bound", i)
 		}
 	}
-	if got := l.label("one-too-many"); got != otherAppLabel {
+	if got := l.Label("one-too-many"); got != otherAppLabel {
 		t.Fatalf("past the bound: %q", got)
 	}
-	if got := l.label("a0"); got != "a0" {
+	if got := l.Label("a0"); got != "a0" {
 		t.Fatalf("a label seen before the bound lost its series: %q", got)
 	}
 }

@@ -2,9 +2,10 @@ package proxy
 
 import (
 	"strconv"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrigger/outrigger/telemetry/daprmetrics"
 )
 
 // stats are the sidecar's Prometheus metrics for service invocation.
@@ -87,43 +88,17 @@ func statusLabel(code int) string {
 const maxAppLabels = 100
 
 const (
-	otherAppLabel      = "_other"      // app-ids past maxAppLabels
-	unresolvedAppLabel = "_unresolved" // calls to an app-id no instance was found for
+	otherAppLabel      = daprmetrics.OtherLabel // app-ids past maxAppLabels
+	unresolvedAppLabel = "_unresolved"          // calls to an app-id no instance was found for
 )
 
-// boundedLabels bounds the app-ids metrics are labelled with: the first
-// maxAppLabels seen keep their own label, later ones share otherAppLabel.
-type boundedLabels struct {
-	mu   sync.RWMutex
-	seen map[string]struct{}
-}
-
-func newBoundedLabels() *boundedLabels { return &boundedLabels{seen: map[string]struct{}{}} }
-
-// label is the label value of app.
-func (l *boundedLabels) label(app string) string {
-	l.mu.RLock()
-	_, ok := l.seen[app]
-	l.mu.RUnlock()
-	if ok {
-		return app
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, ok = l.seen[app]; ok {
-		return app
-	}
-	if len(l.seen) < maxAppLabels {
-		l.seen[app] = struct{}{}
-		return app
-	}
-	return otherAppLabel
-}
+// newBoundedLabels is a bound on app-id (or method) label values.
+func newBoundedLabels() *daprmetrics.Bounded { return &daprmetrics.Bounded{Max: maxAppLabels} }
 
 // appCounter is a counter by app-id and status whose app-ids are bounded.
 type appCounter struct {
 	vec    *prometheus.CounterVec
-	labels *boundedLabels
+	labels *daprmetrics.Bounded
 }
 
 func newAppCounter(vec *prometheus.CounterVec) *appCounter {
@@ -136,5 +111,5 @@ func (c *appCounter) WithLabelValues(app, status string) prometheus.Counter {
 	if status == "resolve_error" {
 		app = unresolvedAppLabel
 	}
-	return c.vec.WithLabelValues(c.labels.label(app), status)
+	return c.vec.WithLabelValues(c.labels.Label(app), status)
 }

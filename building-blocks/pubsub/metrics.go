@@ -2,7 +2,6 @@ package pubsub
 
 import (
 	"strconv"
-	"sync"
 	"time"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
@@ -92,7 +91,7 @@ func (a *API) recordStreamed(s *Subscription, answer runtimev1pb.TopicEventRespo
 // ones share the topic "_other".
 type Metrics struct {
 	appID, namespace string
-	topics           boundedLabels
+	topics           daprmetrics.Bounded
 
 	egressCount, bulkEgressCount, bulkEgressEvents    *prometheus.CounterVec
 	egressLatency, bulkEgressLatency                  *prometheus.HistogramVec
@@ -119,7 +118,7 @@ func NewMetrics(appID, namespace string) *Metrics {
 	bulkIngress := []string{"app_id", "component", "namespace", "process_status", "topic"}
 	m := &Metrics{
 		appID: appID, namespace: namespace,
-		topics: boundedLabels{max: maxTopicLabels},
+		topics: daprmetrics.Bounded{Max: maxTopicLabels},
 
 		egressCount:       counter("component_pubsub_egress_count", "The number of outgoing messages published to the pub/sub component.", egress...),
 		egressLatency:     histogram("component_pubsub_egress_latencies", "The latency of the response from the pub/sub component.", egress...),
@@ -156,7 +155,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 
 // published records one publish.
 func (m *Metrics) published(component, topic string, ok bool, elapsed time.Duration) {
-	values := []string{m.appID, component, m.namespace, strconv.FormatBool(ok), m.topics.label(topic)}
+	values := []string{m.appID, component, m.namespace, strconv.FormatBool(ok), m.topics.Label(topic)}
 	m.egressCount.WithLabelValues(values...).Inc()
 	m.egressLatency.WithLabelValues(values...).Observe(daprmetrics.Milliseconds(elapsed))
 }
@@ -164,7 +163,7 @@ func (m *Metrics) published(component, topic string, ok bool, elapsed time.Durat
 // bulkPublished records one bulk publish, of which events were published
 // (ok is false when any failed).
 func (m *Metrics) bulkPublished(component, topic string, ok bool, events int, elapsed time.Duration) {
-	topic = m.topics.label(topic)
+	topic = m.topics.Label(topic)
 	values := []string{m.appID, component, m.namespace, strconv.FormatBool(ok), topic}
 	m.bulkEgressCount.WithLabelValues(values...).Inc()
 	m.bulkEgressLatency.WithLabelValues(values...).Observe(daprmetrics.Milliseconds(elapsed))
@@ -179,7 +178,7 @@ func (m *Metrics) bulkPublished(component, topic string, ok bool, events int, el
 // status, as daprd's default; daprd alone labels an event the app itself
 // answered DROP for with status "success".
 func (m *Metrics) Delivered(pubsubName, topic, processStatus string, elapsed time.Duration) {
-	values := []string{m.appID, pubsubName, m.namespace, processStatus, m.topics.label(topic), processStatus}
+	values := []string{m.appID, pubsubName, m.namespace, processStatus, m.topics.Label(topic), processStatus}
 	m.ingressCount.WithLabelValues(values...).Inc()
 	m.ingressLatency.WithLabelValues(values...).Observe(daprmetrics.Milliseconds(elapsed))
 }
@@ -189,7 +188,7 @@ func (m *Metrics) Delivered(pubsubName, topic, processStatus string, elapsed tim
 // its events by status under daprd's upper-case process_status (SUCCESS,
 // RETRY, DROP).
 func (m *Metrics) BulkDelivered(pubsubName, topic string, success, retry, drop int, elapsed time.Duration) {
-	topic = m.topics.label(topic)
+	topic = m.topics.Label(topic)
 	m.bulkIngressCount.WithLabelValues(m.appID, pubsubName, m.namespace, "", topic).Inc()
 	m.bulkIngressLatency.WithLabelValues(m.appID, pubsubName, m.namespace, "", topic).Observe(daprmetrics.Milliseconds(elapsed))
 	for st, n := range map[string]int{statusSuccess: success, statusRetry: retry, statusDrop: drop} {
@@ -197,38 +196,6 @@ func (m *Metrics) BulkDelivered(pubsubName, topic string, success, retry, drop i
 			m.bulkIngressEvents.WithLabelValues(m.appID, pubsubName, m.namespace, st, topic).Add(float64(n))
 		}
 	}
-}
-
-// boundedLabels passes at most max distinct values; later ones become
-// "_other".
-type boundedLabels struct {
-	max  int
-	mu   sync.RWMutex
-	seen map[string]struct{}
-}
-
-const otherLabel = "_other"
-
-func (b *boundedLabels) label(v string) string {
-	b.mu.RLock()
-	_, ok := b.seen[v]
-	b.mu.RUnlock()
-	if ok {
-		return v
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, ok := b.seen[v]; ok {
-		return v
-	}
-	if len(b.seen) >= b.max {
-		return otherLabel
-	}
-	if b.seen == nil {
-		b.seen = map[string]struct{}{}
-	}
-	b.seen[v] = struct{}{}
-	return v
 }
 
 var _ IngressRecorder = (*Metrics)(nil)

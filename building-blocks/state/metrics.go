@@ -3,11 +3,8 @@ package state
 import (
 	"context"
 	"errors"
-	"strconv"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outrigger/outrigger/telemetry/daprmetrics"
 )
@@ -28,45 +25,11 @@ const (
 // milliseconds), by app_id, component (the store's name), namespace,
 // operation and success. Make one per sidecar with NewMetrics, register it
 // (it is a prometheus.Collector) and measure each store with WithMetrics.
-type Metrics struct {
-	appID, namespace string
-	count            *prometheus.CounterVec
-	latency          *prometheus.HistogramVec
-}
+type Metrics struct{ *daprmetrics.Operations }
 
 // NewMetrics makes the metrics of the stores of appID in namespace.
 func NewMetrics(appID, namespace string) *Metrics {
-	labels := []string{"app_id", "component", "namespace", "operation", "success"}
-	return &Metrics{
-		appID: appID, namespace: namespace,
-		count: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: daprmetrics.Namespace, Name: "component_state_count",
-			Help: "The number of operations performed on the state component.",
-		}, labels),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: daprmetrics.Namespace, Name: "component_state_latencies",
-			Help:    "The latency of the response from the state component.",
-			Buckets: daprmetrics.LatencyBuckets(),
-		}, labels),
-	}
-}
-
-// Describe implements prometheus.Collector.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	m.count.Describe(ch)
-	m.latency.Describe(ch)
-}
-
-// Collect implements prometheus.Collector.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	m.count.Collect(ch)
-	m.latency.Collect(ch)
-}
-
-func (m *Metrics) record(component, op string, ok bool, elapsed time.Duration) {
-	values := []string{m.appID, component, m.namespace, op, strconv.FormatBool(ok)}
-	m.count.WithLabelValues(values...).Inc()
-	m.latency.WithLabelValues(values...).Observe(daprmetrics.Milliseconds(elapsed))
+	return &Metrics{daprmetrics.NewOperations("state", "state", appID, namespace)}
 }
 
 // WithMetrics is c with every call to its store counted and timed in m
@@ -104,7 +67,7 @@ func (s *measuredStore) observe(ctx context.Context, op string, start time.Time,
 		}
 		return
 	}
-	s.m.record(s.name, op, err == nil, time.Since(start))
+	s.m.Record(s.name, op, err == nil, time.Since(start))
 }
 
 func (s *measuredStore) Get(ctx context.Context, req GetRequest) (Item, bool, error) {
@@ -169,7 +132,7 @@ func (c *Component) beginBulk(ctx context.Context, op string) (_ context.Context
 	b := &batch{}
 	start := time.Now()
 	return context.WithValue(ctx, batchKey{}, b), func(err error) {
-		s.m.record(s.name, op, err == nil && !b.failed.Load(), time.Since(start))
+		s.m.Record(s.name, op, err == nil && !b.failed.Load(), time.Since(start))
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -53,31 +52,10 @@ func StartConsul(t testing.TB, o ConsulOptions) *Consul {
 		cmd = exec.Command("ip", append([]string{"netns", "exec", o.Netns, bin}, args...)...)
 		c.client = HTTPClient(o.Netns, 5*time.Second)
 	}
-	logs := &logBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("e2e: starting consul: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(WaitTimeout):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("---- consul agent log ----\n%s---- end of consul agent log ----", logs.String())
-		}
-	})
+	proc := startToolProcess(t, "consul agent", cmd)
 	WaitFor(t, "the Consul agent to elect itself", func() error {
-		select {
-		case <-done:
-			return fmt.Errorf("consul exited:\n%s", logs.String())
-		default:
+		if err := proc.exited(); err != nil {
+			return err
 		}
 		b, err := c.get("/v1/status/leader")
 		if err != nil {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,27 +35,10 @@ func StartCoreDNS(t testing.TB, zone string, records ...string) string {
 	}
 	port := FreePort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.Command(bin, "-conf", corefile, "-dns.port", strconv.Itoa(port))
-	logs := &logBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("e2e: starting CoreDNS: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("---- CoreDNS log ----\n%s---- end of CoreDNS log ----", logs.String())
-		}
-	})
+	proc := startToolProcess(t, "CoreDNS", exec.Command(bin, "-conf", corefile, "-dns.port", strconv.Itoa(port)))
 	WaitFor(t, "CoreDNS to answer for "+zone, func() error {
-		select {
-		case <-done:
-			return fmt.Errorf("CoreDNS exited:\n%s", logs.String())
-		default:
+		if err := proc.exited(); err != nil {
+			return err
 		}
 		m := new(dns.Msg)
 		m.SetQuestion(dns.Fqdn(zone), dns.TypeSOA)

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -86,32 +85,10 @@ func StartJaeger(t testing.TB) *Jaeger {
 		Query:    "127.0.0.1:" + strconv.Itoa(queryHTTP),
 		client:   &http.Client{Timeout: 5 * time.Second},
 	}
-	cmd := exec.Command(bin, "--config", cfg)
-	logs := &logBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("e2e: starting jaeger: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(WaitTimeout):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("---- jaeger log ----\n%s---- end of jaeger log ----", logs.String())
-		}
-	})
+	proc := startToolProcess(t, "jaeger", exec.Command(bin, "--config", cfg))
 	WaitFor(t, "Jaeger's query API", func() error {
-		select {
-		case <-done:
-			return fmt.Errorf("jaeger exited:\n%s", logs.String())
-		default:
+		if err := proc.exited(); err != nil {
+			return err
 		}
 		_, err := j.Services()
 		return err

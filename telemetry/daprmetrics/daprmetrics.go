@@ -1,6 +1,8 @@
 // Package daprmetrics holds what Outrigger's Dapr-named metrics share with
 // daprd's, so that dashboards made for daprd work unchanged: the namespace,
-// the default latency buckets and their unit.
+// the default latency and size buckets and their units, the count and
+// latency pair of a kind of component's operations (Operations), and the
+// bound on label values that come from requests (Bounded).
 //
 // daprd records OpenCensus views and exports them to Prometheus under the
 // namespace "dapr": the count view component/state/count becomes the
