@@ -39,6 +39,14 @@ var componentKinds = map[string]string{
 	"conversation":  "Conversation",
 }
 
+// ComponentKind is daprd's name of the kind of a component of
+// componentType ("state.redis": Statestore), as its default policies and
+// resiliency metrics spell it; "" for a type of no known building block.
+func ComponentKind(componentType string) string {
+	prefix, _, _ := strings.Cut(componentType, ".")
+	return componentKinds[prefix]
+}
+
 // Policy is what applies to one target once the documents are read: the
 // policies themselves rather than their names, which are their document's
 // own. A zero or nil field is no policy of that kind.
@@ -158,8 +166,7 @@ func (rs Resiliencies) component(name, componentType string, dir Direction) (Pol
 // Conversation.
 func (rs Resiliencies) ComponentDefaults(componentType string, dir Direction) (Policy, bool) {
 	levels := []string{"Component" + string(dir), "Component", ""}
-	prefix, _, _ := strings.Cut(componentType, ".")
-	if kind, ok := componentKinds[prefix]; ok {
+	if kind := ComponentKind(componentType); kind != "" {
 		levels = append([]string{kind + "Component" + string(dir)}, levels...)
 	}
 	return rs.defaults(levels)

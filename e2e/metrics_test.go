@@ -58,7 +58,7 @@ func scrapeFamilies(t *testing.T, sc *framework.Sidecar) map[string]*dto.MetricF
 	return families
 }
 
-// scrapeCounter is the sum of a counter family's series whose labels
+// scrapeCounter is the sum of a counter's (or gauge's) series whose labels
 // include every pair in match ("name", "value", ...); 0 when absent.
 func scrapeCounter(t *testing.T, sc *framework.Sidecar, family string, match ...string) float64 {
 	t.Helper()
@@ -66,7 +66,7 @@ func scrapeCounter(t *testing.T, sc *framework.Sidecar, family string, match ...
 	sum := 0.0
 	for _, m := range f.GetMetric() {
 		if labelsMatch(m, match) {
-			sum += m.GetCounter().GetValue()
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	return sum

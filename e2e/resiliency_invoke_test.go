@@ -86,6 +86,17 @@ func TestInvokeRetries(t *testing.T) {
 	if v := metricValue(t, caller, "outrigger_resiliency_retries_total", `dest_app_id="rz-retry"`); v != 7 {
 		t.Errorf("retries counted: %v, want 7", v)
 	}
+	// daprd's names: four calls under the policy, seven retries made.
+	target := []string{"name", "invoke", "policy", "retry", "flow_direction", "outbound", "target", "app_rz-retry"}
+	if v := scrapeCounter(t, caller, "dapr_resiliency_count", target...); v != 4 {
+		t.Errorf("dapr_resiliency_count %v, want 4", v)
+	}
+	if v := scrapeCounter(t, caller, "dapr_resiliency_activations_total", target...); v != 7 {
+		t.Errorf("dapr_resiliency_activations_total %v, want 7", v)
+	}
+	if v := scrapeCounter(t, caller, "dapr_resiliency_loaded", "name", "invoke"); v < 1 {
+		t.Errorf("dapr_resiliency_loaded %v", v)
+	}
 }
 
 // TestInvokeCircuitBreaker: an app that keeps failing trips its breaker
@@ -111,6 +122,12 @@ func TestInvokeCircuitBreaker(t *testing.T) {
 	if s := state(); s != 2 {
 		t.Errorf("breaker state %v after three failures, want 2 (open)", s)
 	}
+	daprState := func(status string) float64 {
+		return scrapeCounter(t, caller, "dapr_resiliency_cb_state", "status", status, "target", "app_rz-breaker")
+	}
+	if open, closed := daprState("open"), daprState("closed"); open != 1 || closed != 0 {
+		t.Errorf("dapr_resiliency_cb_state open=%v closed=%v after three failures, want 1 and 0", open, closed)
+	}
 	resp, body := call(t, http.MethodGet, caller.URL("/v1.0/invoke/rz-breaker/method/flaky/down?fail=1000"), nil, nil)
 	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "circuit breaker is open") {
 		t.Errorf("with the breaker open: %d %s", resp.StatusCode, body)
@@ -131,6 +148,14 @@ func TestInvokeCircuitBreaker(t *testing.T) {
 	})
 	if s := state(); s != 0 {
 		t.Errorf("breaker state %v after a success half open, want 0 (closed)", s)
+	}
+	if open, closed := daprState("open"), daprState("closed"); open != 0 || closed != 1 {
+		t.Errorf("dapr_resiliency_cb_state open=%v closed=%v after closing, want 0 and 1", open, closed)
+	}
+	for _, status := range []string{"open", "half-open", "closed"} {
+		if v := scrapeCounter(t, caller, "dapr_resiliency_activations_total", "policy", "circuitbreaker", "target", "app_rz-breaker", "status", status); v != 1 {
+			t.Errorf("dapr_resiliency_activations_total{status=%q} %v, want 1", status, v)
+		}
 	}
 	logs := caller.Logs()
 	for _, step := range []string{"from=closed to=open", "from=open to=half-open", "from=half-open to=closed"} {
@@ -325,6 +350,9 @@ func TestStateOutboundBreaker(t *testing.T) {
 	}
 	if v := metricValue(t, sc, "outrigger_resiliency_component_circuit_breaker_state", `component="cache"`); v != 2 {
 		t.Errorf("breaker state %v, want 2 (open)", v)
+	}
+	if v := scrapeCounter(t, sc, "dapr_resiliency_cb_state", "status", "open", "target", "Statestore_cache"); v != 1 {
+		t.Errorf("dapr_resiliency_cb_state{status=open,target=Statestore_cache} %v, want 1", v)
 	}
 }
 

@@ -191,9 +191,13 @@ func (s *Sidecar) invokeHTTP(w http.ResponseWriter, r *http.Request, t route.Tar
 	if s.tracer != nil {
 		nameInvokeSpan(r.Context(), name, t.Method)
 	}
+	run := s.appRunner(name, ns)
+	run.Applied()
 	// The route's timeout bounds the whole call, retries included.
-	ctx, cancel := s.invokeContext(r.Context(), name, ns)
+	caller := r.Context()
+	ctx, cancel := s.invokeContext(caller, name, ns)
 	defer cancel()
+	defer timedOut(run, ctx, caller)
 	r = r.WithContext(ctx)
 	if pol := s.policyFor(name, ns); pol != nil {
 		s.invokeWithPolicy(w, r, pol, func(r *http.Request, out *invocation) { s.invokeOnce(w, r, t.AppID, name, ns, t.Method, out) })

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/outrigger/outrigger/mtls/acl"
+	"github.com/outrigger/outrigger/resiliency"
 )
 
 // App protocols accepted by --app-protocol.
@@ -115,6 +116,9 @@ type Config struct {
 	// Collectors are served on the metrics port beside the sidecar's own
 	// (the building blocks' and the components' metrics).
 	Collectors []prometheus.Collector
+	// ResiliencyMetrics records the invocation policies' use under daprd's
+	// names (nil: not recorded); the caller registers it in Collectors.
+	ResiliencyMetrics *resiliency.Metrics
 	// Tracer starts the sidecar's spans; nil turns tracing off (the
 	// callers' trace context is still carried on).
 	Tracer trace.Tracer

@@ -128,8 +128,12 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 	if s.tracer != nil {
 		nameInvokeSpan(ctx, name, msg.GetMethod())
 	}
+	run := s.appRunner(name, ns)
+	run.Applied()
+	caller := ctx
 	ctx, cancel := s.invokeContext(ctx, name, ns)
 	defer cancel()
+	defer timedOut(run, ctx, caller)
 	pol := s.policyFor(name, ns)
 	start := time.Now()
 	var resp *http.Response
@@ -187,6 +191,7 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 			}
 			retries++
 			s.stats.retries.WithLabelValues(name).Inc()
+			pol.Retrying()
 			t := time.NewTimer(pol.Retry.Backoff(retries))
 			select {
 			case <-t.C:

@@ -22,21 +22,41 @@ var errRetry = errors.New("retrying per the resiliency policy")
 // namespace; nil without either. (The route's timeout bounds the whole
 // call, retries included: invokeContext.)
 func (s *Sidecar) policyFor(appID, namespace string) *resiliency.Runner {
+	if run := s.appRunner(appID, namespace); run != nil && (run.Retry != nil || run.Breaker != nil) {
+		return run
+	}
+	return nil
+}
+
+// appRunner is the runner of every policy of calls to appID in namespace,
+// its timeout included; nil without a policy.
+func (s *Sidecar) appRunner(appID, namespace string) *resiliency.Runner {
 	if s.cfg.Routes == nil {
 		return nil
 	}
 	src := s.cfg.Routes.InvokeResiliency(appID, namespace)
-	if src.GetRetry() == nil && src.GetCircuitBreaker() == nil {
+	if src == nil {
 		return nil
 	}
 	return s.policies.For(peerKey{appID, namespace}, src)
+}
+
+// timedOut records, on run, a call the route's timeout cut: ctx is the
+// call's, bounded by the timeout, and caller the caller's own.
+func timedOut(run *resiliency.Runner, ctx, caller context.Context) {
+	if run != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && caller.Err() == nil {
+		run.TimedOut()
+	}
 }
 
 // newPolicies is the sidecar's cache of the apps' policies; breaker state
 // changes are logged and exported.
 func (s *Sidecar) newPolicies() *resiliency.Policies[peerKey] {
 	return &resiliency.Policies[peerKey]{
-		Logger: s.log,
+		Logger:    s.log,
+		Metrics:   s.cfg.ResiliencyMetrics,
+		Direction: resiliency.Outbound,
+		Target:    func(app peerKey) string { return resiliency.AppTarget(app.appID) },
 		OnChange: func(app peerKey, policy string, from, to resiliency.State) {
 			s.log.Warn("circuit breaker changed state", "app_id", app.appID, "namespace", app.namespace, "policy", policy, "from", from.String(), "to", to.String())
 			s.stats.breaker.WithLabelValues(app.appID, policy).Set(float64(to))
@@ -93,6 +113,7 @@ func (s *Sidecar) invokeWithPolicy(w http.ResponseWriter, r *http.Request, pol *
 			return
 		}
 		s.stats.retries.WithLabelValues(out.appID).Inc()
+		pol.Retrying()
 		t := time.NewTimer(pol.Retry.Backoff(retries + 1))
 		select {
 		case <-t.C:

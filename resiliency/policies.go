@@ -18,6 +18,12 @@ type Policies[K comparable] struct {
 	// OnChange hears every breaker's state changes (logs, metrics).
 	OnChange func(target K, policy string, from, to State)
 	Logger   *slog.Logger
+	// Metrics, when set, records the runners' use of their policies under
+	// daprd's names, each target labelled Target(target) in Direction
+	// (Outbound or Inbound).
+	Metrics   *Metrics
+	Direction string
+	Target    func(K) string
 
 	mu sync.RWMutex
 	by map[K]*built
@@ -49,6 +55,10 @@ func (p *Policies[K]) For(target K, src *outriggerv1alpha1.Resiliency) *Runner {
 		return cur.run
 	}
 	run := &Runner{Timeout: src.GetTimeout().AsDuration()}
+	if p.Metrics != nil && p.Target != nil {
+		run.obs = p.Metrics.observer(src.GetSource(), p.Direction, p.Target(target))
+		run.obs.timeout, run.obs.retry, run.obs.cb = run.Timeout > 0, src.GetRetry() != nil, src.GetCircuitBreaker() != nil
+	}
 	var err error
 	if run.Retry, err = NewRetry(src.GetRetry()); err != nil {
 		p.log().Error("resiliency: a retry policy cannot be used", "target", target, "err", err)
@@ -57,7 +67,9 @@ func (p *Policies[K]) For(target K, src *outriggerv1alpha1.Resiliency) *Runner {
 		if cur != nil && cur.run.Breaker != nil && proto.Equal(cur.src.GetCircuitBreaker(), cb) {
 			run.Breaker = cur.run.Breaker
 		} else {
+			obs := run.obs
 			onChange := func(policy string, from, to State) {
+				obs.breakerChanged(to)
 				if p.OnChange != nil {
 					p.OnChange(target, policy, from, to)
 				}

@@ -12,6 +12,8 @@ type Runner struct {
 	Timeout time.Duration
 	Retry   *Retry
 	Breaker *Breaker
+
+	obs *observer // nil: no metrics
 }
 
 // Do runs op. An error for which permanent reports true (a conflict, bad
@@ -21,6 +23,7 @@ func (r *Runner) Do(ctx context.Context, op func(context.Context) error, permane
 	if r == nil || (r.Timeout <= 0 && r.Retry == nil && r.Breaker == nil) {
 		return op(ctx)
 	}
+	r.Applied()
 	for retries := 0; ; retries++ {
 		var done func(bool)
 		if r.Breaker != nil {
@@ -34,6 +37,9 @@ func (r *Runner) Do(ctx context.Context, op func(context.Context) error, permane
 			actx, cancel = context.WithTimeout(ctx, r.Timeout)
 		}
 		err := op(actx)
+		if r.Timeout > 0 && timedOut(actx, ctx, err) {
+			r.TimedOut()
+		}
 		cancel()
 		stop := err == nil || (permanent != nil && permanent(err))
 		if done != nil {
@@ -42,6 +48,7 @@ func (r *Runner) Do(ctx context.Context, op func(context.Context) error, permane
 		if stop || !r.Retry.Allowed(retries) || ctx.Err() != nil {
 			return err
 		}
+		r.Retrying()
 		t := time.NewTimer(r.Retry.Backoff(retries + 1))
 		select {
 		case <-t.C:

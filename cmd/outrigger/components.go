@@ -184,9 +184,18 @@ type componentRunners struct {
 	wrapped sync.Map
 }
 
-func newComponentRunners(routes *translate.RouteTable, log *slog.Logger, breakerState *prometheus.GaugeVec) *componentRunners {
+func newComponentRunners(routes *translate.RouteTable, log *slog.Logger, breakerState *prometheus.GaugeVec, metrics *resiliency.Metrics) *componentRunners {
 	return &componentRunners{routes: routes, policies: &resiliency.Policies[string]{
-		Logger: log,
+		Logger:    log,
+		Metrics:   metrics,
+		Direction: resiliency.Outbound,
+		Target: func(name string) string {
+			kind := ""
+			if c, ok := routes.Routes().Component(name); ok {
+				kind = config.ComponentKind(c.GetComponentType())
+			}
+			return resiliency.ComponentTarget(kind, name)
+		},
 		OnChange: func(component, policy string, from, to resiliency.State) {
 			log.Warn("circuit breaker changed state", "component", component, "policy", policy, "from", from.String(), "to", to.String())
 			breakerState.WithLabelValues(component, policy).Set(float64(to))
@@ -233,6 +242,9 @@ type inboundRetries struct {
 	appID string
 	log   *slog.Logger
 	cur   atomic.Pointer[inboundPolicies]
+	// metrics counts the documents applied (dapr_resiliency_loaded); every
+	// set of Resiliency documents the sidecar takes passes through set.
+	metrics *resiliency.Metrics
 }
 
 // inboundPolicies are the policies of deliveries: by the name of each
@@ -256,6 +268,7 @@ func (r *inboundRetries) set(docs []config.Document) {
 			continue
 		}
 		rs = append(rs, res)
+		r.metrics.Loaded(res.Name)
 	}
 	rs.Sort()
 	cur := &inboundPolicies{named: map[string]*pubsub.RetryPolicy{}}
@@ -472,7 +485,7 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		Help:        "State of the circuit breaker of calls to a component: 0 closed, 1 half open, 2 open.",
 		ConstLabels: prometheus.Labels{"app_id": cfg.AppID},
 	}, []string{"component", "policy"})
-	runners := newComponentRunners(routes, log, breakerState)
+	runners := newComponentRunners(routes, log, breakerState, metrics.resiliency)
 	cfg.Collectors = append(cfg.Collectors, breakerState)
 	cfg.State = &state.API{
 		Lookup: func(name string) (*state.Component, bool) {
@@ -517,7 +530,7 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 	}
 	cfg.PubSub = pubsubAPI
 	subDocs := newSubscriptionDocs(cfg.AppID)
-	inbound := &inboundRetries{appID: cfg.AppID, log: log}
+	inbound := &inboundRetries{appID: cfg.AppID, log: log, metrics: metrics.resiliency}
 	subDocs.inbound = inbound
 	sub := &pubsub.Subscriber{
 		Lookup: pubsubLookup, AppID: cfg.AppID,

@@ -8,6 +8,7 @@ import (
 	"github.com/outrigger/outrigger/building-blocks/state"
 	"github.com/outrigger/outrigger/components"
 	"github.com/outrigger/outrigger/proxy"
+	"github.com/outrigger/outrigger/resiliency"
 )
 
 // componentMetrics are one sidecar's metrics of its components, under
@@ -17,6 +18,9 @@ type componentMetrics struct {
 	state      *state.Metrics
 	pubsub     *pubsub.Metrics
 	secrets    *secrets.Metrics
+	// resiliency is shared with the sidecar's invocation policies
+	// (cfg.ResiliencyMetrics).
+	resiliency *resiliency.Metrics
 
 	// wrapped maps a component instance (or its resiliency wrapper) to its
 	// measured wrapper.
@@ -30,8 +34,10 @@ func newComponentMetrics(cfg *proxy.Config) *componentMetrics {
 		state:      state.NewMetrics(cfg.AppID, cfg.Namespace),
 		pubsub:     pubsub.NewMetrics(cfg.AppID, cfg.Namespace),
 		secrets:    secrets.NewMetrics(cfg.AppID, cfg.Namespace),
+		resiliency: resiliency.NewMetrics(cfg.AppID, cfg.Namespace),
 	}
-	cfg.Collectors = append(cfg.Collectors, m.components, m.state, m.pubsub, m.secrets)
+	cfg.ResiliencyMetrics = m.resiliency
+	cfg.Collectors = append(cfg.Collectors, m.components, m.state, m.pubsub, m.secrets, m.resiliency)
 	return m
 }
 
