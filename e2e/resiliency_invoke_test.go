@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -411,5 +413,71 @@ func TestDeliveryInboundTimeout(t *testing.T) {
 	})
 	if d := time.Since(start); d < 300*time.Millisecond || d > 10*time.Second {
 		t.Errorf("the second delivery came %v after the publish; the timeout is 300ms", d)
+	}
+}
+
+// TestDeliveryInboundBreaker: a pub/sub component's inbound circuit breaker
+// opens after the failures its trip counts; while it is open no delivery
+// reaches the app and the event goes back to the broker (not to a dead
+// letter), and once it half opens the event is delivered: nothing is lost.
+func TestDeliveryInboundBreaker(t *testing.T) {
+	t.Parallel()
+	var failing atomic.Bool
+	failing.Store(true)
+	var failed, delivered atomic.Int32
+	l := framework.Listen(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.URL.Path != "/orders" {
+			w.WriteHeader(http.StatusNotFound) // no programmatic subscriptions
+			return
+		}
+		if failing.Load() {
+			failed.Add(1)
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		delivered.Add(1)
+		w.WriteHeader(http.StatusOK)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	res := stateStores(t, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
+	writeFile(t, filepath.Join(res, "subs.yaml"), "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: orders\nspec:\n  pubsubname: pubsub\n  topic: orders\n  route: /orders\n")
+	writeFile(t, filepath.Join(res, "resiliency.yaml"), "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: inbound\nspec:\n  policies:\n    retries:\n      none:\n        policy: constant\n        duration: 10ms\n        maxRetries: 0\n    circuitBreakers:\n      guard:\n        timeout: 2s\n        trip: consecutiveFailures >= 3\n  targets:\n    components:\n      pubsub:\n        inbound:\n          retry: none\n          circuitBreaker: guard\n")
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "inbound-cb", AppPort: l.Addr().(*net.TCPAddr).Port, Args: []string{"--resources-path", res}})
+	framework.WaitFor(t, "the subscription", func() error {
+		got, err := metadataSubs(t, sc)
+		if err != nil || len(got) != 1 {
+			return fmt.Errorf("%v %v", got, err)
+		}
+		return nil
+	})
+	if resp, body := call(t, http.MethodPost, sc.URL("/v1.0/publish/pubsub/orders"), strings.NewReader(`{"x":1}`), http.Header{"Content-Type": {"application/json"}}); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("publish: %d %s", resp.StatusCode, body)
+	}
+	framework.WaitFor(t, "the breaker to open", func() error {
+		if !strings.Contains(sc.Logs(), "to=open") {
+			return fmt.Errorf("%d failed deliveries so far", failed.Load())
+		}
+		return nil
+	})
+	// Open: the broker's redeliveries (every 100 ms) are refused before
+	// they reach the app; the app is well again.
+	failing.Store(false)
+	if n := failed.Load(); n != 3 {
+		t.Errorf("the app saw %d failing deliveries, want 3 (the trip), none while open", n)
+	}
+	framework.WaitFor(t, "the event to be delivered once the breaker half opens", func() error {
+		if delivered.Load() == 0 {
+			return errors.New("not delivered yet")
+		}
+		return nil
+	})
+	if !strings.Contains(sc.Logs(), "from=half-open to=closed") {
+		t.Errorf("the log does not show the breaker closing")
+	}
+	if n := delivered.Load(); n != 1 {
+		t.Errorf("delivered %d times, want once", n)
 	}
 }

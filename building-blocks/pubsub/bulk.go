@@ -105,8 +105,15 @@ func (b *batcher) flush(ctx context.Context, batch []*batchEntry) {
 		}
 		byPath[p] = append(byPath[p], e)
 	}
+	// The component's inbound timeout bounds each batch's delivery.
+	timeout := b.sub.inboundPolicy(b.s.PubsubName).Timeout
 	for path, entries := range byPath {
-		statuses, err := b.sub.deliverBulk(ctx, b.s, path, entries)
+		dctx, cancel := ctx, context.CancelFunc(func() {})
+		if timeout > 0 {
+			dctx, cancel = context.WithTimeout(ctx, timeout)
+		}
+		statuses, err := b.sub.deliverBulk(dctx, b.s, path, entries)
+		cancel()
 		for _, e := range entries {
 			st := statuses[e.id]
 			if err != nil || st == "" {

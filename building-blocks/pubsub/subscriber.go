@@ -90,6 +90,16 @@ type RetryPolicy struct {
 	Max      time.Duration // longest back-off (default 5s; Initial for a constant back-off)
 	// Timeout bounds each delivery to the app; zero is none.
 	Timeout time.Duration
+	// Breaker, when set, guards the deliveries: while it is open none is
+	// made, and the event goes back to the broker (not to the dead-letter
+	// topic) to come again.
+	Breaker Breaker
+}
+
+// Breaker is a circuit breaker (resiliency.Breaker is one): Allow fails
+// while it is open; done reports whether the call it allowed succeeded.
+type Breaker interface {
+	Allow() (done func(success bool), err error)
 }
 
 // Subscriber delivers the app's subscriptions: it asks the app for its
@@ -398,12 +408,7 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 		sub.log().Debug("no route matches the event; dropped", "pubsub", s.PubsubName, "topic", s.Topic)
 		return nil
 	}
-	pol := sub.Retry
-	if sub.Inbound != nil {
-		if own, ok := sub.Inbound(s.PubsubName); ok {
-			pol = own
-		}
-	}
+	pol := sub.inboundPolicy(s.PubsubName)
 	if pol.Attempts == 0 || pol.Attempts < -1 {
 		pol.Attempts = 5
 	}
@@ -416,6 +421,14 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 	wait := pol.Initial
 	var last error
 	for attempt := 1; pol.Attempts < 0 || attempt <= pol.Attempts; attempt++ {
+		var done func(bool)
+		if pol.Breaker != nil {
+			var err error
+			if done, err = pol.Breaker.Allow(); err != nil {
+				// Not delivered: the broker has the event again later.
+				return fmt.Errorf("delivery to the app not made: %w", err)
+			}
+		}
 		dctx, cancel := ctx, context.CancelFunc(func() {})
 		if pol.Timeout > 0 {
 			dctx, cancel = context.WithTimeout(ctx, pol.Timeout)
@@ -424,6 +437,9 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 		status, err := sub.deliver(dctx, s, path, event)
 		sub.recordDelivery(s, status, err, time.Since(start))
 		cancel()
+		if done != nil {
+			done(err == nil && (status == statusSuccess || status == statusDrop))
+		}
 		switch {
 		case err == nil && status == statusSuccess:
 			return nil
@@ -455,6 +471,17 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 		return nil
 	}
 	return last
+}
+
+// inboundPolicy is the retry, timeout and breaker of deliveries from the
+// pub/sub component pubsubName: its Resiliency inbound policy, else Retry.
+func (sub *Subscriber) inboundPolicy(pubsubName string) RetryPolicy {
+	if sub.Inbound != nil {
+		if own, ok := sub.Inbound(pubsubName); ok {
+			return own
+		}
+	}
+	return sub.Retry
 }
 
 // eventOf is the CloudEvent of a message: the message itself, or a new one

@@ -16,6 +16,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/outrigger/outrigger/building-blocks/pubsub"
 	pubsubinmemory "github.com/outrigger/outrigger/building-blocks/pubsub/inmemory"
@@ -39,6 +40,7 @@ import (
 	"github.com/outrigger/outrigger/nameresolution/balance"
 	"github.com/outrigger/outrigger/proxy"
 	"github.com/outrigger/outrigger/resiliency"
+	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
 	xdsclient "github.com/outrigger/outrigger/xds/client"
 	"github.com/outrigger/outrigger/xds/translate"
 )
@@ -197,7 +199,7 @@ func newComponentRunners(routes *translate.RouteTable, log *slog.Logger, breaker
 			return resiliency.ComponentTarget(kind, name)
 		},
 		OnChange: func(component, policy string, from, to resiliency.State) {
-			log.Warn("circuit breaker changed state", "component", component, "policy", policy, "from", from.String(), "to", to.String())
+			log.Warn("circuit breaker changed state", "component_name", component, "policy", policy, "from", from.String(), "to", to.String())
 			breakerState.WithLabelValues(component, policy).Set(float64(to))
 		},
 	}}
@@ -242,6 +244,9 @@ type inboundRetries struct {
 	appID string
 	log   *slog.Logger
 	cur   atomic.Pointer[inboundPolicies]
+	// breakers are the components' inbound circuit breakers, by component
+	// name: one each, kept while its policy is unchanged.
+	breakers sync.Map // string -> *inboundBreaker
 	// metrics counts the documents applied (dapr_resiliency_loaded); every
 	// set of Resiliency documents the sidecar takes passes through set.
 	metrics *resiliency.Metrics
@@ -251,8 +256,21 @@ type inboundRetries struct {
 // component a Resiliency names (nil: none, the built-in retries), and for
 // every other one the pub/sub inbound defaults (nil: none).
 type inboundPolicies struct {
-	named    map[string]*pubsub.RetryPolicy
-	defaults *pubsub.RetryPolicy
+	named    map[string]*deliveryRule
+	defaults *deliveryRule
+}
+
+// deliveryRule is a component's inbound policy: its retry and timeout (nil:
+// the built-in retries) and its circuit breaker (nil: none).
+type deliveryRule struct {
+	retry   *pubsub.RetryPolicy
+	breaker *config.CircuitBreakerPolicy
+}
+
+// inboundBreaker is one component's breaker and the policy it was made of.
+type inboundBreaker struct {
+	policy  config.CircuitBreakerPolicy
+	breaker *resiliency.Breaker
 }
 
 // set reads the Resiliency documents that apply to the app.
@@ -271,14 +289,49 @@ func (r *inboundRetries) set(docs []config.Document) {
 		r.metrics.Loaded(res.Name)
 	}
 	rs.Sort()
-	cur := &inboundPolicies{named: map[string]*pubsub.RetryPolicy{}}
+	cur := &inboundPolicies{named: map[string]*deliveryRule{}}
 	for _, res := range rs {
 		for name := range res.Components {
-			cur.named[name] = deliveryPolicy(rs.ComponentInbound(name, "pubsub"))
+			cur.named[name] = newDeliveryRule(rs.ComponentInbound(name, "pubsub"))
 		}
 	}
-	cur.defaults = deliveryPolicy(rs.ComponentDefaults("pubsub", config.Inbound))
+	cur.defaults = newDeliveryRule(rs.ComponentDefaults("pubsub", config.Inbound))
 	r.cur.Store(cur)
+}
+
+func newDeliveryRule(p config.Policy, ok bool) *deliveryRule {
+	if !ok {
+		return nil
+	}
+	rule := &deliveryRule{retry: deliveryPolicy(p, ok), breaker: p.CircuitBreaker}
+	if rule.retry == nil && rule.breaker == nil {
+		return nil
+	}
+	return rule
+}
+
+// breaker is component name's inbound breaker under policy p: the one it
+// has while p is unchanged, else a new one (closed).
+func (r *inboundRetries) breaker(name string, p config.CircuitBreakerPolicy) *resiliency.Breaker {
+	if v, ok := r.breakers.Load(name); ok && v.(*inboundBreaker).policy == p {
+		return v.(*inboundBreaker).breaker
+	}
+	b, err := resiliency.NewBreaker(&outriggerv1alpha1.CircuitBreaker{
+		Name: p.Name, MaxRequests: p.MaxRequests, Interval: durationpb.New(p.Interval), Timeout: durationpb.New(p.Timeout), Trip: p.Trip,
+	}, func(policy string, from, to resiliency.State) {
+		r.log.Warn("circuit breaker of deliveries changed state", "pubsub", name, "policy", policy, "from", from.String(), "to", to.String())
+	})
+	if err != nil {
+		// The trip compiled at load; this does not happen.
+		r.log.Error("an inbound circuit breaker cannot be used", "pubsub", name, "err", err)
+		return nil
+	}
+	v, _ := r.breakers.LoadOrStore(name, &inboundBreaker{policy: p, breaker: b})
+	if ib := v.(*inboundBreaker); ib.policy == p {
+		return ib.breaker
+	}
+	r.breakers.Store(name, &inboundBreaker{policy: p, breaker: b})
+	return b
 }
 
 // deliveryPolicy is the retry and timeout of deliveries under p; nil when
@@ -307,14 +360,23 @@ func (r *inboundRetries) get(pubsubName string) (pubsub.RetryPolicy, bool) {
 	if cur == nil {
 		return pubsub.RetryPolicy{}, false
 	}
-	p, named := cur.named[pubsubName]
+	rule, named := cur.named[pubsubName]
 	if !named {
-		p = cur.defaults
+		rule = cur.defaults
 	}
-	if p == nil {
+	if rule == nil {
 		return pubsub.RetryPolicy{}, false
 	}
-	return *p, true
+	var p pubsub.RetryPolicy // zero fields: the built-in retries
+	if rule.retry != nil {
+		p = *rule.retry
+	}
+	if rule.breaker != nil {
+		if b := r.breaker(pubsubName, *rule.breaker); b != nil {
+			p.Breaker = b
+		}
+	}
+	return p, true
 }
 
 // secretValue reads one key of a secret from a live secret store, for
