@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -362,4 +363,26 @@ func TestGRPCProxy(t *testing.T) {
 			t.Errorf("EmptyCall without dapr-app-id: %v, want Unimplemented (the sidecar has no such service)", err)
 		}
 	})
+}
+
+// TestGRPCProxyMovesOffADeadInstance: a proxied gRPC call whose first
+// instance cannot be reached (nothing listens there) opens its stream on
+// another, so every call succeeds while one of two instances is down.
+func TestGRPCProxyMovesOffADeadInstance(t *testing.T) {
+	t.Parallel()
+	app := framework.StartGRPCApp(t)
+	callee := framework.StartSidecar(t, framework.SidecarOptions{AppID: "grpc-half", AppPort: app.Port, AppProtocol: "grpc"})
+	file := filepath.Join(framework.ShortTempDir(t), "resolution.yaml")
+	writeFile(t, file, fmt.Sprintf("apps:\n  - appID: grpc-half\n    addresses: [\"127.0.0.1:%d\", %q]\n", framework.FreePort(t), callee.Endpoint().Address))
+	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "grpc-half-caller", Args: []string{"--static-resolution-file", file}})
+	client := testgrpc.NewTestServiceClient(caller.Dial(t))
+	for i := range 10 {
+		ctx := metadata.AppendToOutgoingContext(callCtx(t), "dapr-app-id", "grpc-half")
+		if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("ping")}}); err != nil {
+			t.Fatalf("call %d with one instance down: %v", i, err)
+		}
+	}
+	if n := app.Calls("/grpc.testing.TestService/UnaryCall"); n != 10 {
+		t.Errorf("the app saw %d calls, want 10", n)
+	}
 }

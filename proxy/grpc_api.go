@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/outrigger/outrigger/nameresolution"
 	"github.com/outrigger/outrigger/proxy/route"
 	"github.com/outrigger/outrigger/telemetry"
 )
@@ -470,18 +471,6 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 			key = v[0]
 		}
 	}
-	ep, err := s.lb.Pick(ss.Context(), name, ns, key)
-	if err != nil {
-		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
-		return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
-	}
-	var callErr error
-	defer func() { ep.Done(grpcOutcome(ss.Context(), callErr)) }()
-	conn, err := s.peers.grpcConn(ep.Address(), name, ns)
-	if err != nil {
-		callErr = err
-		return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
-	}
 	out := make(metadata.MD, len(md)+5)
 	for k, v := range md {
 		if strings.HasPrefix(k, ":") || k == "content-type" || k == "user-agent" || k == "te" || strings.HasPrefix(k, "outrigger-") {
@@ -499,11 +488,39 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 	defer cancelBound()
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(bounded, out))
 	defer cancel()
-	cs, err := conn.NewStream(ctx, proxyStreamDesc, fullMethod, grpc.ForceCodecV2(frameCodec{}))
-	if err != nil {
-		callErr = err
+	// The stream opens on an instance; one that cannot be reached (nothing
+	// of the call was sent yet) gives way to another, up to
+	// maxConnectAttempts.
+	var (
+		ep      nameresolution.Endpoint
+		cs      grpc.ClientStream
+		callErr error
+	)
+	for attempt := 1; ; attempt++ {
+		var err error
+		if ep, err = s.lb.Pick(ss.Context(), name, ns, key); err != nil {
+			s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
+			return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
+		}
+		conn, err := s.peers.grpcConn(ep.Address(), name, ns)
+		if err == nil {
+			cs, err = conn.NewStream(ctx, proxyStreamDesc, fullMethod, grpc.ForceCodecV2(frameCodec{}))
+		}
+		if err == nil {
+			break
+		}
+		if attempt < maxConnectAttempts && status.Code(err) == codes.Unavailable && ctx.Err() == nil {
+			ep.Done(err)
+			s.log.Debug("opening a proxied gRPC stream failed; trying another instance", "app_id", name, "err", err)
+			continue
+		}
+		ep.Done(grpcOutcome(ss.Context(), err))
+		if status.Code(err) == codes.Unknown {
+			return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
+		}
 		return err
 	}
+	defer func() { ep.Done(grpcOutcome(ss.Context(), callErr)) }()
 	// Client to server.
 	upErr := make(chan error, 1)
 	go func() {
