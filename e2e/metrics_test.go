@@ -58,6 +58,25 @@ func scrapeFamilies(t *testing.T, sc *framework.Sidecar) map[string]*dto.MetricF
 	return families
 }
 
+// scrapeParses scrapes the sidecar's /metrics once and parses it.
+func scrapeParses(ctx context.Context, sc *framework.Sidecar) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", sc.MetricsPort), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	_, err = p.TextToMetricFamilies(resp.Body)
+	return err
+}
+
 // scrapeCounter is the sum of a counter's (or gauge's) series whose labels
 // include every pair in match ("name", "value", ...); 0 when absent.
 func scrapeCounter(t *testing.T, sc *framework.Sidecar, family string, match ...string) float64 {
@@ -130,8 +149,27 @@ func TestMetricsCardinalityBounded(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}, Timeout: 10 * time.Second}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	var next, failed atomic.Int64
+	var next, failed, scrapes atomic.Int64
 	var wg sync.WaitGroup
+	// Prometheus scrapes while the flood runs: each scrape must answer and
+	// parse.
+	scrapeErr := make(chan error, 1)
+	wg.Go(func() {
+		for ctx.Err() == nil && next.Load() < total {
+			if err := scrapeParses(ctx, sc); err != nil && ctx.Err() == nil {
+				select {
+				case scrapeErr <- err:
+				default:
+				}
+				return
+			}
+			scrapes.Add(1)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
 	for range 16 {
 		wg.Go(func() {
 			for ctx.Err() == nil {
@@ -157,6 +195,14 @@ func TestMetricsCardinalityBounded(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	select {
+	case err := <-scrapeErr:
+		t.Errorf("a scrape of /metrics during the flood: %v", err)
+	default:
+	}
+	if scrapes.Load() == 0 {
+		t.Errorf("no scrape was made during the flood")
+	}
 	if ctx.Err() != nil {
 		t.Fatalf("the flood did not finish in 3 minutes: %d sent", next.Load())
 	}
@@ -189,7 +235,7 @@ func TestMetricsCardinalityBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("series %d; RSS %d KiB before, %d KiB after", n, rssBefore/1024, rssAfter/1024)
+	t.Logf("series %d; RSS %d KiB before, %d KiB after; %d scrapes during the flood", n, rssBefore/1024, rssAfter/1024, scrapes.Load())
 	if grow := rssAfter - rssBefore; grow > 20<<20 {
 		t.Errorf("the sidecar's RSS grew by %d MB over the flood (want under 20 MB)", grow>>20)
 	}

@@ -328,8 +328,10 @@ func (s *Sidecar) startMeshSpan(r *http.Request, grpcProxy bool) (*http.Request,
 		span.SetAttributes(attribute.String(attrRPCService, "ServiceInvocation"), attribute.String(attrNetPeerName, s.cfg.AppID),
 			attribute.String(attrDaprProtocol, "http"))
 	}
+	// The app gets the span's context in the headers; nothing downstream
+	// reads it from the request's context, so the request is not copied.
 	telemetry.ToHTTP(ctx, r.Header)
-	return r.WithContext(ctx), span
+	return r, span
 }
 
 // observeUnary measures and traces every call to the gRPC API. The trace

@@ -24,10 +24,10 @@ var w3c = propagation.TraceContext{}
 // FromHTTP returns ctx carrying the caller's trace context from h (W3C
 // traceparent and tracestate), if it has a valid one.
 func FromHTTP(ctx context.Context, h http.Header) context.Context {
-	if len(h[http.CanonicalHeaderKey(TraceparentHeader)]) == 0 {
+	if len(h[canonicalTraceparent]) == 0 {
 		return ctx
 	}
-	return w3c.Extract(ctx, propagation.HeaderCarrier(h))
+	return w3c.Extract(ctx, headerCarrier(h))
 }
 
 // FromW3C returns ctx carrying the trace context of a traceparent and
@@ -68,8 +68,8 @@ func ToHTTP(ctx context.Context, h http.Header) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return
 	}
-	delete(h, "Tracestate") // the span's own, or none
-	w3c.Inject(ctx, propagation.HeaderCarrier(h))
+	delete(h, canonicalTracestate) // the span's own, or none
+	w3c.Inject(ctx, headerCarrier(h))
 	if _, ok := h["Grpc-Trace-Bin"]; ok {
 		// A proxied gRPC call's binary form, as gRPC writes it on the wire.
 		h["Grpc-Trace-Bin"] = []string{base64.RawStdEncoding.EncodeToString(EncodeBinary(trace.SpanContextFromContext(ctx)))}
@@ -100,6 +100,43 @@ func W3C(ctx context.Context) (traceparent, tracestate string) {
 	w3c.Inject(ctx, c)
 	return c[TraceparentHeader], c[TracestateHeader]
 }
+
+const (
+	canonicalTraceparent = "Traceparent"
+	canonicalTracestate  = "Tracestate"
+)
+
+// headerCarrier is propagation.HeaderCarrier without the key
+// canonicalisation (an allocation per call) for the two W3C fields.
+type headerCarrier http.Header
+
+func (c headerCarrier) Get(k string) string {
+	switch k {
+	case TraceparentHeader:
+		k = canonicalTraceparent
+	case TracestateHeader:
+		k = canonicalTracestate
+	default:
+		return http.Header(c).Get(k)
+	}
+	if v := c[k]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c headerCarrier) Set(k, v string) {
+	switch k {
+	case TraceparentHeader:
+		c[canonicalTraceparent] = []string{v}
+	case TracestateHeader:
+		c[canonicalTracestate] = []string{v}
+	default:
+		http.Header(c).Set(k, v)
+	}
+}
+
+func (c headerCarrier) Keys() []string { return propagation.HeaderCarrier(c).Keys() }
 
 // grpcCarrier writes W3C fields into gRPC metadata.
 type grpcCarrier metadata.MD
