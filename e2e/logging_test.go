@@ -77,6 +77,11 @@ func TestLogsJSONAndNoSecrets(t *testing.T) {
 				t.Errorf("%s: a log line is not JSON: %q", sc.AppID, line)
 				continue
 			}
+			for _, key := range []string{`"app_id":`, `"component":`} {
+				if strings.Count(line, key) > 1 {
+					t.Errorf("%s: a log line has %s twice: %q", sc.AppID, key, line)
+				}
+			}
 			if m["app_id"] != sc.AppID {
 				t.Errorf("%s: a log line does not name the app-id: %q", sc.AppID, line)
 			}

@@ -269,7 +269,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	s.outbound.Store(true)
 	close(s.ready)
-	s.log.Info("sidecar is up", "app_id", s.cfg.AppID, "namespace", s.cfg.Namespace,
+	s.log.Info("sidecar is up", "namespace", s.cfg.Namespace,
 		"http_port", s.ports.HTTP, "grpc_port", s.ports.GRPC, "internal_grpc_port", s.ports.Internal,
 		"metrics_port", s.ports.Metrics, "app_port", s.cfg.AppPort, "app_protocol", s.cfg.AppProtocol,
 		"startup", time.Since(start).String())
