@@ -181,6 +181,14 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		reason, err := m.fetch(ctx)
+		// Counted before the answer goes back: whoever asked may stop Run
+		// as soon as it has it.
+		switch {
+		case err == nil:
+			m.opts.Metrics.renewed()
+		case ctx.Err() == nil:
+			m.opts.Metrics.renewFailed(reason)
+		}
 		if done != nil {
 			done <- err
 		}
@@ -188,13 +196,11 @@ func (m *Manager) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			m.opts.Metrics.renewFailed(reason)
 			m.opts.Logger.Error("renewing this sidecar's certificate failed; retrying", "err", err, "retry_in", retry, "expires", m.expiry().UTC())
 			next = time.Now().Add(retry)
 			retry = min(retry*2, time.Minute)
 			continue
 		}
-		m.opts.Metrics.renewed()
 		retry = time.Second
 		next = m.renewAt()
 	}
