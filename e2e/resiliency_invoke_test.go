@@ -444,7 +444,7 @@ func TestDeliveryInboundBreaker(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Close() })
 	res := stateStores(t, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
 	writeFile(t, filepath.Join(res, "subs.yaml"), "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: orders\nspec:\n  pubsubname: pubsub\n  topic: orders\n  route: /orders\n")
-	writeFile(t, filepath.Join(res, "resiliency.yaml"), "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: inbound\nspec:\n  policies:\n    retries:\n      none:\n        policy: constant\n        duration: 10ms\n        maxRetries: 0\n    circuitBreakers:\n      guard:\n        timeout: 2s\n        trip: consecutiveFailures >= 3\n  targets:\n    components:\n      pubsub:\n        inbound:\n          retry: none\n          circuitBreaker: guard\n")
+	writeFile(t, filepath.Join(res, "resiliency.yaml"), "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: inbound\nspec:\n  policies:\n    retries:\n      none:\n        policy: constant\n        duration: 10ms\n        maxRetries: 0\n    circuitBreakers:\n      guard:\n        timeout: 5s\n        trip: consecutiveFailures >= 3\n  targets:\n    components:\n      pubsub:\n        inbound:\n          retry: none\n          circuitBreaker: guard\n")
 	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "inbound-cb", AppPort: l.Addr().(*net.TCPAddr).Port, Args: []string{"--resources-path", res}})
 	framework.WaitFor(t, "the subscription", func() error {
 		got, err := metadataSubs(t, sc)
