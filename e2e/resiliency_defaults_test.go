@@ -11,7 +11,6 @@ import (
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrigger/outrigger/e2e/framework"
 )
@@ -54,24 +53,7 @@ func TestResiliencyDefaultsRetry(t *testing.T) {
 	app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
 	_, caller := pair(t, framework.SidecarOptions{AppID: "rzd-retry", AppPort: app.Port}, framework.SidecarOptions{AppID: "rzd-caller", Args: []string{"--resources-path", res}})
 
-	resp, body := call(t, http.MethodPost, caller.URL("/v1.0/invoke/rzd-retry/method/flaky/a?fail=2"), strings.NewReader("the body"), nil)
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"body":"the body"`) {
-		t.Errorf("after two failures: %d %s", resp.StatusCode, body)
-	}
-	if n := app.Calls("a"); n != 3 {
-		t.Errorf("the app saw %d calls, want 3 (two failures, then the success)", n)
-	}
-	client := runtimev1pb.NewDaprClient(caller.Dial(t))
-	gresp, err := client.InvokeService(callCtx(t), &runtimev1pb.InvokeServiceRequest{Id: "rzd-retry", Message: &commonv1pb.InvokeRequest{
-		Method: "flaky/g", Data: &anypb.Any{Value: []byte("grpc body")}, ContentType: "text/plain",
-		HttpExtension: &commonv1pb.HTTPExtension{Verb: commonv1pb.HTTPExtension_POST, Querystring: "fail=2"},
-	}})
-	if err != nil || !strings.Contains(string(gresp.GetData().GetValue()), `"body":"grpc body"`) {
-		t.Errorf("InvokeService after two failures: %v %s", err, gresp.GetData().GetValue())
-	}
-	if n := app.Calls("g"); n != 3 {
-		t.Errorf("the app saw %d gRPC-invoked calls, want 3", n)
-	}
+	wantRetriedTwice(t, caller, app, "rzd-retry", "a", "g")
 	if v := metricValue(t, caller, "outrigger_resiliency_retries_total", `dest_app_id="rzd-retry"`); v != 4 {
 		t.Errorf("retries counted: %v, want 4", v)
 	}

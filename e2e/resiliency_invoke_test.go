@@ -45,6 +45,32 @@ spec:
         circuitBreaker: tripsAtThree
 `
 
+// wantRetriedTwice calls appID's flaky route, which fails twice and then
+// answers, through caller over HTTP (key httpKey) and over gRPC
+// InvokeService (key grpcKey), and wants each to succeed after three
+// calls to the app, the body sent again each time.
+func wantRetriedTwice(t *testing.T, caller *framework.Sidecar, app *framework.HTTPApp, appID, httpKey, grpcKey string) {
+	t.Helper()
+	resp, body := call(t, http.MethodPost, caller.URL("/v1.0/invoke/"+appID+"/method/flaky/"+httpKey+"?fail=2"), strings.NewReader("the body"), nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"body":"the body"`) {
+		t.Errorf("after two failures: %d %s", resp.StatusCode, body)
+	}
+	if n := app.Calls(httpKey); n != 3 {
+		t.Errorf("the app saw %d calls, want 3 (two failures, then the success)", n)
+	}
+	client := runtimev1pb.NewDaprClient(caller.Dial(t))
+	gresp, err := client.InvokeService(callCtx(t), &runtimev1pb.InvokeServiceRequest{Id: appID, Message: &commonv1pb.InvokeRequest{
+		Method: "flaky/" + grpcKey, Data: &anypb.Any{Value: []byte("grpc body")}, ContentType: "text/plain",
+		HttpExtension: &commonv1pb.HTTPExtension{Verb: commonv1pb.HTTPExtension_POST, Querystring: "fail=2"},
+	}})
+	if err != nil || !strings.Contains(string(gresp.GetData().GetValue()), `"body":"grpc body"`) {
+		t.Errorf("InvokeService after two failures: %v %s", err, gresp.GetData().GetValue())
+	}
+	if n := app.Calls(grpcKey); n != 3 {
+		t.Errorf("the app saw %d gRPC-invoked calls, want 3", n)
+	}
+}
+
 // TestInvokeRetries: a Resiliency retry policy on an app: an answer of 500
 // is retried until it succeeds, the body sent again each time; a 404 is
 // not retried; retries are counted in the metrics.
@@ -56,15 +82,9 @@ func TestInvokeRetries(t *testing.T) {
 	callee := framework.StartSidecar(t, framework.SidecarOptions{AppID: "rz-retry", AppPort: app.Port})
 	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "rz-caller", Resolve: []framework.Endpoint{callee.Endpoint()}, Args: []string{"--resources-path", res}})
 
-	resp, body := call(t, http.MethodPost, caller.URL("/v1.0/invoke/rz-retry/method/flaky/a?fail=2"), strings.NewReader("the body"), nil)
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"body":"the body"`) {
-		t.Errorf("after two failures: %d %s", resp.StatusCode, body)
-	}
-	if n := app.Calls("a"); n != 3 {
-		t.Errorf("the app saw %d calls, want 3 (two failures, then the success)", n)
-	}
+	wantRetriedTwice(t, caller, app, "rz-retry", "a", "g")
 	// More failures than retries: the last answer comes back.
-	resp, body = call(t, http.MethodGet, caller.URL("/v1.0/invoke/rz-retry/method/flaky/b?fail=10"), nil, nil)
+	resp, body := call(t, http.MethodGet, caller.URL("/v1.0/invoke/rz-retry/method/flaky/b?fail=10"), nil, nil)
 	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "call 4 of b fails") {
 		t.Errorf("retries run out: %d %s", resp.StatusCode, body)
 	}
@@ -72,18 +92,6 @@ func TestInvokeRetries(t *testing.T) {
 	resp, _ = call(t, http.MethodGet, caller.URL("/v1.0/invoke/rz-retry/method/flaky/c?fail=1&code=404"), nil, nil)
 	if resp.StatusCode != http.StatusNotFound || app.Calls("c") != 1 {
 		t.Errorf("a 404: status %d after %d calls, want 404 after 1", resp.StatusCode, app.Calls("c"))
-	}
-	// gRPC InvokeService under the same policy.
-	client := runtimev1pb.NewDaprClient(caller.Dial(t))
-	gresp, err := client.InvokeService(callCtx(t), &runtimev1pb.InvokeServiceRequest{Id: "rz-retry", Message: &commonv1pb.InvokeRequest{
-		Method: "flaky/g", Data: &anypb.Any{Value: []byte("grpc body")}, ContentType: "text/plain",
-		HttpExtension: &commonv1pb.HTTPExtension{Verb: commonv1pb.HTTPExtension_POST, Querystring: "fail=2"},
-	}})
-	if err != nil || !strings.Contains(string(gresp.GetData().GetValue()), `"body":"grpc body"`) {
-		t.Errorf("InvokeService after two failures: %v %s", err, gresp.GetData().GetValue())
-	}
-	if n := app.Calls("g"); n != 3 {
-		t.Errorf("the app saw %d gRPC-invoked calls, want 3", n)
 	}
 	if v := metricValue(t, caller, "outrigger_resiliency_retries_total", `dest_app_id="rz-retry"`); v != 7 {
 		t.Errorf("retries counted: %v, want 7", v)

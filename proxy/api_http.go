@@ -65,13 +65,11 @@ func (s *Sidecar) serveAPI(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	r, span := s.startAPISpan(r)
 	sw := &statusWriter{ResponseWriter: w}
-	s.routeAPI(sw, r)
+	byHeader := s.routeAPI(sw, r)
 	code := sw.code()
 	tmpl := apiRoute(r.URL.Path)
-	if tmpl == "_other" {
-		if _, ok := route.FromHeaders(r.URL.EscapedPath(), r.Header); ok {
-			tmpl = invokeRoute
-		}
+	if byHeader {
+		tmpl = invokeRoute
 	}
 	if s.dapr != nil {
 		s.dapr.httpServed(r.Method, tmpl, code, r.ContentLength, sw.n, time.Since(start))
@@ -81,7 +79,9 @@ func (s *Sidecar) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Sidecar) routeAPI(w http.ResponseWriter, r *http.Request) {
+// routeAPI serves one API call; byHeader is whether it was an invocation
+// named only by its dapr-app-id header (its path is the app's own).
+func (s *Sidecar) routeAPI(w http.ResponseWriter, r *http.Request) (byHeader bool) {
 	p := r.URL.Path
 	if s.cfg.EnableAPILogging {
 		s.log.Info("API call", "method", r.Method, "path", p, "caller", r.RemoteAddr)
@@ -147,9 +147,10 @@ func (s *Sidecar) routeAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	if t, ok := route.FromHeaders(r.URL.EscapedPath(), r.Header); ok {
 		s.invokeHTTP(w, r, t)
-		return
+		return true
 	}
 	writeError(w, apiError{http.StatusNotFound, errCodeDirectInvoke, route.ErrNoAppID.Error()})
+	return false
 }
 
 func (s *Sidecar) servePublish(w http.ResponseWriter, r *http.Request) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -404,7 +403,3 @@ func endGRPCSpan(span trace.Span, method string, code codes.Code) {
 	}
 	span.End()
 }
-
-// grpcStatusLabel is the status label of an invocation answered by a
-// gRPC status (daprd labels service invocation with the code's number).
-func grpcStatusLabel(c codes.Code) string { return strconv.Itoa(int(c)) }

@@ -98,14 +98,19 @@ func AppTarget(appID string) string { return "app_" + appID }
 // (daprd's Statestore, Pubsub, ...).
 func ComponentTarget(kind, name string) string { return kind + "_" + name }
 
-// observer reports one target's policy use to Metrics.
+// observer reports one target's policy use to Metrics. Its fixed series
+// are looked up once, when its runner is built, not on each call.
 type observer struct {
-	m                  *Metrics
-	name, dir, target  string
-	timeout, retry, cb bool
+	m                 *Metrics
+	name, dir, target string
+	cb                bool
+	// The counts and activations of the timeout and retry; nil for a kind
+	// the policy lacks.
+	timeoutCount, retryCount     prometheus.Counter
+	timeoutActivated, retryFired prometheus.Counter
 }
 
-func (m *Metrics) observer(source, dir, target string) *observer {
+func (m *Metrics) observer(source, dir, target string, timeout, retry, cb bool) *observer {
 	if m == nil {
 		return nil
 	}
@@ -115,7 +120,16 @@ func (m *Metrics) observer(source, dir, target string) *observer {
 	for s := range strings.SplitSeq(source, ",") {
 		names = append(names, strings.TrimPrefix(strings.TrimSpace(s), "resiliency/"))
 	}
-	return &observer{m: m, name: strings.Join(names, ","), dir: dir, target: m.targets.Label(target)}
+	o := &observer{m: m, name: strings.Join(names, ","), dir: dir, target: m.targets.Label(target), cb: cb}
+	if timeout {
+		o.timeoutCount = m.count.WithLabelValues(o.labels(policyTimeout, "")...)
+		o.timeoutActivated = m.activations.WithLabelValues(o.labels(policyTimeout, "")...)
+	}
+	if retry {
+		o.retryCount = m.count.WithLabelValues(o.labels(policyRetry, "")...)
+		o.retryFired = m.activations.WithLabelValues(o.labels(policyRetry, "")...)
+	}
+	return o
 }
 
 func (o *observer) labels(policy, status string) []string {
@@ -127,22 +141,17 @@ func (o *observer) applied(b *Breaker) {
 	if o == nil {
 		return
 	}
-	if o.timeout {
-		o.m.count.WithLabelValues(o.labels(policyTimeout, "")...).Inc()
+	if o.timeoutCount != nil {
+		o.timeoutCount.Inc()
 	}
-	if o.retry {
-		o.m.count.WithLabelValues(o.labels(policyRetry, "")...).Inc()
+	if o.retryCount != nil {
+		o.retryCount.Inc()
 	}
 	if o.cb && b != nil {
 		o.m.count.WithLabelValues(o.labels(policyBreaker, b.State().String())...).Inc()
 	}
 }
 
-func (o *observer) activated(policy string) {
-	if o != nil {
-		o.m.activations.WithLabelValues(o.labels(policy, "")...).Inc()
-	}
-}
 
 // breakerChanged records a breaker's new state.
 func (o *observer) breakerChanged(to State) {
@@ -170,15 +179,15 @@ func (r *Runner) Applied() {
 
 // Retrying records a retry about to be made.
 func (r *Runner) Retrying() {
-	if r != nil {
-		r.obs.activated(policyRetry)
+	if r != nil && r.obs != nil && r.obs.retryFired != nil {
+		r.obs.retryFired.Inc()
 	}
 }
 
 // TimedOut records an attempt the policy's timeout cut.
 func (r *Runner) TimedOut() {
-	if r != nil {
-		r.obs.activated(policyTimeout)
+	if r != nil && r.obs != nil && r.obs.timeoutActivated != nil {
+		r.obs.timeoutActivated.Inc()
 	}
 }
 

@@ -56,8 +56,7 @@ func (p *Policies[K]) For(target K, src *outriggerv1alpha1.Resiliency) *Runner {
 	}
 	run := &Runner{Timeout: src.GetTimeout().AsDuration()}
 	if p.Metrics != nil && p.Target != nil {
-		run.obs = p.Metrics.observer(src.GetSource(), p.Direction, p.Target(target))
-		run.obs.timeout, run.obs.retry, run.obs.cb = run.Timeout > 0, src.GetRetry() != nil, src.GetCircuitBreaker() != nil
+		run.obs = p.Metrics.observer(src.GetSource(), p.Direction, p.Target(target), run.Timeout > 0, src.GetRetry() != nil, src.GetCircuitBreaker() != nil)
 	}
 	var err error
 	if run.Retry, err = NewRetry(src.GetRetry()); err != nil {

@@ -187,9 +187,6 @@ type Options struct {
 	// Stdout is where stdout spans go (os.Stdout when nil).
 	Stdout io.Writer
 	Logger *slog.Logger
-	// QueueSize bounds the spans waiting for export per exporter (2048
-	// when 0); spans past it are dropped and counted.
-	QueueSize int
 }
 
 // New builds the tracer the section describes. It does not connect to a
@@ -242,7 +239,7 @@ func New(spec *Spec, opts Options) (*Tracing, error) {
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(rate))),
 	}
 	for _, exp := range exporters {
-		q := newSpanQueue(exp, opts.QueueSize, t.stats, logger)
+		q := newSpanQueue(exp, defaultQueueSize, t.stats, logger)
 		t.queues = append(t.queues, q)
 		popts = append(popts, sdktrace.WithSpanProcessor(q))
 	}
@@ -315,14 +312,6 @@ func (t *Tracing) Collectors() []prometheus.Collector {
 		return nil
 	}
 	return []prometheus.Collector{t.stats.exported, t.stats.dropped}
-}
-
-// Flush exports the spans queued so far, waiting at most until ctx ends.
-func (t *Tracing) Flush(ctx context.Context) error {
-	if t == nil || t.tp == nil {
-		return nil
-	}
-	return t.tp.ForceFlush(ctx)
 }
 
 // Shutdown exports what is queued (bounded by ctx) and stops the exporters.

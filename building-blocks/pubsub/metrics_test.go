@@ -9,50 +9,19 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/outrigger/outrigger/building-blocks/pubsub"
 	"github.com/outrigger/outrigger/building-blocks/pubsub/inmemory"
+	"github.com/outrigger/outrigger/telemetry/daprmetrics/daprmetricstest"
 )
-
-// gather returns each series of c: a counter's value, a histogram's sample
-// count, by "name{label=value,...}" with the labels sorted.
-func gather(t *testing.T, c prometheus.Collector) map[string]float64 {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			var pairs []string
-			for _, l := range m.GetLabel() {
-				pairs = append(pairs, l.GetName()+"="+l.GetValue())
-			}
-			sort.Strings(pairs)
-			key := f.GetName() + "{" + strings.Join(pairs, ",") + "}"
-			switch {
-			case m.GetCounter() != nil:
-				out[key] = m.GetCounter().GetValue()
-			case m.GetHistogram() != nil:
-				out[key] = float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return out
-}
 
 // singleBroker hides the broker's BulkPublish, and fails every publish to
 // topic "refused".
@@ -134,7 +103,7 @@ func TestMetricsEgress(t *testing.T) {
 		series("dapr_component_pubsub_egress_bulk_count", "single", "false", "refused"):     1,
 		series("dapr_component_pubsub_egress_bulk_latencies", "single", "false", "refused"): 1,
 	}
-	wantExactly(t, gather(t, m), want)
+	wantExactly(t, daprmetricstest.Gather(t, m), want)
 }
 
 func wantExactly(t *testing.T, got, want map[string]float64) {
@@ -161,7 +130,7 @@ func TestMetricsTopicsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got := gather(t, m)
+	got := daprmetricstest.Gather(t, m)
 	n, other := 0, 0.0
 	for k, v := range got {
 		if strings.HasPrefix(k, "dapr_component_pubsub_egress_count{") {
@@ -285,7 +254,7 @@ func TestMetricsIngress(t *testing.T) {
 	want[bulk("dapr_component_pubsub_ingress_bulk_event_count", "DROP")] = 1
 	var got map[string]float64
 	for {
-		got = gather(t, m)
+		got = daprmetricstest.Gather(t, m)
 		if equal(got, want) || time.Now().After(deadline) {
 			break
 		}
@@ -415,7 +384,7 @@ func TestMetricsStreamingIngress(t *testing.T) {
 	}
 	var got map[string]float64
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if got = gather(t, m); equal(got, want) || time.Now().After(deadline) {
+		if got = daprmetricstest.Gather(t, m); equal(got, want) || time.Now().After(deadline) {
 			break
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"sort"
 	"strings"
 	"testing"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/outrigger/outrigger/building-blocks/state"
 	"github.com/outrigger/outrigger/building-blocks/state/inmemory"
+	"github.com/outrigger/outrigger/telemetry/daprmetrics/daprmetricstest"
 )
 
 // failingStore is the in-memory store, failing every read of key "bad".
@@ -24,37 +24,6 @@ func (s failingStore) Get(ctx context.Context, req state.GetRequest) (state.Item
 		return state.Item{}, false, errors.New("disk on fire")
 	}
 	return s.Store.Get(ctx, req)
-}
-
-// gather returns each series of the collector's families: a counter's
-// value, a histogram's sample count, by "name{label=value,...}" with the
-// labels sorted.
-func gather(t *testing.T, c prometheus.Collector) map[string]float64 {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			var pairs []string
-			for _, l := range m.GetLabel() {
-				pairs = append(pairs, l.GetName()+"="+l.GetValue())
-			}
-			sort.Strings(pairs)
-			key := f.GetName() + "{" + strings.Join(pairs, ",") + "}"
-			switch {
-			case m.GetCounter() != nil:
-				out[key] = m.GetCounter().GetValue()
-			case m.GetHistogram() != nil:
-				out[key] = float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return out
 }
 
 func stateSeries(name, op, success string) string {
@@ -134,7 +103,7 @@ func TestMetricsDaprOperations(t *testing.T) {
 		want[stateSeries("dapr_component_state_count", s.op, s.success)] = s.n
 		want[stateSeries("dapr_component_state_latencies", s.op, s.success)] = s.n
 	}
-	got := gather(t, m)
+	got := daprmetricstest.Gather(t, m)
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v", k, got[k], v)

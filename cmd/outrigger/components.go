@@ -245,8 +245,10 @@ type inboundRetries struct {
 	log   *slog.Logger
 	cur   atomic.Pointer[inboundPolicies]
 	// breakers are the components' inbound circuit breakers, by component
-	// name: one each, kept while its policy is unchanged.
-	breakers sync.Map // string -> *inboundBreaker
+	// name: one each, kept while its policy is unchanged. A delivery reads
+	// it without a lock; breakerMu orders the making of new ones.
+	breakers  sync.Map // string -> *inboundBreaker
+	breakerMu sync.Mutex
 	// metrics counts the documents applied (dapr_resiliency_loaded); every
 	// set of Resiliency documents the sidecar takes passes through set.
 	metrics *resiliency.Metrics
@@ -316,6 +318,11 @@ func (r *inboundRetries) breaker(name string, p config.CircuitBreakerPolicy) *re
 	if v, ok := r.breakers.Load(name); ok && v.(*inboundBreaker).policy == p {
 		return v.(*inboundBreaker).breaker
 	}
+	r.breakerMu.Lock()
+	defer r.breakerMu.Unlock()
+	if v, ok := r.breakers.Load(name); ok && v.(*inboundBreaker).policy == p {
+		return v.(*inboundBreaker).breaker
+	}
 	b, err := resiliency.NewBreaker(&outriggerv1alpha1.CircuitBreaker{
 		Name: p.Name, MaxRequests: p.MaxRequests, Interval: durationpb.New(p.Interval), Timeout: durationpb.New(p.Timeout), Trip: p.Trip,
 	}, func(policy string, from, to resiliency.State) {
@@ -325,10 +332,6 @@ func (r *inboundRetries) breaker(name string, p config.CircuitBreakerPolicy) *re
 		// The trip compiled at load; this does not happen.
 		r.log.Error("an inbound circuit breaker cannot be used", "pubsub", name, "err", err)
 		return nil
-	}
-	v, _ := r.breakers.LoadOrStore(name, &inboundBreaker{policy: p, breaker: b})
-	if ib := v.(*inboundBreaker); ib.policy == p {
-		return ib.breaker
 	}
 	r.breakers.Store(name, &inboundBreaker{policy: p, breaker: b})
 	return b
