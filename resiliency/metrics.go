@@ -152,7 +152,6 @@ func (o *observer) applied(b *Breaker) {
 	}
 }
 
-
 // breakerChanged records a breaker's new state.
 func (o *observer) breakerChanged(to State) {
 	if o == nil {
