@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -130,9 +131,13 @@ func TestMTLSMesh(t *testing.T) {
 			}
 			return nil
 		})
-		if !strings.Contains(callee.Logs(), "mesh connection refused: plain text") {
-			t.Error("no log line for the refused plain-text connection")
-		}
+		// The log line reaches the harness through a pipe: poll for it too.
+		framework.WaitFor(t, "a log line for the refused plain-text connection", func() error {
+			if !strings.Contains(callee.Logs(), "mesh connection refused: plain text") {
+				return errors.New("not logged")
+			}
+			return nil
+		})
 	})
 
 	t.Run("spoofed caller header is replaced by the proven identity", func(t *testing.T) {
