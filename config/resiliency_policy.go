@@ -121,6 +121,22 @@ func (rs Resiliencies) AppDefaults() (Policy, bool) {
 	return rs.defaults([]string{"App", ""})
 }
 
+// BuiltInServiceRetries names the retry policy that, defined in a
+// document, replaces Dapr's built-in retry of service invocations to apps
+// without a policy.
+const BuiltInServiceRetries = "DaprBuiltInServiceRetries"
+
+// BuiltInServiceRetry is the retry named BuiltInServiceRetries in the first
+// document (by name) that defines one; false when none does.
+func (rs Resiliencies) BuiltInServiceRetry() (RetryPolicy, bool) {
+	for _, r := range rs {
+		if rp, ok := r.Retries[BuiltInServiceRetries]; ok {
+			return rp, true
+		}
+	}
+	return RetryPolicy{}, false
+}
+
 // ComponentOutbound is the policies of the sidecar's calls to component
 // name, of type componentType (e.g. "state.redis").
 func (rs Resiliencies) ComponentOutbound(name, componentType string) (Policy, bool) {

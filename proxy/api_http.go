@@ -49,6 +49,11 @@ type invocation struct {
 	namespace string
 	method    string // escaped, no leading slash
 	body      *limitedBody
+	// builtIn is the built-in retry of a call without a policy of its
+	// own (daprd's DaprBuiltInServiceRetries): an attempt that got no
+	// answer is sent again, its body replayed.
+	builtIn *resiliency.Retry
+	replay  *replay // nil without builtIn or without a body
 }
 
 type invocationKey struct{}
@@ -201,15 +206,21 @@ func (s *Sidecar) invokeHTTP(w http.ResponseWriter, r *http.Request, t route.Tar
 	defer timedOut(run, ctx, caller)
 	r = r.WithContext(ctx)
 	if pol := s.policyFor(name, ns); pol != nil {
-		s.invokeWithPolicy(w, r, pol, func(r *http.Request, out *invocation) { s.invokeOnce(w, r, t.AppID, name, ns, t.Method, out) })
+		s.invokeWithPolicy(w, r, pol, func(r *http.Request, out *invocation) { s.invokeOnce(w, r, t.AppID, name, ns, t.Method, out, nil) })
 		return
 	}
-	s.invokeOnce(w, r, t.AppID, name, ns, t.Method, nil)
+	// Without any policy of its own, the call has the built-in retry.
+	var builtIn *resiliency.Retry
+	if run == nil {
+		builtIn = s.builtInRetry()
+	}
+	s.invokeOnce(w, r, t.AppID, name, ns, t.Method, nil, builtIn)
 }
 
 // invokeOnce is one attempt of an invocation. res, when not nil, carries
-// the retry policy in and the attempt's outcome out.
-func (s *Sidecar) invokeOnce(w http.ResponseWriter, r *http.Request, target, name, ns, method string, res *invocation) {
+// the retry policy in and the attempt's outcome out; builtIn, when not nil,
+// is the built-in retry of a call without a policy.
+func (s *Sidecar) invokeOnce(w http.ResponseWriter, r *http.Request, target, name, ns, method string, res *invocation, builtIn *resiliency.Retry) {
 	key := s.hashKey(r.Header)
 	ep, err := s.lb.Pick(r.Context(), name, ns, key)
 	if err != nil {
@@ -222,9 +233,14 @@ func (s *Sidecar) invokeOnce(w http.ResponseWriter, r *http.Request, target, nam
 	if res != nil {
 		inv.retry, inv.mayRetry = res.retry, res.mayRetry
 	}
+	inv.builtIn = builtIn
 	if r.Body != nil && r.Body != http.NoBody {
 		inv.body = &limitedBody{rc: r.Body, left: s.cfg.MaxBodySize}
 		r.Body = inv.body
+		if inv.builtIn != nil {
+			inv.replay = newReplay(inv.body)
+			r.Body = inv.replay.next()
+		}
 	}
 	r = r.WithContext(context.WithValue(r.Context(), invocationKey{}, inv))
 	start := time.Now()
@@ -305,8 +321,11 @@ func setEscapedPath(u *url.URL, escaped string) {
 
 // peerRoundTripper sends an invocation to the instance picked for it; when
 // connecting fails before any of the body was read, it moves the call to
-// another instance (up to maxConnectAttempts), and it reports each
-// attempt's outcome to the balancer.
+// another instance (up to maxConnectAttempts). A call under the built-in
+// retry that gets no answer (the peer's sidecar unreachable, the
+// connection lost, its TLS handshake failed) is sent again after the
+// retry's back-off, to an instance picked anew, its body replayed. It
+// reports each attempt's outcome to the balancer.
 type peerRoundTripper struct{ s *Sidecar }
 
 func (p peerRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -315,27 +334,31 @@ func (p peerRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		return p.s.peers.RoundTrip(r)
 	}
 	t := p.s.peers.transport(inv.appID, inv.namespace)
-	for attempt := 1; ; attempt++ {
-		retry := attempt < maxConnectAttempts
+	for attempt, retries := 1, 0; ; attempt++ {
+		move := attempt < maxConnectAttempts
 		if inv.body != nil {
-			inv.body.hold.Store(retry)
+			inv.body.hold.Store(move || inv.builtIn.Allowed(retries))
 		}
 		resp, err := t.RoundTrip(r)
-		if err != nil && retry && connectFailed(err) && (inv.body == nil || !inv.body.read.Load()) && r.Context().Err() == nil {
-			inv.ep.Done(err)
-			inv.ep = nil
-			ep, perr := p.s.lb.Pick(r.Context(), inv.appID, inv.namespace, inv.key)
-			if perr == nil {
-				p.s.log.Debug("connecting failed; trying another instance", "app_id", inv.appID, "err", err, "next", ep.Address())
-				inv.ep = ep
-				next := *r
-				u := *r.URL
-				u.Host = ep.Address()
-				next.URL, next.Host = &u, u.Host
-				r = &next
+		if err != nil && move && connectFailed(err) && r.Context().Err() == nil &&
+			(inv.body == nil || (inv.replay == nil && !inv.body.read.Load()) || inv.replay.replayable()) {
+			if next := p.resend(r, inv, err, "connecting failed; trying another instance"); next != nil {
+				r = next
 				continue
 			}
 		}
+		if err != nil && inv.builtIn.Allowed(retries) && p.s.builtInRetries(r, inv, err) {
+			retries++
+			if !p.s.pause(r.Context(), inv.builtIn.Backoff(retries)) {
+				err = context.Cause(r.Context())
+			} else if next := p.resend(r, inv, err, "no answer; retrying (built-in retry)"); next != nil {
+				p.s.stats.retries.WithLabelValues(inv.appID).Inc()
+				r = next
+				attempt = 0 // the new attempt may try every instance again
+				continue
+			}
+		}
+		inv.replay.stop()
 		if inv.body != nil {
 			inv.body.hold.Store(false)
 			if err != nil {
@@ -352,6 +375,30 @@ func (p peerRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		return resp, err
 	}
+}
+
+// resend is r for another attempt, at an instance picked anew, its body
+// replayed; nil when no instance can be picked. The failed attempt's
+// outcome goes to the balancer.
+func (p peerRoundTripper) resend(r *http.Request, inv *invocation, err error, why string) *http.Request {
+	if inv.ep != nil {
+		inv.ep.Done(err)
+		inv.ep = nil
+	}
+	ep, perr := p.s.lb.Pick(r.Context(), inv.appID, inv.namespace, inv.key)
+	if perr != nil {
+		return nil
+	}
+	p.s.log.Debug(why, "app_id", inv.appID, "err", err, "next", ep.Address())
+	inv.ep = ep
+	next := *r
+	u := *r.URL
+	u.Host = ep.Address()
+	next.URL, next.Host = &u, u.Host
+	if inv.replay != nil {
+		next.Body = inv.replay.next()
+	}
+	return &next
 }
 
 func (s *Sidecar) countOutbound(resp *http.Response) error {

@@ -263,4 +263,8 @@ type InvokeRoutes interface {
 	// InvokeResiliency is the app's Resiliency (its retry and circuit
 	// breaker); nil for none.
 	InvokeResiliency(appID, namespace string) *outriggerv1alpha1.Resiliency
+	// BuiltInServiceRetry is DaprBuiltInServiceRetries as a Resiliency
+	// document redefines it, the retry of calls to apps without a
+	// policy; nil keeps Dapr's.
+	BuiltInServiceRetry() *outriggerv1alpha1.Retry
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/outrigger/outrigger/nameresolution"
 	"github.com/outrigger/outrigger/proxy/route"
+	"github.com/outrigger/outrigger/resiliency"
 	"github.com/outrigger/outrigger/telemetry"
 )
 
@@ -136,6 +137,11 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 	defer cancel()
 	defer timedOut(run, ctx, caller)
 	pol := s.policyFor(name, ns)
+	// Without any policy of its own, the call has the built-in retry.
+	var builtIn *resiliency.Retry
+	if run == nil {
+		builtIn = s.builtInRetry()
+	}
 	start := time.Now()
 	var resp *http.Response
 	for attempt, retries := 1, 0; ; attempt++ {
@@ -177,6 +183,18 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 		ep.Done(callOutcome(ctx, st, err))
 		if breakerDone != nil {
 			breakerDone(err == nil && st < 500)
+		}
+		// The built-in retry: no answer from the callee's sidecar.
+		if err != nil && builtIn.Allowed(retries) && ctx.Err() == nil {
+			s.stats.outbound.WithLabelValues(name, "error").Inc()
+			retries++
+			s.stats.retries.WithLabelValues(name).Inc()
+			s.log.Debug("no answer; retrying (built-in retry)", "app_id", name, "err", err)
+			if !s.pause(ctx, builtIn.Backoff(retries)) {
+				return nil, status.Errorf(invokeErrorCode(ctx.Err()), "failed to invoke, id: %s, err: %v", in.GetId(), ctx.Err())
+			}
+			attempt = 0
+			continue
 		}
 		// The app's retry policy: the message is in memory, so every
 		// attempt sends it whole.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/outrigger/outrigger/resiliency"
+	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
 )
 
 // maxReplayBody is the largest request body an invocation buffers so that
@@ -122,5 +123,58 @@ func (s *Sidecar) invokeWithPolicy(w http.ResponseWriter, r *http.Request, pol *
 			writeError(w, directInvokeError(out.appID, context.Cause(r.Context())))
 			return
 		}
+	}
+}
+
+// builtInRetry is the retry of calls to an app without a policy: daprd's
+// DaprBuiltInServiceRetries, as a Resiliency document redefines it (the
+// routes carry it) or else Dapr's own (three retries a second apart).
+func (s *Sidecar) builtInRetry() *resiliency.Retry {
+	var p *outriggerv1alpha1.Retry
+	if s.cfg.Routes != nil {
+		p = s.cfg.Routes.BuiltInServiceRetry()
+	}
+	if c := s.builtIn.Load(); c != nil && c.src == p {
+		return c.run
+	}
+	run, err := resiliency.NewRetry(p)
+	if p == nil || err != nil {
+		if err != nil {
+			s.log.Warn("ignoring the routes' DaprBuiltInServiceRetries", "err", err)
+		}
+		run = resiliency.BuiltInServiceRetry()
+	}
+	s.builtIn.Store(&builtInRetry{src: p, run: run})
+	return run
+}
+
+// builtInRetry is the last built-in retry read from the routes.
+type builtInRetry struct {
+	src *outriggerv1alpha1.Retry
+	run *resiliency.Retry
+}
+
+// builtInRetries reports whether the built-in retry sends inv again after
+// its attempt r failed with err: the call got no answer, its caller still
+// waits and its body can be sent whole again.
+func (s *Sidecar) builtInRetries(r *http.Request, inv *invocation, err error) bool {
+	if r.Context().Err() != nil || errors.Is(err, errBodyTooLarge) || errors.Is(err, errSuperseded) {
+		return false
+	}
+	if inv.body != nil && inv.body.exceeded.Load() {
+		return false
+	}
+	return inv.replay.replayable()
+}
+
+// pause waits d, or until ctx ends: false then.
+func (s *Sidecar) pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }

@@ -51,6 +51,7 @@ type Sidecar struct {
 	// policies are the apps' retry policies and circuit breakers.
 	policies *resiliency.Policies[peerKey]
 	peerRP   atomic.Pointer[httputil.ReverseProxy]
+	builtIn  atomic.Pointer[builtInRetry]
 
 	apiServer  *http.Server
 	meshServer *http.Server

@@ -48,6 +48,13 @@ func NewRetry(p *outriggerv1alpha1.Retry) (*Retry, error) {
 	return r, nil
 }
 
+// BuiltInServiceRetry is Dapr's DaprBuiltInServiceRetries: three retries a
+// second apart, of service invocations that have no policy of their own
+// and got no answer from the callee's sidecar.
+func BuiltInServiceRetry() *Retry {
+	return &Retry{duration: time.Second, maxRetries: 3}
+}
+
 // Allowed reports whether a retry may follow the given number of retries
 // already made.
 func (r *Retry) Allowed(retries int) bool {

@@ -209,3 +209,54 @@ func TestDefaultPoliciesOnAppRoutes(t *testing.T) {
 		t.Error("an app without a route, and no defaults, has no route")
 	}
 }
+
+// TestBuiltInServiceRetry: a retry named DaprBuiltInServiceRetries rides on
+// the catch-all invocation route, alone when there are no default app
+// policies (apps then still have no policy, so they take it), and the
+// sidecar reads it back; without one the routes carry none (Dapr's own
+// applies).
+func TestBuiltInServiceRetry(t *testing.T) {
+	const builtInDoc = `apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: c-builtin
+spec:
+  policies:
+    retries:
+      DaprBuiltInServiceRetries: {policy: exponential, maxInterval: 2s, maxRetries: 7}
+`
+	for _, tc := range []struct {
+		name        string
+		docs        []string
+		wantRetries int32 // -1: none carried
+		wantPolicy  bool  // apps without a target have a policy
+	}{
+		{"alone", []string{builtInDoc}, 7, false},
+		{"with default app policies", []string{builtInDoc, defaultsDoc}, 7, true},
+		{"not redefined", []string{defaultsDoc}, -1, true},
+		{"nothing", nil, -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc, err := LocalRoutes(defaultsResources(t, tc.docs...), Node{AppID: "caller"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt, err := NewRoutes(rc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			table := &RouteTable{}
+			table.Set(rt)
+			got := table.BuiltInServiceRetry()
+			switch {
+			case tc.wantRetries < 0 && got != nil:
+				t.Errorf("BuiltInServiceRetry %v, want none", got)
+			case tc.wantRetries >= 0 && (got.GetMaxRetries() != tc.wantRetries || got.GetMaxInterval().AsDuration() != 2*time.Second || got.GetName() != config.BuiltInServiceRetries):
+				t.Errorf("BuiltInServiceRetry %v, want the document's", got)
+			}
+			if pol := table.InvokeResiliency("other", ""); (pol != nil) != tc.wantPolicy {
+				t.Errorf("an app without a target has policy %v, want one: %v", pol, tc.wantPolicy)
+			}
+		})
+	}
+}

@@ -245,8 +245,19 @@ func sidecarRoutes(node Node, apps []app, comps []config.Component, rs []*config
 	// policies; the sidecar serves them (finding the app by its name
 	// resolution), so the route does not forward. Last: Envoy takes the
 	// first route that matches.
+	// The route also carries a redefined DaprBuiltInServiceRetries.
+	var defaults *outriggerv1alpha1.Resiliency
 	if pol := policyOf(config.Resiliencies(rs).AppDefaults()); pol != nil {
-		typed, err := toAny(pol.typed())
+		defaults = pol.typed()
+	}
+	if rp, ok := config.Resiliencies(rs).BuiltInServiceRetry(); ok {
+		if defaults == nil {
+			defaults = &outriggerv1alpha1.Resiliency{}
+		}
+		defaults.BuiltinServiceRetry = typedRetry(rp)
+	}
+	if defaults != nil {
+		typed, err := toAny(defaults)
 		if err != nil {
 			return nil, err
 		}
@@ -322,17 +333,7 @@ func (pol *policy) typed() *outriggerv1alpha1.Resiliency {
 		out.Timeout = durationpb.New(pol.timeout)
 	}
 	if rp := pol.retry; rp != nil {
-		r := &outriggerv1alpha1.Retry{
-			Name: rp.Name, MaxRetries: int32(rp.MaxRetries),
-			HttpStatusCodes: rp.HTTPStatusCodes, GrpcStatusCodes: rp.GRPCStatusCodes,
-		}
-		if rp.Policy == "exponential" {
-			r.Backoff = outriggerv1alpha1.Retry_EXPONENTIAL
-			r.MaxInterval = durationpb.New(rp.MaxInterval)
-		} else {
-			r.Duration = durationpb.New(rp.Duration)
-		}
-		out.Retry = r
+		out.Retry = typedRetry(*rp)
 	}
 	if cb := pol.breaker; cb != nil {
 		out.CircuitBreaker = &outriggerv1alpha1.CircuitBreaker{
@@ -509,4 +510,19 @@ func typedFilter[M proto.Message](r *routev3.Route, key string, m M) (M, error) 
 		return zero, fmt.Errorf("route %q: %s: %w", r.GetName(), key, err)
 	}
 	return m, nil
+}
+
+// typedRetry is a retry policy as Outrigger's own message.
+func typedRetry(rp config.RetryPolicy) *outriggerv1alpha1.Retry {
+	r := &outriggerv1alpha1.Retry{
+		Name: rp.Name, MaxRetries: int32(rp.MaxRetries),
+		HttpStatusCodes: rp.HTTPStatusCodes, GrpcStatusCodes: rp.GRPCStatusCodes,
+	}
+	if rp.Policy == "exponential" {
+		r.Backoff = outriggerv1alpha1.Retry_EXPONENTIAL
+		r.MaxInterval = durationpb.New(rp.MaxInterval)
+	} else {
+		r.Duration = durationpb.New(rp.Duration)
+	}
+	return r
 }

@@ -25,6 +25,8 @@ type Routes struct {
 	// defaultInvoke is the route of calls to an app without one of its
 	// own (DefaultInvokeRouteName); nil without default app policies.
 	defaultInvoke *InvokeRoute
+	// builtInRetry is a redefined DaprBuiltInServiceRetries; nil for Dapr's.
+	builtInRetry *outriggerv1alpha1.Retry
 }
 
 // InvokeRoute is what the routes say of calls to one app.
@@ -51,7 +53,12 @@ func NewRoutes(rc *routev3.RouteConfiguration) (*Routes, error) {
 			}
 			switch {
 			case r.GetNonForwardingAction() != nil && r.GetMatch().GetPathSeparatedPrefix() == invokePrefix:
-				// Every invocation: the default app policies.
+				// Every invocation: the default app policies, and the
+				// built-in retry of apps without any.
+				rt.builtInRetry = pol.GetBuiltinServiceRetry()
+				if pol.GetTimeout() == nil && pol.GetRetry() == nil && pol.GetCircuitBreaker() == nil {
+					continue
+				}
 				ir := InvokeRoute{Timeout: pol.GetTimeout().AsDuration(), Resiliency: pol}
 				if ir.Timeout < 0 {
 					errs = append(errs, fmt.Errorf("route %q: negative timeout", r.GetName()))
@@ -153,6 +160,15 @@ func (t *RouteTable) Routes() *Routes {
 func (t *RouteTable) InvokeResiliency(appID, namespace string) *outriggerv1alpha1.Resiliency {
 	r, _ := t.Routes().Invoke(appID, nameresolution.NamespaceOrDefault(namespace))
 	return r.Resiliency
+}
+
+// BuiltInServiceRetry is DaprBuiltInServiceRetries as a Resiliency
+// document redefines it; nil keeps Dapr's.
+func (t *RouteTable) BuiltInServiceRetry() *outriggerv1alpha1.Retry {
+	if rt := t.Routes(); rt != nil {
+		return rt.builtInRetry
+	}
+	return nil
 }
 
 // InvokeTimeout is the timeout of calls to appID in namespace (the default

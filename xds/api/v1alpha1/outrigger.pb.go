@@ -163,9 +163,14 @@ type Resiliency struct {
 	Retry          *Retry          `protobuf:"bytes,2,opt,name=retry,proto3" json:"retry,omitempty"`
 	CircuitBreaker *CircuitBreaker `protobuf:"bytes,3,opt,name=circuit_breaker,json=circuitBreaker,proto3" json:"circuit_breaker,omitempty"`
 	// The whole operation's deadline, retries included; unset is none.
-	Timeout       *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Only on the route of every invocation ("invoke/*"): the retry named
+	// DaprBuiltInServiceRetries, which replaces Dapr's built-in retry of
+	// invocations to apps without a policy (sent again when the callee's
+	// sidecar gave no answer). Unset keeps Dapr's.
+	BuiltinServiceRetry *Retry `protobuf:"bytes,5,opt,name=builtin_service_retry,json=builtinServiceRetry,proto3" json:"builtin_service_retry,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Resiliency) Reset() {
@@ -222,6 +227,13 @@ func (x *Resiliency) GetCircuitBreaker() *CircuitBreaker {
 func (x *Resiliency) GetTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.Timeout
+	}
+	return nil
+}
+
+func (x *Resiliency) GetBuiltinServiceRetry() *Retry {
+	if x != nil {
+		return x.BuiltinServiceRetry
 	}
 	return nil
 }
@@ -426,13 +438,14 @@ const file_xds_api_v1alpha1_outrigger_proto_rawDesc = "" +
 	"\x03api\x18\x01 \x01(\tR\x03api\x12\x1c\n" +
 	"\tcomponent\x18\x02 \x01(\tR\tcomponent\x12%\n" +
 	"\x0ecomponent_type\x18\x03 \x01(\tR\rcomponentType\x12\x1a\n" +
-	"\bresource\x18\x04 \x01(\tR\bresource\"\xd7\x01\n" +
+	"\bresource\x18\x04 \x01(\tR\bresource\"\xa6\x02\n" +
 	"\n" +
 	"Resiliency\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12/\n" +
 	"\x05retry\x18\x02 \x01(\v2\x19.outrigger.v1alpha1.RetryR\x05retry\x12K\n" +
 	"\x0fcircuit_breaker\x18\x03 \x01(\v2\".outrigger.v1alpha1.CircuitBreakerR\x0ecircuitBreaker\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xf0\x02\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12M\n" +
+	"\x15builtin_service_retry\x18\x05 \x01(\v2\x19.outrigger.v1alpha1.RetryR\x13builtinServiceRetry\"\xf0\x02\n" +
 	"\x05Retry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\abackoff\x18\x02 \x01(\x0e2!.outrigger.v1alpha1.Retry.BackoffR\abackoff\x125\n" +
@@ -480,16 +493,17 @@ var file_xds_api_v1alpha1_outrigger_proto_depIdxs = []int32{
 	3, // 0: outrigger.v1alpha1.Resiliency.retry:type_name -> outrigger.v1alpha1.Retry
 	4, // 1: outrigger.v1alpha1.Resiliency.circuit_breaker:type_name -> outrigger.v1alpha1.CircuitBreaker
 	5, // 2: outrigger.v1alpha1.Resiliency.timeout:type_name -> google.protobuf.Duration
-	0, // 3: outrigger.v1alpha1.Retry.backoff:type_name -> outrigger.v1alpha1.Retry.Backoff
-	5, // 4: outrigger.v1alpha1.Retry.duration:type_name -> google.protobuf.Duration
-	5, // 5: outrigger.v1alpha1.Retry.max_interval:type_name -> google.protobuf.Duration
-	5, // 6: outrigger.v1alpha1.CircuitBreaker.interval:type_name -> google.protobuf.Duration
-	5, // 7: outrigger.v1alpha1.CircuitBreaker.timeout:type_name -> google.protobuf.Duration
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	3, // 3: outrigger.v1alpha1.Resiliency.builtin_service_retry:type_name -> outrigger.v1alpha1.Retry
+	0, // 4: outrigger.v1alpha1.Retry.backoff:type_name -> outrigger.v1alpha1.Retry.Backoff
+	5, // 5: outrigger.v1alpha1.Retry.duration:type_name -> google.protobuf.Duration
+	5, // 6: outrigger.v1alpha1.Retry.max_interval:type_name -> google.protobuf.Duration
+	5, // 7: outrigger.v1alpha1.CircuitBreaker.interval:type_name -> google.protobuf.Duration
+	5, // 8: outrigger.v1alpha1.CircuitBreaker.timeout:type_name -> google.protobuf.Duration
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_xds_api_v1alpha1_outrigger_proto_init() }
