@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,11 +22,11 @@ import (
 // that no client connection's source port can take one between rounds.
 const appPort = 20080
 
-type sidecarPorts struct{ http, grpc, internal, metrics int }
+type sidecarPorts struct{ http, grpc, internal, metrics, profile int }
 
 var (
-	callerPorts = sidecarPorts{http: 20500, grpc: 20501, internal: 20502, metrics: 20503}
-	calleePorts = sidecarPorts{http: 20510, grpc: 20511, internal: 20512, metrics: 20513}
+	callerPorts = sidecarPorts{http: 20500, grpc: 20501, internal: 20502, metrics: 20503, profile: 20504}
+	calleePorts = sidecarPorts{http: 20510, grpc: 20511, internal: 20512, metrics: 20513, profile: 20514}
 )
 
 const (
@@ -259,7 +260,16 @@ func (b *bench) sidecarRound(ctx context.Context, kind string, round int) (round
 		}
 	}
 	sampler := startRSSSampler(caller, callee)
+	var profiles func() error
+	if b.cfg.profile != "" && isOutrigger(kind) {
+		profiles = b.startProfiles(ctx, fmt.Sprintf("%s-round%d", kind, round))
+	}
 	err = b.scenarios(ctx, url, &r, []*process{caller, callee})
+	if profiles != nil {
+		if perr := profiles(); perr != nil && err == nil {
+			err = perr
+		}
+	}
 	peaks := sampler.stop()
 	r.CallerPeakKiB, r.CalleePeakKiB = peaks[0], peaks[1]
 	for _, p := range []*process{caller, callee} {
@@ -299,6 +309,9 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 			return nil, err
 		}
 		env = []string{"OUTRIGGER_HOME=" + home}
+		if b.cfg.profile != "" {
+			args = append(args, "--enable-profiling", "--profile-port", strconv.Itoa(ports.profile))
+		}
 		switch kind {
 		case targetOutriggerBare:
 			args = append(args, "--enable-metrics=false")
@@ -556,5 +569,50 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	case <-t.C:
 		return nil
+	}
+}
+
+// startProfiles starts a CPU profile of both sidecars covering the warm-up
+// and the fixed-rate scenario; the function it returns waits for them and
+// writes them to the profile folder as <name>-<app-id>.pprof.
+func (b *bench) startProfiles(ctx context.Context, name string) func() error {
+	seconds := int((b.cfg.warmup + b.cfg.fixedDuration).Seconds())
+	if seconds < 1 {
+		seconds = 1
+	}
+	errs := make(chan error, 2)
+	if err := os.MkdirAll(b.cfg.profile, 0o755); err != nil {
+		return func() error { return err }
+	}
+	for _, s := range []struct {
+		id    string
+		ports sidecarPorts
+	}{{callerID, callerPorts}, {calleeID, calleePorts}} {
+		go func() {
+			url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", s.ports.profile, seconds)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				errs <- fmt.Errorf("profile of %s: %w", s.id, err)
+				return
+			}
+			defer resp.Body.Close()
+			data, err := io.ReadAll(resp.Body)
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("status %d: %s", resp.StatusCode, data)
+			}
+			if err != nil {
+				errs <- fmt.Errorf("profile of %s: %w", s.id, err)
+				return
+			}
+			errs <- os.WriteFile(filepath.Join(b.cfg.profile, name+"-"+s.id+".pprof"), data, 0o644)
+		}()
+	}
+	return func() error {
+		return errors.Join(<-errs, <-errs)
 	}
 }

@@ -71,6 +71,9 @@ type config struct {
 	netns        bool
 	keep         bool
 	verbose      bool
+	// profile, when set, is the folder that receives CPU profiles of the
+	// Outrigger sidecars over each fixed-rate scenario.
+	profile string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -111,6 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.netns, "netns", true, "run inside a fresh network namespace; false only where the machine is already isolated (daprd's mDNS multicasts)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the working folder (process logs, resources) after the run")
 	fs.BoolVar(&c.verbose, "v", false, "log progress details")
+	fs.StringVar(&c.profile, "profile", "", "write a CPU profile of each Outrigger sidecar over each fixed-rate scenario to this folder (<target>-round<N>-<app-id>.pprof); profiling is on in every Outrigger target, so compare targets from the same kind of run")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -157,6 +161,13 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--outrigger-resolution %q: want static or mdns", c.resolution)
 	case c.startTimeout <= 0 || c.reqTimeout <= 0:
 		return nil, errors.New("--start-timeout and --request-timeout must be positive")
+	}
+	if c.profile != "" {
+		abs, err := filepath.Abs(c.profile)
+		if err != nil {
+			return nil, fmt.Errorf("--profile: %w", err)
+		}
+		c.profile = abs
 	}
 	return c, nil
 }
