@@ -448,6 +448,16 @@ func daprEnv(appID string, cfg proxy.Config, ports proxy.Ports) []string {
 	if ports.Metrics > 0 {
 		env = append(env, "DAPR_METRICS_PORT="+strconv.Itoa(ports.Metrics))
 	}
+	if ports.Proxy > 0 {
+		// Calls to other apps by name (http://orders/..., a gRPC client
+		// dialling orders:50051) go through the sidecar's explicit proxy;
+		// its own API on loopback does not.
+		u := "http://127.0.0.1:" + strconv.Itoa(ports.Proxy)
+		for _, k := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "grpc_proxy"} {
+			env = append(env, k+"="+u)
+		}
+		env = append(env, "NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1")
+	}
 	return env
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,12 @@ import (
 	"github.com/outrigger/outrigger/e2e/framework"
 )
 
-func TestMain(m *testing.M) { framework.Main(m) }
+func TestMain(m *testing.M) {
+	if target := os.Getenv(grpcClientEnv); target != "" {
+		os.Exit(grpcClientMain(target))
+	}
+	framework.Main(m)
+}
 
 // callTimeout bounds one call in a test; generous for a loaded machine.
 const callTimeout = 60 * time.Second

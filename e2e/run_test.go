@@ -119,3 +119,69 @@ func TestRunExitCode(t *testing.T) {
 		t.Errorf("the app's SPIFFE_ENDPOINT_SOCKET is not the sidecar's Workload API socket %s\n%s", want, out)
 	}
 }
+
+// TestRunExplicitProxy: under `outrigger run`, an app that knows nothing of
+// Dapr (a shell script with curl) calls http://callee/hello, and its
+// sidecar's explicit proxy (HTTP_PROXY, set by run) carries the call over
+// the mesh: the callee answers the caller by its proven app-id.
+func TestRunExplicitProxy(t *testing.T) {
+	bin := framework.Binary(t)
+	home := t.TempDir()
+	dir := t.TempDir()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "callee"), "./examples/hello/callee")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the callee example: %v\n%s", err, out)
+	}
+	// The script waits (bounded) until the callee is found through the
+	// Dapr API, then calls it by name with no Dapr API at all.
+	script := `for i in $(seq 1 120); do
+  curl -sf --noproxy '*' "http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/invoke/callee/method/hello" >/dev/null && break
+  sleep 0.5
+done
+echo "proxy $HTTP_PROXY"
+curl -sS --fail-with-body http://callee/hello && echo && echo "transparent call done"`
+	port := framework.FreePort(t)
+	runFile := filepath.Join(dir, "run.yaml")
+	yaml := fmt.Sprintf(`version: 1
+apps:
+  - appID: callee
+    appDirPath: %[1]s
+    appPort: %[2]d
+    command: ["%[1]s/callee", "-port", "%[2]d"]
+  - appID: caller
+    appDirPath: %[1]s
+    command: ["sh", "-c", %[3]q]
+`, dir, port, script)
+	if err := os.WriteFile(runFile, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "OUTRIGGER_HOME="+home)
+	t.Cleanup(func() {
+		stop := exec.Command(bin, "stop")
+		stop.Env = env
+		_ = stop.Run()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run := exec.CommandContext(ctx, bin, "run", "-f", runFile)
+	run.Env = env
+	out, err := run.CombinedOutput()
+	log := string(out)
+	if err != nil {
+		t.Fatalf("outrigger run -f: %v\n%s", err, log)
+	}
+	for _, want := range []string{
+		"== APP - caller == proxy http://127.0.0.1:",
+		`== APP - caller == hello, caller!`,
+		"== APP - caller == transparent call done",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("output lacks %q\n%s", want, log)
+		}
+	}
+}

@@ -126,6 +126,12 @@ type Config struct {
 	// ProfilePort, when not zero, serves Go's pprof profiles (daprd's --enable-profiling).
 	ProfilePort int
 
+	// ExplicitProxy serves an HTTP proxy on ProxyPort (0: a free one), on
+	// loopback, for the app's HTTP_PROXY and grpc_proxy: calls to other
+	// apps by name go over the mesh, anything else passes through.
+	ExplicitProxy bool
+	ProxyPort     int
+
 	ResourcesPaths []string
 	ConfigPath     string
 
@@ -187,6 +193,7 @@ const (
 	DefaultGRPCPort         = 50001
 	DefaultInternalGRPCPort = 50002
 	DefaultMetricsPort      = 9090
+	DefaultProxyPort        = 3128 // the explicit proxy's: HTTP proxies' customary port
 	DefaultMaxBodySize      = 4 << 20
 	DefaultNamespace        = "default"
 )

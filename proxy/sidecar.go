@@ -38,6 +38,7 @@ type Ports struct {
 	GRPC     int
 	Internal int
 	Metrics  int
+	Proxy    int // the explicit proxy's; 0 when it is off
 }
 
 // Sidecar is one running sidecar. Create it with New and start it with Run.
@@ -51,7 +52,18 @@ type Sidecar struct {
 	// policies are the apps' retry policies and circuit breakers.
 	policies *resiliency.Policies[peerKey]
 	peerRP   atomic.Pointer[httputil.ReverseProxy]
-	builtIn  atomic.Pointer[builtInRetry]
+	// Interception (intercept.go): the connections taken over, the server
+	// of their calls, the explicit proxy, and what it knows of hosts.
+	intercepted     *connQueue
+	interceptServer *http.Server
+	proxyServer     *http.Server
+	targets         sync.Map // host -> targetEntry
+	passOnce        sync.Once
+	passRP          *httputil.ReverseProxy
+	// life ends when Run returns.
+	life    context.Context
+	endLife context.CancelFunc
+	builtIn atomic.Pointer[builtInRetry]
 
 	apiServer  *http.Server
 	meshServer *http.Server
@@ -109,6 +121,12 @@ func New(cfg Config) (*Sidecar, error) {
 		s.app = app
 	}
 	s.grpcServer = s.newGRPCServer()
+	s.life, s.endLife = context.WithCancel(context.Background())
+	s.intercepted = newConnQueue()
+	s.interceptServer = s.newInterceptServer()
+	if cfg.ExplicitProxy {
+		s.proxyServer = s.newProxyServer()
+	}
 	s.apiServer = &http.Server{
 		Handler:           http.HandlerFunc(s.serveAPI),
 		ReadHeaderTimeout: 30 * time.Second,
@@ -229,15 +247,30 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	var proxyL net.Listener
+	if s.proxyServer != nil {
+		// The app's own proxy: loopback only, whatever the API binds.
+		proxyL, err = listen("127.0.0.1", s.cfg.ProxyPort, "explicit proxy")
+		if err != nil {
+			if metricsL != nil {
+				_ = metricsL.Close()
+			}
+			closeAll()
+			return err
+		}
+	}
 	s.ports = Ports{HTTP: portOf(httpL), GRPC: portOf(grpcL), Internal: portOf(meshL)}
 	if metricsL != nil {
 		s.ports.Metrics = portOf(metricsL)
+	}
+	if proxyL != nil {
+		s.ports.Proxy = portOf(proxyL)
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	serveErr := make(chan error, 4)
+	serveErr := make(chan error, 8)
 	serve := func(name string, fn func() error) {
 		wg.Go(func() {
 			if err := fn(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
@@ -250,6 +283,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	serve("mesh", func() error { return s.meshServer.Serve(meshServeL) })
 	if metricsL != nil {
 		serve("metrics", func() error { return s.metrics.Serve(metricsL) })
+	}
+	serve("interception", func() error { return s.interceptServer.Serve(s.intercepted) })
+	if proxyL != nil {
+		serve("explicit proxy", func() error { return s.proxyServer.Serve(proxyL) })
 	}
 	// Other sidecars learn of this one only once its app answers, as daprd
 	// becomes ready only once the app's port is open.
@@ -272,7 +309,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	close(s.ready)
 	s.log.Info("sidecar is up", "namespace", s.cfg.Namespace,
 		"http_port", s.ports.HTTP, "grpc_port", s.ports.GRPC, "internal_grpc_port", s.ports.Internal,
-		"metrics_port", s.ports.Metrics, "app_port", s.cfg.AppPort, "app_protocol", s.cfg.AppProtocol,
+		"metrics_port", s.ports.Metrics, "proxy_port", s.ports.Proxy, "app_port", s.cfg.AppPort, "app_protocol", s.cfg.AppProtocol,
 		"startup", time.Since(start).String())
 	if s.cfg.Announcer != nil {
 		wg.Go(func() {
@@ -300,7 +337,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	shCtx, shCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer shCancel()
 	var swg sync.WaitGroup
-	for _, srv := range []*http.Server{s.apiServer, s.meshServer, s.metrics} {
+	for _, srv := range []*http.Server{s.apiServer, s.meshServer, s.metrics, s.proxyServer, s.interceptServer} {
 		if srv == nil {
 			continue
 		}
@@ -316,6 +353,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		}
 	})
 	swg.Wait()
+	s.endLife() // pass-through tunnels close
+	_ = s.intercepted.Close()
 	wg.Wait()
 	s.peers.close()
 	if s.app != nil {

@@ -19,6 +19,8 @@ type stats struct {
 
 	retries *prometheus.CounterVec // invocation attempts a retry policy sent again, by target app
 	breaker *prometheus.GaugeVec   // circuit breaker state of calls to an app: 0 closed, 1 half open, 2 open
+
+	intercepted *prometheus.CounterVec // the app's calls the sidecar took over, by kind and where they went
 }
 
 func newStats(reg prometheus.Registerer, appID string) *stats {
@@ -54,7 +56,7 @@ func newStats(reg prometheus.Registerer, appID string) *stats {
 	}, []string{"src_app_id", "action", "scope"})
 	s.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "outrigger", Subsystem: "resiliency", Name: "retries_total",
-		Help:        "Service invocation attempts sent again by the target app's retry policy.",
+		Help:        "Service invocation attempts sent again by the target app's retry policy, or by the built-in retry of apps without one.",
 		ConstLabels: prometheus.Labels{"app_id": appID},
 	}, []string{"dest_app_id"})
 	s.breaker = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -62,7 +64,12 @@ func newStats(reg prometheus.Registerer, appID string) *stats {
 		Help:        "State of the circuit breaker of calls to an app: 0 closed, 1 half open, 2 open.",
 		ConstLabels: prometheus.Labels{"app_id": appID},
 	}, []string{"dest_app_id", "policy"})
-	reg.MustRegister(outbound, inbound, s.apiAuthFailures, s.meshRefused, s.aclDecisions, s.retries, s.breaker)
+	s.intercepted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "outrigger", Subsystem: "interception", Name: "requests_total",
+		Help:        "The app's calls the sidecar took over (kind: request, an HTTP request to its explicit proxy; connect, a CONNECT tunnel), by where they went: mesh (to an app), passthrough (to their own destination) or error.",
+		ConstLabels: prometheus.Labels{"app_id": appID},
+	}, []string{"kind", "route"})
+	reg.MustRegister(outbound, inbound, s.apiAuthFailures, s.meshRefused, s.aclDecisions, s.retries, s.breaker, s.intercepted)
 	return s
 }
 

@@ -144,6 +144,14 @@ func devApp(f *sidecarFlags, fs *flag.FlagSet, command []string, dir string, env
 	if !set["dapr-internal-listen-address"] {
 		cfg.MeshListenAddress = "127.0.0.1"
 	}
+	// The app calls other apps by name through its sidecar's explicit
+	// proxy (HTTP_PROXY and the like, set by devmode).
+	if !set["enable-explicit-proxy"] {
+		cfg.ExplicitProxy = true
+	}
+	if !set["proxy-port"] {
+		cfg.ProxyPort = 0
+	}
 	if len(cfg.ResourcesPaths) == 0 {
 		// As `dapr run` takes ~/.dapr/components: the default resources,
 		// made on first use.

@@ -89,6 +89,8 @@ func newSidecarFlags(fs *flag.FlagSet) *sidecarFlags {
 	fs.BoolVar(&c.EnableAPILogging, "enable-api-logging", false, "log every API call")
 	fs.BoolVar(&f.enableProfiling, "enable-profiling", false, "serve Go's pprof profiles on --profile-port")
 	fs.IntVar(&c.ProfilePort, "profile-port", 7777, "port of the pprof endpoint")
+	fs.BoolVar(&c.ExplicitProxy, "enable-explicit-proxy", false, "serve an HTTP proxy on loopback (--proxy-port) for the app's HTTP_PROXY and grpc_proxy: calls to other apps by name go over the mesh (on by default under outrigger run)")
+	fs.IntVar(&c.ProxyPort, "proxy-port", proxy.DefaultProxyPort, "port of the explicit proxy")
 	f.maxBody = quantityFlag{bytes: &c.MaxBodySize}
 	c.MaxBodySize = proxy.DefaultMaxBodySize
 	fs.Var(&f.maxBody, "max-body-size", "largest request body accepted, e.g. 4Mi (default 4Mi)")
@@ -148,6 +150,9 @@ func (f *sidecarFlags) config() (proxy.Config, *slog.Logger, error) {
 	c.MetricsDisabled = !f.enableMetrics
 	if !f.enableProfiling {
 		c.ProfilePort = 0
+	}
+	if c.ProxyPort < 0 || c.ProxyPort > 65535 {
+		return c, nil, usageError{fmt.Errorf("--proxy-port %d: want a port from 0 to 65535", c.ProxyPort)}
 	}
 	if c.AppMaxConcurrency < -1 || c.AppMaxConcurrency == 0 {
 		return c, nil, usageError{fmt.Errorf("--app-max-concurrency %d: want -1 (unlimited) or a positive number", c.AppMaxConcurrency)}
