@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,6 +152,149 @@ func TestExplicitProxyMode(t *testing.T) {
 		}
 		if v := metricValue(t, caller, "outrigger_interception_requests_total", `kind="connect",route="mesh"`); v < 1 {
 			t.Errorf("gRPC tunnels to apps counted: %v, want at least 1", v)
+		}
+	})
+}
+
+// TestTransparentMode: an app in a network namespace of its own, as
+// `outrigger run --transparent` makes one, with the interception rules
+// installed by `outrigger transparent-init`, calls other apps by name
+// (curl http://xp-web/..., a plain grpc-go client dialling xp-grpc:50051;
+// the names resolve to virtual addresses through the namespace's hosts
+// file) with no proxy settings at all; its sidecar, outside the namespace,
+// carries the calls over the mesh with mutual TLS. A TCP destination
+// outside the mesh passes through, the app's calls to its own sidecar's API
+// work, calls to the app arrive through the sidecar only, and once the
+// sidecar is gone the app's calls fail at once rather than go anywhere.
+func TestTransparentMode(t *testing.T) {
+	t.Parallel()
+	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{})
+	web := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
+	grpcApp := framework.StartGRPCApp(t)
+	webSC := framework.StartSidecar(t, framework.SidecarOptions{AppID: "tp-web", AppPort: web.Port, MTLS: cp})
+	grpcSC := framework.StartSidecar(t, framework.SidecarOptions{AppID: "tp-grpc", AppPort: grpcApp.Port, AppProtocol: "grpc", MTLS: cp})
+
+	hosts := "127.0.0.1 localhost\n127.77.0.2 tp-web\n127.77.0.3 tp-grpc\n127.77.0.4 tp-nobody\n"
+	ns := framework.NewAppNetns(t, hosts)
+	// The app (here only a server the other apps call) listens inside.
+	appL := framework.ListenIn(t, ns, "127.0.0.1:0")
+	appPort := appL.Addr().(*net.TCPAddr).Port
+	appSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "app in its namespace saw %s from %s", r.URL.Path, r.Header.Get("Dapr-Caller-App-Id"))
+	})}
+	go func() { _ = appSrv.Serve(appL) }()
+	t.Cleanup(func() { _ = appSrv.Close() })
+
+	transparentPort := 15001
+	init := exec.Command(framework.Binary(t), "transparent-init", "--netns", ns, "--transparent-port", strconv.Itoa(transparentPort),
+		"--app-port", strconv.Itoa(appPort), "--redirect-loopback")
+	if out, err := init.CombinedOutput(); err != nil {
+		t.Fatalf("transparent-init: %v\n%s", err, out)
+	}
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "tp-app", AppPort: appPort, MTLS: cp,
+		Resolve: []framework.Endpoint{webSC.Endpoint(), grpcSC.Endpoint()},
+		Args: []string{"--enable-transparent", "--transparent-port", strconv.Itoa(transparentPort),
+			"--app-netns", "/var/run/netns/" + ns, "--virtual-hosts", "/etc/netns/" + ns + "/hosts"}})
+
+	// inApp runs a command inside the app's namespace, with no proxy
+	// settings.
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !strings.Contains(strings.ToLower(k), "proxy") {
+			env = append(env, kv)
+		}
+	}
+	inApp := func(t *testing.T, extraEnv []string, args ...string) ([]byte, error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...)
+		cmd.Env = append(append([]string(nil), env...), extraEnv...)
+		return cmd.CombinedOutput()
+	}
+
+	t.Run("curl by name", func(t *testing.T) {
+		out, err := inApp(t, nil, "curl", "-sS", "--fail-with-body", "--data-binary", "from the namespace", "http://tp-web/echo/tp?y=2")
+		if err != nil {
+			t.Fatalf("curl: %v %s", err, out)
+		}
+		e := echoOf(t, out)
+		if e.Path != "/echo/tp" || e.RawQuery != "y=2" || e.Body != "from the namespace" {
+			t.Errorf("the app saw %+v", e)
+		}
+		if got := http.Header(e.Header).Get("Dapr-Caller-App-Id"); got != "tp-app" {
+			t.Errorf("the app saw dapr-caller-app-id %q, want the proven caller tp-app", got)
+		}
+	})
+
+	t.Run("grpc-go by name", func(t *testing.T) {
+		out, err := inApp(t, []string{grpcClientEnv + "=tp-grpc:50051"}, os.Args[0])
+		if err != nil {
+			t.Fatalf("the gRPC client: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "unary: unary through the proxy") || !strings.Contains(string(out), "stream: ping 2") {
+			t.Errorf("the gRPC client printed %q", out)
+		}
+		if got := grpcApp.Metadata("/grpc.testing.TestService/UnaryCall").Get("dapr-caller-app-id"); len(got) != 1 || got[0] != "tp-app" {
+			t.Errorf("the gRPC app saw dapr-caller-app-id %v, want tp-app", got)
+		}
+	})
+
+	t.Run("pass-through and the sidecar's own API", func(t *testing.T) {
+		outside := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "outside saw %s", r.URL.Path)
+		}))
+		defer outside.Close()
+		// 127.0.0.1 in the app's namespace is its own loopback; the
+		// sidecar, outside, reaches the machine's.
+		out, err := inApp(t, nil, "curl", "-sS", "--fail-with-body", outside.URL+"/plain")
+		if err != nil || string(out) != "outside saw /plain" {
+			t.Fatalf("pass-through: %v %q", err, out)
+		}
+		out, err = inApp(t, nil, "curl", "-sS", "--fail-with-body", "http://127.0.0.1:"+strconv.Itoa(sc.HTTPPort)+"/v1.0/metadata")
+		if err != nil || !strings.Contains(string(out), `"id":"tp-app"`) {
+			t.Fatalf("the app's own sidecar API from its namespace: %v %q", err, out)
+		}
+		// A name of the hosts file that no running app has: Dapr's
+		// error, from the sidecar.
+		out, err = inApp(t, nil, "curl", "-sS", "--max-time", "20", "http://tp-nobody/")
+		if err != nil || !strings.Contains(string(out), "ERR_DIRECT_INVOKE") {
+			t.Fatalf("a call to an app that is not there: %v %q", err, out)
+		}
+		// A virtual address that names nothing goes nowhere.
+		if out, err := inApp(t, nil, "curl", "-sS", "--max-time", "10", "http://127.77.0.99/"); err == nil {
+			t.Fatalf("a call to a virtual address of no app answered: %q", out)
+		}
+	})
+
+	t.Run("inbound only through the sidecar", func(t *testing.T) {
+		in := framework.StartSidecar(t, framework.SidecarOptions{AppID: "tp-in", MTLS: cp, Resolve: []framework.Endpoint{sc.Endpoint()}})
+		resp, body := call(t, http.MethodGet, in.URL("/v1.0/invoke/tp-app/method/hello"), nil, nil)
+		if resp.StatusCode != http.StatusOK || string(body) != "app in its namespace saw /hello from tp-in" {
+			t.Fatalf("a call to the app through its sidecar: %d %q", resp.StatusCode, body)
+		}
+		// The app's port is in its namespace: from outside, nothing is there.
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(appPort), 2*time.Second); err == nil {
+			c.Close()
+			t.Fatalf("the app's port answered from outside its namespace")
+		}
+	})
+
+	t.Run("sidecar gone: calls fail at once", func(t *testing.T) {
+		if err := syscall.Kill(sc.Pid(), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-sc.Exited()
+		start := time.Now()
+		out, err := inApp(t, nil, "curl", "-sS", "--max-time", "20", "http://tp-web/echo/after")
+		if err == nil {
+			t.Fatalf("a call with the sidecar gone answered: %q", out)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("the call took %v to fail, want at once", took)
+		}
+		if calls := web.Calls("after"); calls != 0 {
+			t.Errorf("the web app saw %d calls after the sidecar stopped", calls)
 		}
 	})
 }

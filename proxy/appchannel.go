@@ -41,6 +41,10 @@ type appChannel struct {
 
 	sem chan struct{} // nil: unlimited
 
+	// dial connects to the app (inside its network namespace when it has
+	// one of its own).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
 	token string // APP_API_TOKEN, sent as dapr-api-token on every call to the app
 
 	reachable atomic.Bool // the app's port accepted a connection
@@ -59,9 +63,10 @@ func newAppChannel(cfg *Config, log *slog.Logger) (*appChannel, error) {
 	if cfg.AppMaxConcurrency > 0 {
 		a.sem = make(chan struct{}, cfg.AppMaxConcurrency)
 	}
+	a.dial = appDialer(cfg, &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second})
 	a.transport = &http.Transport{
 		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           a.dial,
 		MaxIdleConns:          0,
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
@@ -78,7 +83,7 @@ func newAppChannel(cfg *Config, log *slog.Logger) (*appChannel, error) {
 	}
 	var rt http.RoundTripper = a.transport
 	if cfg.AppProtocol == ProtocolHTTP {
-		a.inline = newInlineTransport(a.addr, a.transport)
+		a.inline = newInlineTransport(a.addr, a.transport, a.dial)
 		rt = a.inline
 	}
 	a.proxy = &httputil.ReverseProxy{
@@ -93,6 +98,7 @@ func newAppChannel(cfg *Config, log *slog.Logger) (*appChannel, error) {
 		conn, err := grpc.NewClient(a.addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(int(cfg.MaxBodySize)), grpc.MaxCallSendMsgSize(int(cfg.MaxBodySize))),
+			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return a.dial(ctx, "tcp", addr) }),
 		)
 		if err != nil {
 			return nil, fmt.Errorf("proxy: app channel to %s: %w", a.addr, err)
@@ -178,10 +184,9 @@ func (a *appChannel) invokeGRPC(ctx context.Context, req *commonv1pb.InvokeReque
 func (a *appChannel) waitReachable(ctx context.Context) {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	var d net.Dialer
 	for {
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
-		c, err := d.DialContext(dctx, "tcp", a.addr)
+		c, err := a.dial(dctx, "tcp", a.addr)
 		cancel()
 		if err == nil {
 			_ = c.Close()

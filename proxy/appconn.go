@@ -27,7 +27,7 @@ const inlineMaxBody = 64 << 10
 type inlineTransport struct {
 	addr     string
 	fallback http.RoundTripper
-	dialer   net.Dialer
+	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle  int
 
 	mu   sync.Mutex
@@ -40,11 +40,11 @@ type inlineConn struct {
 	bw *bufio.Writer
 }
 
-func newInlineTransport(addr string, fallback http.RoundTripper) *inlineTransport {
+func newInlineTransport(addr string, fallback http.RoundTripper, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *inlineTransport {
 	return &inlineTransport{
 		addr:     addr,
 		fallback: fallback,
-		dialer:   net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
+		dial:     dial,
 		maxIdle:  256,
 	}
 }
@@ -200,7 +200,7 @@ func (t *inlineTransport) get(ctx context.Context) (*inlineConn, bool, error) {
 		}
 		_ = c.nc.Close()
 	}
-	nc, err := t.dialer.DialContext(ctx, "tcp", t.addr)
+	nc, err := t.dial(ctx, "tcp", t.addr)
 	if err != nil {
 		return nil, false, err
 	}

@@ -40,7 +40,7 @@ func TestInlineTransportReusesConnections(t *testing.T) {
 	}
 	srv.Start()
 	defer srv.Close()
-	tr := newInlineTransport(srv.Listener.Addr().String(), http.DefaultTransport)
+	tr := newInlineTransport(srv.Listener.Addr().String(), http.DefaultTransport, (&net.Dialer{}).DialContext)
 	defer tr.closeIdle()
 	do := func(method, path, body string) (*http.Response, string) {
 		t.Helper()
@@ -131,7 +131,7 @@ func TestInlineTransportRetriesStaleConnection(t *testing.T) {
 	// The app answers with keep-alive but closes the connection right after:
 	// the next call finds a dead pooled connection and must be replayed.
 	addr, served, closed := rawApp(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true)
-	tr := newInlineTransport(addr, http.DefaultTransport)
+	tr := newInlineTransport(addr, http.DefaultTransport, (&net.Dialer{}).DialContext)
 	defer tr.closeIdle()
 	for i := range 3 {
 		// Wait until the app has closed the previous connection: a call made
@@ -159,7 +159,7 @@ func TestInlineTransportRetriesStaleConnection(t *testing.T) {
 
 func TestInlineTransportSkipsInformational(t *testing.T) {
 	addr, _, _ := rawApp(t, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone", false)
-	tr := newInlineTransport(addr, http.DefaultTransport)
+	tr := newInlineTransport(addr, http.DefaultTransport, (&net.Dialer{}).DialContext)
 	defer tr.closeIdle()
 	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
 	resp, err := tr.RoundTrip(req)
@@ -183,7 +183,7 @@ func TestInlineTransportCancel(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	tr := newInlineTransport(srv.Listener.Addr().String(), http.DefaultTransport)
+	tr := newInlineTransport(srv.Listener.Addr().String(), http.DefaultTransport, (&net.Dialer{}).DialContext)
 	defer tr.closeIdle()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -209,7 +209,7 @@ func TestInlineTransportFallsBack(t *testing.T) {
 		fmt.Fprint(w, n)
 	}))
 	defer srv.Close()
-	tr := newInlineTransport(srv.Listener.Addr().String(), fb)
+	tr := newInlineTransport(srv.Listener.Addr().String(), fb, (&net.Dialer{}).DialContext)
 	defer tr.closeIdle()
 	for _, tc := range []struct {
 		name     string
@@ -284,7 +284,7 @@ func TestInlineTransportReplaysOnlyWhatIsSafe(t *testing.T) {
 				}
 			}()
 			addr := l.Addr().String()
-			tr := newInlineTransport(addr, http.DefaultTransport)
+			tr := newInlineTransport(addr, http.DefaultTransport, (&net.Dialer{}).DialContext)
 			defer tr.closeIdle()
 			call := func() error {
 				req, _ := http.NewRequest(tc.method, "http://"+addr+"/", strings.NewReader("b"))

@@ -132,6 +132,21 @@ type Config struct {
 	ExplicitProxy bool
 	ProxyPort     int
 
+	// Transparent serves the transparent listener on 127.0.0.1 at
+	// TransparentPort (DefaultTransparentPort when 0): the app's outbound
+	// TCP, redirected there by iptables, is routed by its original
+	// destination (docs/interception.md).
+	Transparent     bool
+	TransparentPort int
+	// AppNetns, when set, is the app's own network namespace (a path such
+	// as /var/run/netns/NAME): the transparent listener and the
+	// connections to the app are made inside it, everything else from the
+	// sidecar's namespace.
+	AppNetns string
+	// VirtualHosts is a hosts file whose addresses in 127.77.0.0/16 name
+	// apps (the app's namespace resolves names with it).
+	VirtualHosts string
+
 	ResourcesPaths []string
 	ConfigPath     string
 

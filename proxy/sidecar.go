@@ -39,6 +39,9 @@ type Ports struct {
 	Internal int
 	Metrics  int
 	Proxy    int // the explicit proxy's; 0 when it is off
+	// Transparent is the transparent listener's (in the app's network
+	// namespace when it has one); 0 when it is off.
+	Transparent int
 }
 
 // Sidecar is one running sidecar. Create it with New and start it with Run.
@@ -60,6 +63,10 @@ type Sidecar struct {
 	targets         sync.Map // host -> targetEntry
 	passOnce        sync.Once
 	passRP          *httputil.ReverseProxy
+	// Transparent interception (transparent.go): the app's calls to the
+	// sidecar's own API that arrive there, and the virtual addresses.
+	ownAPI, ownGRPC *connQueue
+	virtual         *virtualHosts
 	// life ends when Run returns.
 	life    context.Context
 	endLife context.CancelFunc
@@ -126,6 +133,10 @@ func New(cfg Config) (*Sidecar, error) {
 	s.interceptServer = s.newInterceptServer()
 	if cfg.ExplicitProxy {
 		s.proxyServer = s.newProxyServer()
+	}
+	if cfg.Transparent {
+		s.ownAPI, s.ownGRPC = newConnQueue(), newConnQueue()
+		s.virtual = &virtualHosts{path: cfg.VirtualHosts}
 	}
 	s.apiServer = &http.Server{
 		Handler:           http.HandlerFunc(s.serveAPI),
@@ -266,6 +277,19 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if proxyL != nil {
 		s.ports.Proxy = portOf(proxyL)
 	}
+	var transparentL net.Listener
+	if s.cfg.Transparent {
+		if transparentL, err = listenIn(ctx, s.cfg.AppNetns, s.transparentAddr()); err != nil {
+			for _, l := range []net.Listener{metricsL, proxyL} {
+				if l != nil {
+					_ = l.Close()
+				}
+			}
+			closeAll()
+			return fmt.Errorf("transparent listener: %w", err)
+		}
+		s.ports.Transparent = portOf(transparentL)
+	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -288,6 +312,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if proxyL != nil {
 		serve("explicit proxy", func() error { return s.proxyServer.Serve(proxyL) })
 	}
+	if transparentL != nil {
+		serve("transparent", func() error { return s.serveTransparent(transparentL) })
+		serve("HTTP API (app namespace)", func() error { return s.apiServer.Serve(s.ownAPI) })
+		serve("gRPC API (app namespace)", func() error { return s.grpcServer.Serve(s.ownGRPC) })
+	}
 	// Other sidecars learn of this one only once its app answers, as daprd
 	// becomes ready only once the app's port is open.
 	appUp := make(chan struct{})
@@ -309,7 +338,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	close(s.ready)
 	s.log.Info("sidecar is up", "namespace", s.cfg.Namespace,
 		"http_port", s.ports.HTTP, "grpc_port", s.ports.GRPC, "internal_grpc_port", s.ports.Internal,
-		"metrics_port", s.ports.Metrics, "proxy_port", s.ports.Proxy, "app_port", s.cfg.AppPort, "app_protocol", s.cfg.AppProtocol,
+		"metrics_port", s.ports.Metrics, "proxy_port", s.ports.Proxy, "transparent_port", s.ports.Transparent, "app_port", s.cfg.AppPort, "app_protocol", s.cfg.AppProtocol,
 		"startup", time.Since(start).String())
 	if s.cfg.Announcer != nil {
 		wg.Go(func() {
@@ -355,6 +384,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	swg.Wait()
 	s.endLife() // pass-through tunnels close
 	_ = s.intercepted.Close()
+	if transparentL != nil {
+		_ = transparentL.Close()
+		_ = s.ownAPI.Close()
+		_ = s.ownGRPC.Close()
+	}
 	wg.Wait()
 	s.peers.close()
 	if s.app != nil {

@@ -23,6 +23,7 @@ Usage:
   outrigger control-plane [--dev] [flags]          run the control plane
   outrigger stop                                   stop the development control process
   outrigger init                                   write the default resources (a SQLite state store)
+  outrigger transparent-init --app-port N [flags]  install the iptables rules of transparent interception
   outrigger version                                print the version
 
 Run "outrigger COMMAND -h" for a command's flags.
@@ -67,6 +68,8 @@ func run(args []string) int {
 		err = stopCommand(ctx, args[1:])
 	case "init":
 		err = initCommand(args[1:])
+	case "transparent-init":
+		err = transparentInitCommand(ctx, args[1:])
 	case "version", "--version", "-v":
 		fmt.Println(version)
 		return 0

@@ -91,6 +91,10 @@ func newSidecarFlags(fs *flag.FlagSet) *sidecarFlags {
 	fs.IntVar(&c.ProfilePort, "profile-port", 7777, "port of the pprof endpoint")
 	fs.BoolVar(&c.ExplicitProxy, "enable-explicit-proxy", false, "serve an HTTP proxy on loopback (--proxy-port) for the app's HTTP_PROXY and grpc_proxy: calls to other apps by name go over the mesh (on by default under outrigger run)")
 	fs.IntVar(&c.ProxyPort, "proxy-port", proxy.DefaultProxyPort, "port of the explicit proxy")
+	fs.BoolVar(&c.Transparent, "enable-transparent", false, "serve the transparent listener (127.0.0.1:--transparent-port) that takes the app's outbound TCP redirected by iptables (outrigger transparent-init): calls to apps' virtual addresses go over the mesh, anything else passes through (Linux)")
+	fs.IntVar(&c.TransparentPort, "transparent-port", proxy.DefaultTransparentPort, "port of the transparent listener")
+	fs.StringVar(&c.AppNetns, "app-netns", "", "the app's own network namespace (a path such as /var/run/netns/NAME): the transparent listener and the connections to the app are made inside it")
+	fs.StringVar(&c.VirtualHosts, "virtual-hosts", "", "hosts file whose addresses in 127.77.0.0/16 name apps (what the app's namespace resolves names with)")
 	f.maxBody = quantityFlag{bytes: &c.MaxBodySize}
 	c.MaxBodySize = proxy.DefaultMaxBodySize
 	fs.Var(&f.maxBody, "max-body-size", "largest request body accepted, e.g. 4Mi (default 4Mi)")
@@ -153,6 +157,20 @@ func (f *sidecarFlags) config() (proxy.Config, *slog.Logger, error) {
 	}
 	if c.ProxyPort < 0 || c.ProxyPort > 65535 {
 		return c, nil, usageError{fmt.Errorf("--proxy-port %d: want a port from 0 to 65535", c.ProxyPort)}
+	}
+	if c.TransparentPort <= 0 || c.TransparentPort > 65535 {
+		return c, nil, usageError{fmt.Errorf("--transparent-port %d: want a port from 1 to 65535", c.TransparentPort)}
+	}
+	if (c.AppNetns != "" || c.VirtualHosts != "") && !c.Transparent {
+		return c, nil, usageError{errors.New("--app-netns and --virtual-hosts need --enable-transparent")}
+	}
+	if c.AppNetns != "" {
+		if _, err := os.Stat(c.AppNetns); err != nil {
+			return c, nil, usageError{fmt.Errorf("--app-netns: %w", err)}
+		}
+		if c.AppChannelAddress != "" && c.AppChannelAddress != "127.0.0.1" {
+			return c, nil, usageError{fmt.Errorf("--app-netns: the app is reached on its namespace's loopback; --app-channel-address %q does not apply", c.AppChannelAddress)}
+		}
 	}
 	if c.AppMaxConcurrency < -1 || c.AppMaxConcurrency == 0 {
 		return c, nil, usageError{fmt.Errorf("--app-max-concurrency %d: want -1 (unlimited) or a positive number", c.AppMaxConcurrency)}

@@ -100,6 +100,7 @@ func deleteNetns(name string) {
 		}
 	}
 	_ = exec.Command("ip", "netns", "del", name).Run()
+	_ = os.RemoveAll("/etc/netns/" + name) // an app namespace's hosts file
 }
 
 // NewNet makes a switch and n hosts.
@@ -205,4 +206,27 @@ func ListenIn(t testing.TB, ns, addr string) net.Listener {
 	}
 	t.Cleanup(func() { _ = l.Close() })
 	return l
+}
+
+// NewAppNetns makes a namespace of its own for one app, as `outrigger run
+// --transparent` does: only loopback, up, and hosts as its /etc/hosts (ip
+// netns exec binds /etc/netns/NAME/hosts over it). It returns the
+// namespace's name; the test's cleanup removes it and its hosts file.
+func NewAppNetns(t testing.TB, hosts string) string {
+	t.Helper()
+	RequireRoot(t)
+	removeLeftovers(t)
+	name := fmt.Sprintf("ore2e-%d-%d-app", os.Getpid(), netSeq.Add(1))
+	ip(t, "netns", "add", name)
+	t.Cleanup(func() { deleteNetns(name) })
+	ip(t, "-n", name, "link", "set", "lo", "up")
+	dir := "/etc/netns/" + name
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.WriteFile(dir+"/hosts", []byte(hosts), 0o644); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	return name
 }
