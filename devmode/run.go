@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -83,6 +84,9 @@ type Options struct {
 	// Version is this binary's version; a development control process of
 	// another version gets a warning.
 	Version string
+	// Transparent runs each app in a network namespace of its own whose
+	// outbound TCP its sidecar intercepts (transparent.go); Linux, root.
+	Transparent bool
 }
 
 // Run runs apps, each beside its sidecar, until ctx ends or one of them
@@ -120,6 +124,19 @@ func Run(ctx context.Context, o Options, apps []App) (int, error) {
 	con := newConsole(o.Output)
 	r := &runner{o: o, con: con, say: con.writer("== OUTRIGGER == ")}
 	defer r.say.Flush()
+	if o.Transparent {
+		for _, name := range removeLeftoverNetns() {
+			r.sayf("removed the network namespace %s, left by a run that is gone", name)
+		}
+		order := make([]string, len(apps))
+		for i, a := range apps {
+			order[i] = a.ID
+		}
+		var err error
+		if r.hosts, err = virtualHostsFile(order); err != nil {
+			return ExitFailure, err
+		}
+	}
 
 	r.addr = o.ControlPlaneAddress
 	if r.addr == "" {
@@ -189,6 +206,7 @@ type runner struct {
 	addr    string
 	stopAll context.CancelFunc
 	seq     atomic.Int64
+	hosts   string // the apps' virtual addresses, under Transparent
 }
 
 // result is how one app ended.
@@ -219,6 +237,24 @@ func (r *runner) runApp(ctx context.Context, app App) result {
 	}
 	if closer != nil {
 		defer closer.Close()
+	}
+	var netns *appNetns
+	if r.o.Transparent {
+		var appPorts []int
+		if cfg.AppPort > 0 {
+			appPorts = []int{cfg.AppPort}
+		}
+		if netns, err = makeAppNetns(ctx, app.ID, r.hosts, proxy.DefaultTransparentPort, appPorts); err != nil {
+			r.sayf("app %s: %v", app.ID, err)
+			r.stopAll()
+			return r.failed(app.ID, ExitFailure)
+		}
+		defer netns.Remove() // after the app and its sidecar have stopped
+		cfg.Transparent, cfg.TransparentPort = true, proxy.DefaultTransparentPort
+		cfg.AppNetns, cfg.VirtualHosts = netns.Path(), netns.HostsPath()
+		cfg.ExplicitProxy = false
+		cfg.AppChannelAddress = "127.0.0.1"
+		r.sayf("app %s: runs in the network namespace %s; its outbound TCP goes through its sidecar", app.ID, netns.Path())
 	}
 	sc, err := proxy.New(cfg)
 	if err != nil {
@@ -273,7 +309,11 @@ func (r *runner) runApp(ctx context.Context, app App) result {
 
 	appLogs := r.con.writer("== APP - " + app.ID + " == ")
 	defer appLogs.Flush()
-	cmd := exec.Command(app.Command[0], app.Command[1:]...)
+	argv := app.Command
+	if netns != nil {
+		argv = netns.Command(argv)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = app.Dir
 	cmd.Env = append(append(os.Environ(), app.Env...), daprEnv(app.ID, cfg, ports)...)
 	cmd.Stdout, cmd.Stderr = appLogs, appLogs
@@ -295,7 +335,14 @@ func (r *runner) runApp(ctx context.Context, app App) result {
 		waitCtx, waitCancel := context.WithCancel(ctx)
 		defer waitCancel()
 		addr := net.JoinHostPort(orDefault(cfg.AppChannelAddress, "127.0.0.1"), strconv.Itoa(cfg.AppPort))
-		go func() { portCh <- waitForPort(waitCtx, addr, r.o.AppPortTimeout) }()
+		if netns != nil {
+			// The app listens in its namespace: the sidecar, which
+			// reaches it there, says when it does.
+			addr = "127.0.0.1:" + strconv.Itoa(ports.HTTP)
+			go func() { portCh <- waitForHealthz(waitCtx, addr, r.o.AppPortTimeout) }()
+		} else {
+			go func() { portCh <- waitForPort(waitCtx, addr, r.o.AppPortTimeout) }()
+		}
 	}
 	var portFailure *result
 	for {
@@ -424,6 +471,35 @@ func waitForPort(ctx context.Context, addr string, timeout time.Duration) error 
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not listening on %s after %v", addr, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// waitForHealthz polls the sidecar at addr until /v1.0/healthz answers 204
+// (its app reachable), ctx ends or timeout passes.
+func waitForHealthz(ctx context.Context, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1.0/healthz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNoContent {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not listening in its namespace after %v", timeout)
 		}
 		select {
 		case <-ctx.Done():

@@ -185,3 +185,91 @@ apps:
 		}
 	}
 }
+
+// TestRunTransparent: `outrigger run --transparent` runs each app in a
+// network namespace of its own; the caller, a shell script with curl and
+// no proxy settings, calls http://callee/hello and its own sidecar's API
+// on 127.0.0.1, and the callee answers it by its proven app-id. The run
+// removes a namespace a crashed run left behind, and its own when it ends.
+func TestRunTransparent(t *testing.T) {
+	framework.RequireRoot(t)
+	bin := framework.Binary(t)
+	home := t.TempDir()
+	dir := t.TempDir()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "callee"), "./examples/hello/callee")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the callee example: %v\n%s", err, out)
+	}
+	// A namespace left by a run that crashed: its pid names a process
+	// that is gone.
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	leftover := fmt.Sprintf("outrigger-%d-crashed", gone.Process.Pid)
+	if out, err := exec.Command("ip", "netns", "add", leftover).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", leftover).Run() })
+
+	script := `for i in $(seq 1 120); do
+  curl -sf "http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/healthz/outbound" && break
+  sleep 0.5
+done
+echo "proxy=[$HTTP_PROXY] $(curl -sS "http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/metadata" | grep -o '"id":"[a-z]*"')"
+for i in $(seq 1 120); do
+  out=$(curl -sS --fail-with-body http://callee/hello) && break
+  sleep 0.5
+done
+echo "$out" && echo "transparent call done"`
+	port := framework.FreePort(t)
+	runFile := filepath.Join(dir, "run.yaml")
+	yaml := fmt.Sprintf(`version: 1
+apps:
+  - appID: callee
+    appDirPath: %[1]s
+    appPort: %[2]d
+    command: ["%[1]s/callee", "-port", "%[2]d"]
+  - appID: caller
+    appDirPath: %[1]s
+    command: ["sh", "-c", %[3]q]
+`, dir, port, script)
+	if err := os.WriteFile(runFile, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "OUTRIGGER_HOME="+home)
+	t.Cleanup(func() {
+		stop := exec.Command(bin, "stop")
+		stop.Env = env
+		_ = stop.Run()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run := exec.CommandContext(ctx, bin, "run", "--transparent", "-f", runFile)
+	run.Env = env
+	out, err := run.CombinedOutput()
+	log := string(out)
+	if err != nil {
+		t.Fatalf("outrigger run --transparent -f: %v\n%s", err, log)
+	}
+	for _, want := range []string{
+		"removed the network namespace " + leftover,
+		"app caller: runs in the network namespace /var/run/netns/outrigger-",
+		`== APP - caller == proxy=[] "id":"caller"`,
+		`== APP - caller == hello, caller!`,
+		"== APP - caller == transparent call done",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("output lacks %q\n%s", want, log)
+		}
+	}
+	list, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(list), fmt.Sprintf("outrigger-%d-", run.Process.Pid)) || strings.Contains(string(list), leftover) {
+		t.Errorf("namespaces left after the run:\n%s", list)
+	}
+}

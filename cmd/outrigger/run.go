@@ -25,6 +25,11 @@ development control process, which the first run starts in the background
 ($OUTRIGGER_HOME, default ~/.outrigger) and ` + "`outrigger stop`" + ` stops.
 An app that names no resources path gets $OUTRIGGER_HOME/resources, made on
 first use with a SQLite state store named statestore (see outrigger init).
+Apps call other apps by name (http://orders/..., a gRPC client dialling
+orders:50051) with no Dapr API: through their sidecar's explicit proxy
+(HTTP_PROXY, grpc_proxy and the like are set), or, with --transparent (Linux,
+root), from a network namespace of their own whose outbound TCP the sidecar
+intercepts. See docs/interception.md.
 Ctrl-C stops the apps, then their sidecars; the run ends when an app exits,
 with that app's exit code.
 
@@ -56,7 +61,9 @@ func runApps(ctx context.Context, args []string) (int, error) {
 	f := newSidecarFlags(fs)
 	var runFile string
 	fs.StringVar(&runFile, "f", "", "run file: run every app it lists (Dapr's multi-app run template)")
-	fs.StringVar(&runFile, "run-file", "", "same as -f")
+	fs.StringVar(&runFile, "run-file", "", "same as -f (with --transparent, the only other flag it takes)")
+	var transparent bool
+	fs.BoolVar(&transparent, "transparent", false, "run each app in a network namespace of its own whose outbound TCP its sidecar intercepts: apps call one another by name with no Dapr API and no proxy settings (Linux, root; docs/interception.md)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), runUsage)
 		fs.PrintDefaults()
@@ -77,7 +84,7 @@ func runApps(ctx context.Context, args []string) (int, error) {
 	if runFile != "" {
 		var extra []string
 		fs.Visit(func(fl *flag.Flag) {
-			if fl.Name != "f" && fl.Name != "run-file" {
+			if fl.Name != "f" && fl.Name != "run-file" && fl.Name != "transparent" {
 				extra = append(extra, "--"+fl.Name)
 			}
 		})
@@ -115,7 +122,7 @@ func runApps(ctx context.Context, args []string) (int, error) {
 		controlPlane = f.controlPlane
 	}
 
-	return devmode.Run(ctx, devmode.Options{Home: home, ControlPlaneAddress: controlPlane, Version: version}, apps)
+	return devmode.Run(ctx, devmode.Options{Home: home, ControlPlaneAddress: controlPlane, Version: version, Transparent: transparent}, apps)
 }
 
 // devApp turns parsed sidecar flags and an app's command into a devmode
