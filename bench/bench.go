@@ -81,6 +81,7 @@ type bench struct {
 	cp      *controlPlane // for the outrigger-mtls target
 
 	sink          *spanSink // for the outrigger-traced target
+	appNetns      *appNetns // for the outrigger-transparent target
 	tracingConfig string    // its sidecars' --config file, exporting to sink
 }
 
@@ -116,6 +117,14 @@ func (b *bench) measure(ctx context.Context) ([]roundResult, error) {
 		if err := os.WriteFile(b.tracingConfig, []byte(tracingConfiguration(b.sink.addr())), 0o644); err != nil {
 			return nil, err
 		}
+	}
+
+	if slices.Contains(b.cfg.targets, targetOutriggerTransparent) {
+		var err error
+		if b.appNetns, err = newAppNetns(ctx, b.cfg.outrigger, b.workdir); err != nil {
+			return nil, err
+		}
+		defer b.appNetns.remove()
 	}
 
 	var results []roundResult
@@ -183,7 +192,7 @@ func (b *bench) startApp(ctx context.Context) error {
 
 func (b *bench) directRound(ctx context.Context) (roundResult, error) {
 	var r roundResult
-	err := b.scenarios(ctx, fmt.Sprintf("http://127.0.0.1:%d%s", appPort, appPath), &r, nil)
+	err := b.scenarios(ctx, fmt.Sprintf("http://127.0.0.1:%d%s", appPort, appPath), "", &r, nil)
 	return r, err
 }
 
@@ -248,8 +257,14 @@ func (b *bench) sidecarRound(ctx context.Context, kind string, round int) (round
 	}
 
 	url := sidecarURL(callerPorts, "/v1.0/invoke/"+calleeID+"/method"+appPath)
+	netns := ""
+	if kind == targetOutriggerTransparent {
+		// No Dapr API: the callee by its virtual address, from the app's
+		// namespace.
+		url, netns = "http://"+calleeVirtualAddr+appPath, b.appNetns.path()
+	}
 	// Name resolution may need a moment (mDNS); wait for one good answer.
-	if r.SentRequests, err = b.firstCall(ctx, url, caller, callee); err != nil {
+	if r.SentRequests, err = b.firstCall(ctx, url, netns, caller, callee); err != nil {
 		return r, err
 	}
 	if kind == targetOutriggerMTLS {
@@ -264,7 +279,7 @@ func (b *bench) sidecarRound(ctx context.Context, kind string, round int) (round
 	if b.cfg.profile != "" && isOutrigger(kind) {
 		profiles = b.startProfiles(ctx, fmt.Sprintf("%s-round%d", kind, round))
 	}
-	err = b.scenarios(ctx, url, &r, []*process{caller, callee})
+	err = b.scenarios(ctx, url, netns, &r, []*process{caller, callee})
 	if profiles != nil {
 		if perr := profiles(); perr != nil && err == nil {
 			err = perr
@@ -317,6 +332,11 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 			args = append(args, "--enable-metrics=false")
 		case targetOutriggerTraced:
 			args = append(args, "--config", b.tracingConfig)
+		case targetOutriggerTransparent:
+			if appID == callerID {
+				args = append(args, "--enable-transparent", "--transparent-port", strconv.Itoa(transparentPort),
+					"--app-netns", b.appNetns.path(), "--virtual-hosts", b.appNetns.hosts)
+			}
 		case targetOutriggerMTLS:
 			a, e := b.cp.sidecarArgs(appID)
 			args = append(args, a...)
@@ -388,7 +408,11 @@ func sidecarURL(p sidecarPorts, path string) string {
 
 // firstCall invokes the app through the sidecars until one call answers
 // 200, and returns how many calls the caller sidecar answered.
-func (b *bench) firstCall(ctx context.Context, url string, caller, callee *process) (int64, error) {
+func (b *bench) firstCall(ctx context.Context, url, netns string, caller, callee *process) (int64, error) {
+	client := pollClient
+	if netns != "" {
+		client = netnsClient(netns)
+	}
 	deadline := time.Now().Add(b.cfg.startTimeout)
 	var (
 		last string
@@ -399,7 +423,7 @@ func (b *bench) firstCall(ctx context.Context, url string, caller, callee *proce
 		if err != nil {
 			return sent, err
 		}
-		resp, err := pollClient.Do(req)
+		resp, err := client.Do(req)
 		if err == nil {
 			sent++
 			resp.Body.Close()
@@ -430,8 +454,9 @@ func (b *bench) firstCall(ctx context.Context, url string, caller, callee *proce
 
 // scenarios runs the warm-up and the measured scenarios against url, and
 // counts the CPU time the sidecars use in each measured scenario.
-func (b *bench) scenarios(ctx context.Context, url string, r *roundResult, sidecars []*process) error {
+func (b *bench) scenarios(ctx context.Context, url, netns string, r *roundResult, sidecars []*process) error {
 	spec := harness.LoadSpec{
+		Netns:       netns,
 		URL:         url,
 		Body:        b.body,
 		QPS:         b.cfg.qps,

@@ -164,6 +164,47 @@ func TestSmokeMTLS(t *testing.T) {
 	}
 }
 
+// TestSmokeTransparent runs the harness against outrigger and
+// outrigger-transparent with tiny durations: the client opens its
+// connections in an app namespace made for the run, the caller sidecar
+// intercepts them, and the report has its Interception cost section.
+func TestSmokeTransparent(t *testing.T) {
+	code, stdout, stderr := runHarness(t, "--targets", "outrigger,outrigger-transparent", "--rounds", "1",
+		"--warmup", "100ms", "--fixed-duration", "300ms", "--qps", "200", "--max-duration", "300ms",
+		"--idle-settle", "100ms", "--keep")
+	if code != exitOK {
+		t.Fatalf("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", code, exitOK, stdout, stderr)
+	}
+	for _, want := range []string{
+		"| outrigger-transparent | ",
+		"#### Interception cost",
+		"Interception's p90 cost: the median p90 of outrigger-transparent minus that of outrigger is",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q\nreport:\n%s\nstderr:\n%s", want, stdout, stderr)
+		}
+	}
+	if strings.Contains(stderr, "killing leftover process") {
+		t.Errorf("the harness left processes running:\n%s", stderr)
+	}
+	_, workdir, ok := strings.Cut(stderr, "working folder kept: ")
+	if !ok {
+		t.Fatalf("stderr does not name the kept working folder:\n%s", stderr)
+	}
+	workdir, _, _ = strings.Cut(workdir, "\n")
+	b, err := os.ReadFile(filepath.Join(workdir, "outrigger-transparent-round1", "caller.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "transparent_port=15001") {
+		t.Errorf("the caller sidecar did not serve the transparent listener:\n%s", b)
+	}
+	// Every request went through the interception: none failed.
+	if strings.Contains(stdout, "| outrigger-transparent | ") && strings.Contains(stdout, "socket error") {
+		t.Errorf("requests failed:\n%s", stdout)
+	}
+}
+
 // TestSmokeObservability runs the harness against direct and the three
 // observability targets with tiny durations: it builds ./cmd/outrigger, runs
 // outrigger-bare with metrics off, outrigger with its defaults and
@@ -325,7 +366,7 @@ func TestParseTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(cfg.targets, ","), "direct,outrigger-bare,outrigger,outrigger-traced,outrigger-mtls,daprd"; got != want {
+	if got, want := strings.Join(cfg.targets, ","), "direct,outrigger-bare,outrigger,outrigger-traced,outrigger-mtls,outrigger-transparent,daprd"; got != want {
 		t.Errorf("default targets %s, want %s", got, want)
 	}
 	for _, target := range allTargets {

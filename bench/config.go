@@ -27,15 +27,20 @@ const (
 	targetOutrigger       = "outrigger"
 	targetOutriggerTraced = "outrigger-traced"
 	targetOutriggerMTLS   = "outrigger-mtls"
-	targetDaprd           = "daprd"
+	// targetOutriggerTransparent is the outrigger target's sidecars, the
+	// client in an app network namespace of its own calling the callee
+	// by its virtual address with no Dapr API, intercepted by the caller
+	// sidecar's transparent listener.
+	targetOutriggerTransparent = "outrigger-transparent"
+	targetDaprd                = "daprd"
 )
 
-var allTargets = []string{targetDirect, targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetDaprd}
+var allTargets = []string{targetDirect, targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent, targetDaprd}
 
 // isOutrigger says whether target t runs Outrigger sidecars.
 func isOutrigger(t string) bool {
 	switch t {
-	case targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS:
+	case targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent:
 		return true
 	}
 	return false
@@ -90,6 +95,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			"  outrigger-traced  Outrigger over h2c, metrics on, tracing at %s sampling exported by\n"+
 			"                    OTLP/gRPC to a span sink the harness runs (spans counted per round)\n"+
 			"  outrigger-mtls    Outrigger with mutual TLS, certificates from an outrigger control-plane\n"+
+			"  outrigger-transparent  as outrigger, but the client runs in an app namespace of its own and\n"+
+			"                    calls the callee by its virtual address (no Dapr API), intercepted by\n"+
+			"                    the caller sidecar's transparent listener (iptables)\n"+
 			"  daprd             daprd (skipped when the default binary is missing)\n\n", percentf(tracingSamplingRate))
 		fs.PrintDefaults()
 	}

@@ -344,6 +344,7 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 	}
 
 	writeObservabilityCost(p, cfg, res)
+	writeInterceptionCost(p, cfg, res)
 
 	if cfg.maxDuration > 0 {
 		p("#### Maximum throughput: %d connections for %v per round\n\n", cfg.connections, cfg.maxDuration)
@@ -533,4 +534,51 @@ func writeJSON(path string, env environment, res []roundResult) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// interceptionP90Target is the most transparent interception may add to
+// the median p90 of the same sidecars called through the Dapr API.
+const interceptionP90Target = 0.05e6 // ns
+
+// writeInterceptionCost writes the "Interception cost" section when both
+// outrigger and outrigger-transparent ran at the fixed rate: the p90 of
+// calls by virtual address (transparent interception) against the same
+// sidecars' calls through the Dapr API, with the target's verdict.
+func writeInterceptionCost(p func(string, ...any), cfg *config, res []roundResult) {
+	ran := func(t string) bool { return slices.Contains(cfg.targets, t) }
+	if cfg.fixedDuration <= 0 || !ran(targetOutrigger) || !ran(targetOutriggerTransparent) {
+		return
+	}
+	fixed := fixedScenario
+	p("#### Interception cost\n\n")
+	p("Fixed rate, %s requests/s. %s calls the callee by its virtual address from an app namespace of its own, "+
+		"with no Dapr API; its caller sidecar intercepts the connections (iptables, SO_ORIGINAL_DST). %s calls the same "+
+		"sidecars' Dapr API (/v1.0/invoke). Over the Dapr API is the target's minus %s's in the same round, then the median across rounds.\n\n",
+		qpsf(cfg.qps), targetOutriggerTransparent, targetOutrigger, targetOutrigger)
+	p("| target | p50 ms | p90 ms | p99 ms | p90 over the Dapr API ms |\n")
+	p("| --- | --- | --- | --- | --- |\n")
+	for _, t := range []string{targetOutrigger, targetOutriggerTransparent} {
+		over := "–"
+		if t == targetOutriggerTransparent {
+			over = cellOf(vsBase(res, t, targetOutrigger, fixed.added(latP90)), addedMs)
+		}
+		p("| %s | %s | %s | %s | %s |\n", t,
+			cellOf(collect(res, t, fixed.stat(latP50)), msf),
+			cellOf(collect(res, t, fixed.stat(latP90)), msf),
+			cellOf(collect(res, t, fixed.stat(latP99)), msf), over)
+	}
+	p("\n")
+	api, okAPI := spreadOf(collect(res, targetOutrigger, fixed.stat(latP90)))
+	tp, okTP := spreadOf(collect(res, targetOutriggerTransparent, fixed.stat(latP90)))
+	if !okAPI || !okTP {
+		p("Interception's p90 cost: no rounds to compare.\n\n")
+		return
+	}
+	diff := tp.med - api.med
+	verdict := "met"
+	if diff > interceptionP90Target {
+		verdict = "**not met**"
+	}
+	p("Interception's p90 cost: the median p90 of %s minus that of %s is **%s ms** (%s - %s ms); target at most +%s ms: %s.\n\n",
+		targetOutriggerTransparent, targetOutrigger, addedMs(diff), msf(tp.med), msf(api.med), msf(interceptionP90Target), verdict)
 }

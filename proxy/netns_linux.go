@@ -54,10 +54,13 @@ func originalDst(c net.Conn) (dst *net.TCPAddr, ok bool, err error) {
 	return dst, true, nil
 }
 
-// inNetns runs fn on an OS thread moved into the network namespace at path
-// (e.g. /var/run/netns/NAME): the sockets fn opens live there. The thread
-// goes back to the sidecar's namespace; if it cannot, it is never reused.
-func inNetns(path string, fn func() error) error {
+// InNetns runs fn on an OS thread moved into the network namespace at path
+// (e.g. /var/run/netns/NAME): the sockets fn opens live there for their
+// whole life, whichever thread later uses them. The thread goes back to
+// the caller's namespace before other goroutines may use it; if it cannot,
+// it ends with fn's goroutine (so a child process started from it with
+// Pdeathsig would die: start none in fn).
+func InNetns(path string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -97,7 +100,7 @@ func listenIn(ctx context.Context, path, addr string) (net.Listener, error) {
 		return lc.Listen(ctx, "tcp", addr)
 	}
 	var l net.Listener
-	err := inNetns(path, func() error {
+	err := InNetns(path, func() error {
 		var err error
 		l, err = lc.Listen(ctx, "tcp", addr)
 		return err
@@ -109,7 +112,7 @@ func listenIn(ctx context.Context, path, addr string) (net.Listener, error) {
 func netnsDialer(path string, d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
-		err := inNetns(path, func() error {
+		err := InNetns(path, func() error {
 			var err error
 			c, err = d.DialContext(ctx, network, addr)
 			return err

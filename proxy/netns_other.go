@@ -11,6 +11,9 @@ import (
 
 var errTransparentLinux = errors.New("transparent interception needs Linux (network namespaces, iptables); use the explicit proxy, --enable-explicit-proxy")
 
+// InNetns needs Linux.
+func InNetns(string, func() error) error { return errTransparentLinux }
+
 func originalDst(net.Conn) (*net.TCPAddr, bool, error) { return nil, false, errTransparentLinux }
 
 func listenIn(ctx context.Context, path, addr string) (net.Listener, error) {

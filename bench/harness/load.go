@@ -10,6 +10,8 @@ import (
 	"fortio.org/fortio/fhttp"
 	"fortio.org/fortio/periodic"
 	"fortio.org/log"
+
+	"github.com/outrigger/outrigger/proxy"
 )
 
 // QuietFortio lowers fortio's logging, which is global to the process: it
@@ -36,6 +38,11 @@ type LoadSpec struct {
 	// Uniform staggers the requests of the connections uniformly (fortio's
 	// -uniform).
 	Uniform bool
+	// Netns, when set, is a network namespace (a path) the connections are
+	// opened in: an app's own, whose outbound TCP its sidecar intercepts.
+	// A connection that has to be opened again during the run is opened
+	// outside it, and fails.
+	Netns string
 }
 
 // LoadResult is what one scenario measured. Latencies include failed
@@ -126,7 +133,14 @@ func RunLoad(ctx context.Context, s LoadSpec) (*LoadResult, error) {
 		fetchers[i] = &fetcher{client: c, latency: make([]time.Duration, 0, expect), codes: map[int]int64{}}
 		runners[i] = fetchers[i]
 		// Open the connection before the clock starts, as fortio does.
-		_, _, _ = c.StreamFetch(ctx)
+		if s.Netns == "" {
+			_, _, _ = c.StreamFetch(ctx)
+			continue
+		}
+		if err := proxy.InNetns(s.Netns, func() error { _, _, _ = c.StreamFetch(ctx); return nil }); err != nil {
+			stop.Abort(false)
+			return nil, fmt.Errorf("opening a connection in %s: %w", s.Netns, err)
+		}
 	}
 	done := make(chan struct{})
 	defer close(done)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -16,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/outrigger/outrigger/proxy"
 )
 
 // A Net is a small network of hosts made of Linux network namespaces: a
@@ -144,35 +143,7 @@ func (h *Host) Restore(t testing.TB) { t.Helper(); ip(t, "-n", h.sw, "link", "se
 // left to die instead: a child process started with Pdeathsig from that
 // thread earlier (as every sidecar is) would be killed with it.
 func InNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		home, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer home.Close()
-		f, err := os.Open("/var/run/netns/" + ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		err = fn()
-		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		} // else the thread stays locked and ends with this goroutine
-		errc <- err
-	}()
-	return <-errc
+	return proxy.InNetns("/var/run/netns/"+ns, fn)
 }
 
 // DialContext dials from inside namespace ns.
