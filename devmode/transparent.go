@@ -27,7 +27,7 @@ func virtualHostsFile(ids []string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		fmt.Fprintf(&b, "%s %s %s.%s\n", a, id, id, proxy.DefaultNamespace)
+		fmt.Fprintf(&b, "%s %s %s.%s %s.%s.svc.cluster.local\n", a, id, id, proxy.DefaultNamespace, id, proxy.DefaultNamespace)
 	}
 	return b.String(), nil
 }

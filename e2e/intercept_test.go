@@ -298,3 +298,47 @@ func TestTransparentMode(t *testing.T) {
 		}
 	})
 }
+
+// TestTransparentNeedsPrivilege: without root (or CAP_NET_ADMIN), the
+// transparent mode's setup stops at once with a message that names the
+// explicit proxy, which needs no privilege.
+func TestTransparentNeedsPrivilege(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (util-linux) runs the command as another user: %v", err)
+	}
+	// A copy of the binary that user nobody may run.
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(framework.Binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := dir + "/outrigger"
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home := dir + "/home"
+	if err := os.Mkdir(home, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	asNobody := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "setpriv", append([]string{"--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all", bin}, args...)...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OUTRIGGER_HOME=" + home, "HOME=" + home}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := asNobody("transparent-init", "--app-port", "8080", "--redirect-loopback")
+	if err == nil || !strings.Contains(out, "--enable-explicit-proxy") {
+		t.Errorf("transparent-init as nobody: %v\n%s", err, out)
+	}
+	out, err = asNobody("run", "--transparent", "--app-id", "np", "--", "true")
+	if err == nil || !strings.Contains(out, "explicit proxy") {
+		t.Errorf("run --transparent as nobody: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = asNobody("stop") })
+}

@@ -167,9 +167,16 @@ func (s *Sidecar) meshTarget(ctx context.Context, host string) (string, bool) {
 		cancel()
 		ok = err == nil
 	}
-	s.targets.Store(host, targetEntry{ok: ok, until: now.Add(targetTTL)})
+	if _, loaded := s.targets.Swap(host, targetEntry{ok: ok, until: now.Add(targetTTL)}); !loaded && s.targetCount.Add(1) > maxTargets {
+		// A flood of distinct hosts: forget them all rather than grow.
+		s.targets.Clear()
+		s.targetCount.Store(0)
+	}
 	return host, ok
 }
+
+// maxTargets bounds how many hosts meshTarget remembers.
+const maxTargets = 10000
 
 const (
 	// targetTTL is how long the sidecar remembers whether a host is an app.

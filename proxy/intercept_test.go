@@ -188,3 +188,32 @@ func TestExplicitProxyConnect(t *testing.T) {
 		t.Fatalf("CONNECT to a closed port: %v, want 502", err)
 	}
 }
+
+// meshTarget remembers hosts for a while, but a flood of distinct ones
+// does not make it grow without bound.
+func TestMeshTargetBounded(t *testing.T) {
+	res := &mapResolver{}
+	res.set("orders", "default", "127.0.0.1:1")
+	s, err := New(Config{AppID: "caller", Resolver: res, MetricsDisabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if id, ok := s.meshTarget(ctx, "Orders.default.svc.cluster.local."); !ok || id != "orders.default" {
+		t.Fatalf("meshTarget of the app: %q %v", id, ok)
+	}
+	for _, host := range []string{"localhost", "127.0.0.1", "::1", "a.b.c.example", ""} {
+		if id, ok := s.meshTarget(ctx, host); ok {
+			t.Errorf("%q is not an app, got %q", host, id)
+		}
+	}
+	for i := range maxTargets + 10 {
+		s.meshTarget(ctx, "host-"+strconv.Itoa(i))
+	}
+	if n := s.targetCount.Load(); n > maxTargets {
+		t.Fatalf("%d hosts remembered, bound %d", n, maxTargets)
+	}
+	if _, ok := s.meshTarget(ctx, "orders"); !ok {
+		t.Fatal("the app is no longer found after the flood")
+	}
+}

@@ -61,6 +61,7 @@ type Sidecar struct {
 	interceptServer *http.Server
 	proxyServer     *http.Server
 	targets         sync.Map // host -> targetEntry
+	targetCount     atomic.Int64
 	passOnce        sync.Once
 	passRP          *httputil.ReverseProxy
 	// Transparent interception (transparent.go): the app's calls to the

@@ -123,9 +123,9 @@ func Remove(ctx context.Context, netns string) {
 var ErrNoIptables = errors.New("iptables is not installed (apt-get install iptables); the explicit proxy, --enable-explicit-proxy, needs neither it nor root")
 
 func run(ctx context.Context, netns string, args []string) error {
-	bin, err := exec.LookPath("iptables")
+	bin, err := iptablesPath()
 	if err != nil {
-		return ErrNoIptables
+		return err
 	}
 	cmdArgs := append([]string{"-w"}, args...)
 	var cmd *exec.Cmd
@@ -140,4 +140,18 @@ func run(ctx context.Context, netns string, args []string) error {
 		return fmt.Errorf("iptables %v: %w: %s (transparent interception needs root, or CAP_NET_ADMIN; the explicit proxy, --enable-explicit-proxy, needs neither)", args, err, bytes.TrimSpace(out.Bytes()))
 	}
 	return nil
+}
+
+// iptablesPath finds iptables on PATH, or where Debian and others put it
+// (a PATH without the sbin folders is common outside a login shell).
+func iptablesPath() (string, error) {
+	if p, err := exec.LookPath("iptables"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/sbin/iptables", "/sbin/iptables"} {
+		if _, err := exec.LookPath(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", ErrNoIptables
 }
