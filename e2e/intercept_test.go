@@ -308,7 +308,11 @@ func TestTransparentNeedsPrivilege(t *testing.T) {
 		t.Fatalf("setpriv (util-linux) runs the command as another user: %v", err)
 	}
 	// A copy of the binary that user nobody may run.
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp("", "outrigger-nobody-") // not under t.TempDir's 0700 parent
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +325,10 @@ func TestTransparentNeedsPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	home := dir + "/home"
-	if err := os.Mkdir(home, 0o777); err != nil {
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(home, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
 	asNobody := func(args ...string) (string, error) {
