@@ -349,3 +349,99 @@ func TestTransparentNeedsPrivilege(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = asNobody("stop") })
 }
+
+// TestTransparentPod: the pod layout, as in Kubernetes: the app and its
+// sidecar share a network namespace (host 1 of a small network), the rules
+// come from `outrigger transparent-init --proxy-uid 0` (the sidecar runs as
+// root, the app as user 1000), and the sidecar's own traffic is left alone
+// by its user. The app (curl, as user 1000) calls another app on host 2 by
+// name; a TCP server on host 2 outside the mesh is reached through the
+// sidecar; the app's port takes connections only through its sidecar.
+func TestTransparentPod(t *testing.T) {
+	t.Parallel()
+	nw := framework.NewNet(t, 2)
+	pod, other := nw.Hosts[0], nw.Hosts[1]
+
+	// Host 2: an app, its sidecar, and a TCP server outside the mesh.
+	webL := framework.ListenIn(t, other.Name, "127.0.0.1:0")
+	web := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "pod-web saw %s from %s", r.URL.Path, r.Header.Get("Dapr-Caller-App-Id"))
+	})}
+	go func() { _ = web.Serve(webL) }()
+	t.Cleanup(func() { _ = web.Close() })
+	webSC := framework.StartSidecar(t, framework.SidecarOptions{AppID: "pod-web", AppPort: webL.Addr().(*net.TCPAddr).Port, Netns: other.Name})
+	outsideL := framework.ListenIn(t, other.Name, other.IP+":0")
+	outside := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "outside saw %s", r.URL.Path)
+	})}
+	go func() { _ = outside.Serve(outsideL) }()
+	t.Cleanup(func() { _ = outside.Close() })
+
+	// Host 1, the pod: the app listens on every address of the pod.
+	appL := framework.ListenIn(t, pod.Name, "0.0.0.0:0")
+	appPort := appL.Addr().(*net.TCPAddr).Port
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "pod app saw %s", r.URL.Path)
+	})}
+	go func() { _ = app.Serve(appL) }()
+	t.Cleanup(func() { _ = app.Close() })
+	hostsDir := "/etc/netns/" + pod.Name
+	if err := os.MkdirAll(hostsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(hostsDir) })
+	if err := os.WriteFile(hostsDir+"/hosts", []byte("127.0.0.1 localhost\n127.77.0.2 pod-web\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	initOut, err := exec.Command(framework.Binary(t), "transparent-init", "--netns", pod.Name, "--app-port", strconv.Itoa(appPort), "--proxy-uid", "0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("transparent-init: %v\n%s", err, initOut)
+	}
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "pod-app", AppPort: appPort, Netns: pod.Name,
+		Resolve: []framework.Endpoint{{AppID: "pod-web", Address: net.JoinHostPort(other.IP, strconv.Itoa(webSC.InternalPort))}},
+		Args:    []string{"--enable-transparent", "--virtual-hosts", hostsDir + "/hosts"}})
+
+	// asApp runs a command in the pod as user 1000, with no proxy settings.
+	asApp := func(t *testing.T, args ...string) ([]byte, error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", pod.Name, "setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups"}, args...)...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		return cmd.CombinedOutput()
+	}
+
+	out, err := asApp(t, "curl", "-sS", "--fail-with-body", "http://pod-web/from-the-pod")
+	if err != nil || string(out) != "pod-web saw /from-the-pod from pod-app" {
+		t.Fatalf("the app's call by name: %v %q", err, out)
+	}
+	out, err = asApp(t, "curl", "-sS", "--fail-with-body", "http://"+outsideL.Addr().String()+"/plain")
+	if err != nil || string(out) != "outside saw /plain" {
+		t.Fatalf("pass-through from the pod: %v %q", err, out)
+	}
+	if v := metricValue(t, sc, "outrigger_interception_requests_total", `kind="transparent",route="passthrough"`); v < 1 {
+		t.Errorf("pass-through connections counted: %v, want the app's (it went through the sidecar)", v)
+	}
+	// The sidecar's API is on the pod's loopback, not redirected.
+	out, err = asApp(t, "curl", "-sS", "--fail-with-body", "http://127.0.0.1:"+strconv.Itoa(sc.HTTPPort)+"/v1.0/healthz/outbound")
+	if err != nil {
+		t.Fatalf("the app's own sidecar API: %v %q", err, out)
+	}
+	// Inbound: through the sidecar, yes; straight to the app's port from
+	// host 2, reset.
+	in := framework.StartSidecar(t, framework.SidecarOptions{AppID: "pod-in", Netns: other.Name,
+		Resolve: []framework.Endpoint{{AppID: "pod-app", Address: net.JoinHostPort(pod.IP, strconv.Itoa(sc.InternalPort))}}})
+	resp, err := framework.HTTPClient(other.Name, 10*time.Second).Get("http://127.0.0.1:" + strconv.Itoa(in.HTTPPort) + "/v1.0/invoke/pod-app/method/in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "pod app saw /in" {
+		t.Fatalf("a call to the pod's app through its sidecar: %d %q", resp.StatusCode, body)
+	}
+	if c, err := framework.DialContext(other.Name)(context.Background(), "tcp", net.JoinHostPort(pod.IP, strconv.Itoa(appPort))); err == nil {
+		c.Close()
+		t.Fatal("the pod app's port took a connection from host 2, not through its sidecar")
+	}
+}

@@ -75,11 +75,28 @@ func meshClient(m *svid.Manager, calleeAppID string) *http.Client {
 	}
 }
 
+// metricValue sums the samples of metric name whose labels contain
+// labelPart, scraped from sc (inside its network namespace, if it has one).
 func metricValue(t *testing.T, sc *framework.Sidecar, name, labelPart string) float64 {
 	t.Helper()
-	resp, body := call(t, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(sc.MetricsPort)+"/metrics", nil, nil)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("metrics: %d", resp.StatusCode)
+	url := "http://127.0.0.1:" + strconv.Itoa(sc.MetricsPort) + "/metrics"
+	var body []byte
+	if sc.Netns != "" {
+		resp, err := framework.HTTPClient(sc.Netns, callTimeout).Get(url)
+		if err != nil {
+			t.Fatalf("metrics: %v", err)
+		}
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("metrics: %d %v", resp.StatusCode, err)
+		}
+	} else {
+		var resp *http.Response
+		resp, body = call(t, http.MethodGet, url, nil, nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("metrics: %d", resp.StatusCode)
+		}
 	}
 	total := 0.0
 	for _, line := range strings.Split(string(body), "\n") {

@@ -223,6 +223,15 @@ func TestDeliveryInboundRetry(t *testing.T) {
 	if counts["/poison"] != 2 {
 		t.Errorf("the failing delivery was made %d times, want 2 (maxRetries 1)", counts["/poison"])
 	}
+	// daprd's names: two events delivered under the inbound retry (the
+	// poison and its dead letter, both from this component), one retry.
+	target := []string{"name", "inbound", "policy", "retry", "flow_direction", "inbound", "target", "Pubsub_pubsub"}
+	if v := scrapeCounter(t, sc, "dapr_resiliency_count", target...); v != 2 {
+		t.Errorf("dapr_resiliency_count %v, want 2", v)
+	}
+	if v := scrapeCounter(t, sc, "dapr_resiliency_activations_total", target...); v != 1 {
+		t.Errorf("dapr_resiliency_activations_total %v, want 1", v)
+	}
 }
 
 // TestStateOutboundRetry: a state store's outbound retry policy carries a
@@ -422,6 +431,18 @@ func TestDeliveryInboundTimeout(t *testing.T) {
 	if d := time.Since(start); d < 300*time.Millisecond || d > 10*time.Second {
 		t.Errorf("the second delivery came %v after the publish; the timeout is 300ms", d)
 	}
+	// daprd's names: the timeout fired on the held delivery, and the
+	// retry sent it again. The sidecar counts them after the attempt ends,
+	// which may come after the app saw the next one.
+	target := []string{"name", "inbound", "flow_direction", "inbound", "target", "Pubsub_pubsub"}
+	framework.WaitFor(t, "the timeout and the retry in the metrics", func() error {
+		timeouts := scrapeCounter(t, sc, "dapr_resiliency_activations_total", append(target, "policy", "timeout")...)
+		retries := scrapeCounter(t, sc, "dapr_resiliency_activations_total", append(target, "policy", "retry")...)
+		if timeouts < 1 || retries < 1 {
+			return fmt.Errorf("timeouts %v, retries %v", timeouts, retries)
+		}
+		return nil
+	})
 }
 
 // TestDeliveryInboundBreaker: a pub/sub component's inbound circuit breaker
@@ -492,5 +513,16 @@ func TestDeliveryInboundBreaker(t *testing.T) {
 	})
 	if n := delivered.Load(); n != 1 {
 		t.Errorf("delivered %d times, want once", n)
+	}
+	// daprd's names: the breaker went closed -> open -> half-open ->
+	// closed, each step counted, and its state is closed now.
+	target := []string{"name", "inbound", "policy", "circuitbreaker", "flow_direction", "inbound", "target", "Pubsub_pubsub"}
+	for _, status := range []string{"open", "half-open", "closed"} {
+		if v := scrapeCounter(t, sc, "dapr_resiliency_activations_total", append(target, "status", status)...); v != 1 {
+			t.Errorf("dapr_resiliency_activations_total for %s: %v, want 1", status, v)
+		}
+	}
+	if open, closed := scrapeCounter(t, sc, "dapr_resiliency_cb_state", append(target, "status", "open")...), scrapeCounter(t, sc, "dapr_resiliency_cb_state", append(target, "status", "closed")...); open != 0 || closed != 1 {
+		t.Errorf("dapr_resiliency_cb_state open=%v closed=%v, want 0 and 1", open, closed)
 	}
 }

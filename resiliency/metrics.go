@@ -195,3 +195,19 @@ func (r *Runner) TimedOut() {
 func timedOut(attempt, caller context.Context, err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) && attempt.Err() != nil && caller.Err() == nil
 }
+
+// Observer is a Runner that only records: the policies of one target (its
+// source, "resiliency/<name>"; dir, Inbound or Outbound; target, as
+// AppTarget or ComponentTarget makes it) for a caller that runs its own
+// attempts and calls Applied, Retrying and TimedOut itself. b is the
+// target's breaker, if it has one; nil m gives a Runner that records
+// nothing.
+func (m *Metrics) Observer(source, dir, target string, timeout, retry bool, b *Breaker) *Runner {
+	return &Runner{Breaker: b, obs: m.observer(source, dir, target, timeout, retry, b != nil)}
+}
+
+// BreakerChanged records the new state of a breaker a caller made itself
+// (for the target Observer names).
+func (m *Metrics) BreakerChanged(source, dir, target string, to State) {
+	m.observer(source, dir, target, false, false, true).breakerChanged(to)
+}

@@ -106,13 +106,20 @@ func (b *batcher) flush(ctx context.Context, batch []*batchEntry) {
 		byPath[p] = append(byPath[p], e)
 	}
 	// The component's inbound timeout bounds each batch's delivery.
-	timeout := b.sub.inboundPolicy(b.s.PubsubName).Timeout
+	pol := b.sub.inboundPolicy(b.s.PubsubName)
+	timeout := pol.Timeout
 	for path, entries := range byPath {
 		dctx, cancel := ctx, context.CancelFunc(func() {})
 		if timeout > 0 {
 			dctx, cancel = context.WithTimeout(ctx, timeout)
 		}
+		if pol.Observer != nil {
+			pol.Observer.Applied()
+		}
 		statuses, err := b.sub.deliverBulk(dctx, b.s, path, entries)
+		if pol.Observer != nil && timeout > 0 && dctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			pol.Observer.TimedOut()
+		}
 		cancel()
 		for _, e := range entries {
 			st := statuses[e.id]

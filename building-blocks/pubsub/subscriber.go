@@ -94,6 +94,17 @@ type RetryPolicy struct {
 	// made, and the event goes back to the broker (not to the dead-letter
 	// topic) to come again.
 	Breaker Breaker
+	// Observer, when set, is told of the policy's use (daprd's
+	// dapr_resiliency_* metrics; a resiliency.Runner is one).
+	Observer Observer
+}
+
+// Observer records a delivery policy's use: once per event (or bulk
+// batch) delivered under it, each retry, each delivery its timeout cut.
+type Observer interface {
+	Applied()
+	Retrying()
+	TimedOut()
 }
 
 // Breaker is a circuit breaker (resiliency.Breaker is one): Allow fails
@@ -420,6 +431,9 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 	}
 	wait := pol.Initial
 	var last error
+	if pol.Observer != nil {
+		pol.Observer.Applied()
+	}
 	for attempt := 1; pol.Attempts < 0 || attempt <= pol.Attempts; attempt++ {
 		var done func(bool)
 		if pol.Breaker != nil {
@@ -436,6 +450,9 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 		start := time.Now()
 		status, err := sub.deliver(dctx, s, path, event)
 		sub.recordDelivery(s, status, err, time.Since(start))
+		if pol.Observer != nil && pol.Timeout > 0 && dctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			pol.Observer.TimedOut()
+		}
 		cancel()
 		if done != nil {
 			done(err == nil && (status == statusSuccess || status == statusDrop))
@@ -457,6 +474,9 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
+		}
+		if pol.Observer != nil && ctx.Err() == nil {
+			pol.Observer.Retrying()
 		}
 		wait = min(wait*2, pol.Max)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -249,6 +250,9 @@ type inboundRetries struct {
 	// it without a lock; breakerMu orders the making of new ones.
 	breakers  sync.Map // string -> *inboundBreaker
 	breakerMu sync.Mutex
+	// observers are the delivery policies' metric recorders, by
+	// observerKey; set forgets them with the rules they were made for.
+	observers sync.Map
 	// metrics counts the documents applied (dapr_resiliency_loaded); every
 	// set of Resiliency documents the sidecar takes passes through set.
 	metrics *resiliency.Metrics
@@ -267,6 +271,9 @@ type inboundPolicies struct {
 type deliveryRule struct {
 	retry   *pubsub.RetryPolicy
 	breaker *config.CircuitBreakerPolicy
+	// source names the documents the policies came from
+	// ("resiliency/<name>", comma-separated), for the metrics.
+	source string
 }
 
 // inboundBreaker is one component's breaker and the policy it was made of.
@@ -299,6 +306,7 @@ func (r *inboundRetries) set(docs []config.Document) {
 	}
 	cur.defaults = newDeliveryRule(rs.ComponentDefaults("pubsub", config.Inbound))
 	r.cur.Store(cur)
+	r.observers.Clear()
 }
 
 func newDeliveryRule(p config.Policy, ok bool) *deliveryRule {
@@ -309,12 +317,17 @@ func newDeliveryRule(p config.Policy, ok bool) *deliveryRule {
 	if rule.retry == nil && rule.breaker == nil {
 		return nil
 	}
+	sources := make([]string, len(p.Sources))
+	for i, name := range p.Sources {
+		sources[i] = "resiliency/" + name
+	}
+	rule.source = strings.Join(sources, ",")
 	return rule
 }
 
 // breaker is component name's inbound breaker under policy p: the one it
 // has while p is unchanged, else a new one (closed).
-func (r *inboundRetries) breaker(name string, p config.CircuitBreakerPolicy) *resiliency.Breaker {
+func (r *inboundRetries) breaker(name, source string, p config.CircuitBreakerPolicy) *resiliency.Breaker {
 	if v, ok := r.breakers.Load(name); ok && v.(*inboundBreaker).policy == p {
 		return v.(*inboundBreaker).breaker
 	}
@@ -326,6 +339,8 @@ func (r *inboundRetries) breaker(name string, p config.CircuitBreakerPolicy) *re
 	b, err := resiliency.NewBreaker(&outriggerv1alpha1.CircuitBreaker{
 		Name: p.Name, MaxRequests: p.MaxRequests, Interval: durationpb.New(p.Interval), Timeout: durationpb.New(p.Timeout), Trip: p.Trip,
 	}, func(policy string, from, to resiliency.State) {
+		// The metrics first: whoever reads the log line finds them updated.
+		r.metrics.BreakerChanged(source, resiliency.Inbound, inboundTarget(name), to)
 		r.log.Warn("circuit breaker of deliveries changed state", "pubsub", name, "policy", policy, "from", from.String(), "to", to.String())
 	})
 	if err != nil {
@@ -374,13 +389,43 @@ func (r *inboundRetries) get(pubsubName string) (pubsub.RetryPolicy, bool) {
 	if rule.retry != nil {
 		p = *rule.retry
 	}
+	var breaker *resiliency.Breaker
 	if rule.breaker != nil {
-		if b := r.breaker(pubsubName, *rule.breaker); b != nil {
-			p.Breaker = b
+		if breaker = r.breaker(pubsubName, rule.source, *rule.breaker); breaker != nil {
+			p.Breaker = breaker
 		}
+	}
+	if r.metrics != nil {
+		p.Observer = r.observer(pubsubName, rule, breaker)
 	}
 	return p, true
 }
+
+// observerKey names one component's delivery policy as last built.
+type observerKey struct {
+	name    string
+	rule    *deliveryRule
+	breaker *resiliency.Breaker
+}
+
+// observer is what records component name's deliveries under rule in
+// daprd's dapr_resiliency_* metrics: built once per rule (its series are
+// looked up then), not per delivery.
+func (r *inboundRetries) observer(name string, rule *deliveryRule, b *resiliency.Breaker) *resiliency.Runner {
+	key := observerKey{name, rule, b}
+	if v, ok := r.observers.Load(key); ok {
+		return v.(*resiliency.Runner)
+	}
+	timeout := rule.retry != nil && rule.retry.Timeout > 0
+	retry := rule.retry != nil && rule.retry.Attempts != 0
+	run := r.metrics.Observer(rule.source, resiliency.Inbound, inboundTarget(name), timeout, retry, b)
+	v, _ := r.observers.LoadOrStore(key, run)
+	return v.(*resiliency.Runner)
+}
+
+// inboundTarget is the metrics' target of a pub/sub component's
+// deliveries, as daprd names it.
+func inboundTarget(name string) string { return resiliency.ComponentTarget("Pubsub", name) }
 
 // secretValue reads one key of a secret from a live secret store, for
 // secretKeyRef.
