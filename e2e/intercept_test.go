@@ -174,7 +174,24 @@ func TestTransparentMode(t *testing.T) {
 	webSC := framework.StartSidecar(t, framework.SidecarOptions{AppID: "tp-web", AppPort: web.Port, MTLS: cp})
 	grpcSC := framework.StartSidecar(t, framework.SidecarOptions{AppID: "tp-grpc", AppPort: grpcApp.Port, AppProtocol: "grpc", MTLS: cp})
 
-	hosts := "127.0.0.1 localhost\n127.77.0.2 tp-web\n127.77.0.3 tp-grpc\n127.77.0.4 tp-nobody\n"
+	// An app that speaks no HTTP: it echoes what it reads, after a prefix.
+	tcpL := framework.Listen(t)
+	go func() {
+		for {
+			c, err := tcpL.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				b, _ := io.ReadAll(c)
+				_, _ = c.Write(append([]byte("tcp echo: "), b...))
+				c.Close()
+			}()
+		}
+	}()
+	tcpSC := framework.StartSidecar(t, framework.SidecarOptions{AppID: "tp-tcp", AppPort: tcpL.Addr().(*net.TCPAddr).Port, MTLS: cp})
+
+	hosts := "127.0.0.1 localhost\n127.77.0.2 tp-web\n127.77.0.3 tp-grpc\n127.77.0.4 tp-nobody\n127.77.0.5 tp-tcp\n"
 	ns := framework.NewAppNetns(t, hosts)
 	// The app (here only a server the other apps call) listens inside.
 	appL := framework.ListenIn(t, ns, "127.0.0.1:0")
@@ -192,9 +209,10 @@ func TestTransparentMode(t *testing.T) {
 		t.Fatalf("transparent-init: %v\n%s", err, out)
 	}
 	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: "tp-app", AppPort: appPort, MTLS: cp,
-		Resolve: []framework.Endpoint{webSC.Endpoint(), grpcSC.Endpoint()},
+		Resolve: []framework.Endpoint{webSC.Endpoint(), grpcSC.Endpoint(), tcpSC.Endpoint()},
 		Args: []string{"--enable-transparent", "--transparent-port", strconv.Itoa(transparentPort),
-			"--app-netns", "/var/run/netns/" + ns, "--virtual-hosts", "/etc/netns/" + ns + "/hosts"}})
+			"--app-netns", "/var/run/netns/" + ns, "--virtual-hosts", "/etc/netns/" + ns + "/hosts",
+			"--intercept-tcp-ports", "7000"}})
 
 	// inApp runs a command inside the app's namespace, with no proxy
 	// settings.
@@ -237,6 +255,37 @@ func TestTransparentMode(t *testing.T) {
 		}
 		if got := grpcApp.Metadata("/grpc.testing.TestService/UnaryCall").Get("dapr-caller-app-id"); len(got) != 1 || got[0] != "tp-app" {
 			t.Errorf("the gRPC app saw dapr-caller-app-id %v, want tp-app", got)
+		}
+	})
+
+	t.Run("TCP by name", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		c, err := framework.DialContext(ns)(ctx, "tcp", "127.77.0.5:7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("\x16\x03 no HTTP here")); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(callTimeout))
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "tcp echo: \x16\x03 no HTTP here" {
+			t.Fatalf("a TCP call to tp-tcp:7000: %q %v", got, err)
+		}
+		// The same bytes at a port not named for TCP meet HTTP: a 400.
+		c2, err := framework.DialContext(ns)(ctx, "tcp", "127.77.0.5:7001")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c2.Close()
+		_, _ = c2.Write([]byte("\x16\x03 no HTTP here\r\n\r\n"))
+		_ = c2.SetReadDeadline(time.Now().Add(callTimeout))
+		got, _ = io.ReadAll(c2)
+		if !strings.HasPrefix(string(got), "HTTP/1.1 400") {
+			t.Fatalf("non-HTTP bytes at a port not named for TCP: %q, want a 400", got)
 		}
 	})
 

@@ -146,6 +146,10 @@ type Config struct {
 	// VirtualHosts is a hosts file whose addresses in 127.77.0.0/16 name
 	// apps (the app's namespace resolves names with it).
 	VirtualHosts string
+	// InterceptTCPPorts are the ports at which an intercepted connection
+	// to an app (transparent, or a CONNECT tunnel) is carried as TCP to
+	// the app's port rather than served as HTTP.
+	InterceptTCPPorts []int
 
 	ResourcesPaths []string
 	ConfigPath     string

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -264,7 +265,7 @@ func (s *Sidecar) passthroughProxy() *httputil.ReverseProxy {
 // as intercepted (gRPC per call, or HTTP); to anything else, it is joined
 // to a connection to the destination.
 func (s *Sidecar) proxyConnect(w http.ResponseWriter, r *http.Request) {
-	host, _, err := net.SplitHostPort(r.Host)
+	host, portText, err := net.SplitHostPort(r.Host)
 	if err != nil {
 		s.stats.intercepted.WithLabelValues("connect", "error").Inc()
 		writeError(w, apiError{http.StatusBadRequest, errCodeDirectInvoke, "CONNECT needs host:port: " + err.Error()})
@@ -308,6 +309,10 @@ func (s *Sidecar) proxyConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	if toApp {
 		s.stats.intercepted.WithLabelValues("connect", "mesh").Inc()
+		if port, _ := strconv.Atoi(portText); s.tcpPort(port) {
+			s.tunnelToApp(conn, in, id)
+			return
+		}
 		s.intercepted.push(&interceptedConn{Conn: conn, appID: id, r: in})
 		return
 	}

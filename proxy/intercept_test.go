@@ -217,3 +217,61 @@ func TestMeshTargetBounded(t *testing.T) {
 		t.Fatal("the app is no longer found after the flood")
 	}
 }
+
+// A CONNECT tunnel to an app at a port InterceptTCPPorts names is carried
+// as TCP to the callee's app port over the mesh, both ways, half-close
+// included; at another port the same bytes meet an HTTP server, which
+// answers 400.
+func TestInterceptTCP(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				b, _ := io.ReadAll(c)
+				_, _ = c.Write(append([]byte("echo: "), b...))
+				c.Close()
+			}()
+		}
+	}()
+	res := &mapResolver{}
+	callee := startSidecar(t, Config{AppID: "callee", AppPort: l.Addr().(*net.TCPAddr).Port, Resolver: res})
+	res.set("callee", "default", "127.0.0.1:"+strconv.Itoa(callee.Ports().Internal))
+	waitHealthy(t, callee)
+	caller := startSidecar(t, Config{AppID: "caller", Resolver: res, ExplicitProxy: true, InterceptTCPPorts: []int{5432}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	c, err := connectDialer(caller.Ports().Proxy)(ctx, "callee:5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("\x00\x03not http at all")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "echo: \x00\x03not http at all" {
+		t.Fatalf("through the TCP tunnel: %q, %v", got, err)
+	}
+
+	c2, err := connectDialer(caller.Ports().Proxy)(ctx, "callee:5433")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_, _ = c2.Write([]byte("\x00\x03not http at all\r\n\r\n"))
+	_ = c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, _ = io.ReadAll(c2)
+	if !strings.HasPrefix(string(got), "HTTP/1.1 400") {
+		t.Fatalf("non-HTTP bytes at a port not named for TCP: %q, want a 400", got)
+	}
+}

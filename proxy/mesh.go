@@ -70,6 +70,10 @@ func (s *Sidecar) serveMesh(w http.ResponseWriter, r *http.Request) {
 		writeError(w, directInvokeError(s.cfg.AppID, errAppUnhealthy))
 		return
 	}
+	if r.Header.Get(hdrTCPTunnel) != "" && !grpcProxy {
+		s.serveTunnel(w, r, caller)
+		return
+	}
 	if r.ContentLength > s.cfg.MaxBodySize {
 		writeError(w, bodyTooLargeError())
 		return

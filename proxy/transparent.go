@@ -117,6 +117,10 @@ func (s *Sidecar) takeTransparent(c net.Conn) {
 	addr, _ := netip.AddrFromSlice(dst.IP.To4())
 	if id := s.virtual.lookup(addr); id != "" {
 		s.stats.intercepted.WithLabelValues("transparent", "mesh").Inc()
+		if s.tcpPort(dst.Port) {
+			s.tunnelToApp(c, c, id)
+			return
+		}
 		s.intercepted.push(&interceptedConn{Conn: c, appID: id, r: c})
 		return
 	}

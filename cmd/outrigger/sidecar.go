@@ -36,6 +36,7 @@ type sidecarFlags struct {
 	probeTimeout    int // milliseconds, as daprd
 	enableMetrics   bool
 	enableProfiling bool
+	tcpPorts        string
 
 	nameResolution string
 	// resolutionMode and balance are what nameResolver chose: the backend
@@ -95,6 +96,7 @@ func newSidecarFlags(fs *flag.FlagSet) *sidecarFlags {
 	fs.IntVar(&c.TransparentPort, "transparent-port", proxy.DefaultTransparentPort, "port of the transparent listener")
 	fs.StringVar(&c.AppNetns, "app-netns", "", "the app's own network namespace (a path such as /var/run/netns/NAME): the transparent listener and the connections to the app are made inside it")
 	fs.StringVar(&c.VirtualHosts, "virtual-hosts", "", "hosts file whose addresses in 127.77.0.0/16 name apps (what the app's namespace resolves names with)")
+	fs.StringVar(&f.tcpPorts, "intercept-tcp-ports", "", "comma-separated ports at which an intercepted connection to an app is carried as TCP to the app's port over the mesh, not served as HTTP (a database protocol, say)")
 	f.maxBody = quantityFlag{bytes: &c.MaxBodySize}
 	c.MaxBodySize = proxy.DefaultMaxBodySize
 	fs.Var(&f.maxBody, "max-body-size", "largest request body accepted, e.g. 4Mi (default 4Mi)")
@@ -160,6 +162,16 @@ func (f *sidecarFlags) config() (proxy.Config, *slog.Logger, error) {
 	}
 	if c.TransparentPort <= 0 || c.TransparentPort > 65535 {
 		return c, nil, usageError{fmt.Errorf("--transparent-port %d: want a port from 1 to 65535", c.TransparentPort)}
+	}
+	for p := range strings.SplitSeq(f.tcpPorts, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			return c, nil, usageError{fmt.Errorf("--intercept-tcp-ports %q: want ports from 1 to 65535", p)}
+		}
+		c.InterceptTCPPorts = append(c.InterceptTCPPorts, n)
 	}
 	if (c.AppNetns != "" || c.VirtualHosts != "") && !c.Transparent {
 		return c, nil, usageError{errors.New("--app-netns and --virtual-hosts need --enable-transparent")}
