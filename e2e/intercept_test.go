@@ -353,50 +353,22 @@ func TestTransparentMode(t *testing.T) {
 // explicit proxy, which needs no privilege.
 func TestTransparentNeedsPrivilege(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Fatalf("setpriv (util-linux) runs the command as another user: %v", err)
-	}
-	// A copy of the binary that user nobody may run.
-	dir, err := os.MkdirTemp("", "outrigger-nobody-") // not under t.TempDir's 0700 parent
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(framework.Binary(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := dir + "/outrigger"
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	home := dir + "/home"
-	if err := os.Mkdir(home, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(home, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
-	asNobody := func(args ...string) (string, error) {
+	_, bin, home := nobodyFolder(t)
+	nobody := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "setpriv", append([]string{"--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all", bin}, args...)...)
-		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OUTRIGGER_HOME=" + home, "HOME=" + home}
-		out, err := cmd.CombinedOutput()
+		out, err := asNobody(ctx, home, bin, args...).CombinedOutput()
 		return string(out), err
 	}
-	out, err := asNobody("transparent-init", "--app-port", "8080", "--redirect-loopback")
+	out, err := nobody("transparent-init", "--app-port", "8080", "--redirect-loopback")
 	if err == nil || !strings.Contains(out, "--enable-explicit-proxy") {
 		t.Errorf("transparent-init as nobody: %v\n%s", err, out)
 	}
-	out, err = asNobody("run", "--transparent", "--app-id", "np", "--", "true")
+	out, err = nobody("run", "--transparent", "--app-id", "np", "--", "true")
 	if err == nil || !strings.Contains(out, "explicit proxy") {
 		t.Errorf("run --transparent as nobody: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { _, _ = asNobody("stop") })
+	t.Cleanup(func() { _, _ = nobody("stop") })
 }
 
 // TestTransparentPod: the pod layout, as in Kubernetes: the app and its
@@ -493,4 +465,46 @@ func TestTransparentPod(t *testing.T) {
 		c.Close()
 		t.Fatal("the pod app's port took a connection from host 2, not through its sidecar")
 	}
+}
+
+// nobodyFolder makes a folder user nobody can use (not under t.TempDir,
+// whose parent only root may enter) holding a copy of the binary and a home
+// nobody owns; the test's cleanup removes it.
+func nobodyFolder(t *testing.T) (dir, bin, home string) {
+	t.Helper()
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (util-linux) runs a command as another user: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "outrigger-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(framework.Binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = dir + "/outrigger"
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home = dir + "/home"
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(home, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	return dir, bin, home
+}
+
+// asNobody is the command bin args run as user nobody, with no
+// capabilities, home as its HOME and OUTRIGGER_HOME.
+func asNobody(ctx context.Context, home, bin string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "setpriv", append([]string{"--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all", bin}, args...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OUTRIGGER_HOME=" + home, "HOME=" + home}
+	return cmd
 }

@@ -120,14 +120,13 @@ func TestRunExitCode(t *testing.T) {
 	}
 }
 
-// TestRunExplicitProxy: under `outrigger run`, an app that knows nothing of
-// Dapr (a shell script with curl) calls http://callee/hello, and its
-// sidecar's explicit proxy (HTTP_PROXY, set by run) carries the call over
-// the mesh: the callee answers the caller by its proven app-id.
+// TestRunExplicitProxy: under `outrigger run`, run by user nobody with no
+// capabilities (the explicit proxy needs no privilege), an app that knows
+// nothing of Dapr (a shell script with curl) calls http://callee/hello, and
+// its sidecar's explicit proxy (HTTP_PROXY, set by run) carries the call
+// over the mesh: the callee answers the caller by its proven app-id.
 func TestRunExplicitProxy(t *testing.T) {
-	bin := framework.Binary(t)
-	home := t.TempDir()
-	dir := t.TempDir()
+	dir, bin, home := nobodyFolder(t)
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +142,7 @@ func TestRunExplicitProxy(t *testing.T) {
   curl -sf --noproxy '*' "http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/invoke/callee/method/hello" >/dev/null && break
   sleep 0.5
 done
-echo "proxy $HTTP_PROXY"
+echo "proxy $HTTP_PROXY as $(id -u)"
 curl -sS --fail-with-body http://callee/hello && echo && echo "transparent call done"`
 	port := framework.FreePort(t)
 	runFile := filepath.Join(dir, "run.yaml")
@@ -160,23 +159,21 @@ apps:
 	if err := os.WriteFile(runFile, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(), "OUTRIGGER_HOME="+home)
 	t.Cleanup(func() {
-		stop := exec.Command(bin, "stop")
-		stop.Env = env
-		_ = stop.Run()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = asNobody(ctx, home, bin, "stop").Run()
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	run := exec.CommandContext(ctx, bin, "run", "-f", runFile)
-	run.Env = env
-	out, err := run.CombinedOutput()
+	out, err := asNobody(ctx, home, bin, "run", "-f", runFile).CombinedOutput()
 	log := string(out)
 	if err != nil {
-		t.Fatalf("outrigger run -f: %v\n%s", err, log)
+		t.Fatalf("outrigger run -f as nobody: %v\n%s", err, log)
 	}
 	for _, want := range []string{
 		"== APP - caller == proxy http://127.0.0.1:",
+		" as 65534",
 		`== APP - caller == hello, caller!`,
 		"== APP - caller == transparent call done",
 	} {
