@@ -468,8 +468,10 @@ var proxyStreamDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 
 // proxyGRPC forwards a call for any service other than the Dapr API to the
 // app named by its dapr-app-id metadata, through that app's sidecar, in both
-// directions at once.
-func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
+// directions at once. The app's Resiliency timeout bounds the call and its
+// circuit breaker guards it (retries need a buffered request, and a stream
+// is not buffered).
+func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) (callErr error) {
 	fullMethod, ok := grpc.MethodFromServerStream(ss)
 	if !ok {
 		return status.Error(codes.Internal, "gRPC proxy: no method in the stream")
@@ -502,8 +504,18 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 	out["dapr-caller-namespace"] = []string{s.cfg.Namespace}
 	out["outrigger-grpc-proxy"] = []string{"1"}
 	telemetry.ToGRPC(ss.Context(), out)
+	run := s.appRunner(name, ns)
+	run.Applied()
+	if run != nil && run.Breaker != nil {
+		done, err := run.Breaker.Allow()
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
+		}
+		defer func() { done(!grpcServerFailure(ss.Context(), callErr)) }()
+	}
 	bounded, cancelBound := s.invokeContext(ss.Context(), name, ns)
 	defer cancelBound()
+	defer timedOut(run, bounded, ss.Context())
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(bounded, out))
 	defer cancel()
 	// The stream opens on an instance; one that cannot be reached (nothing
@@ -512,7 +524,7 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 	var (
 		ep      nameresolution.Endpoint
 		cs      grpc.ClientStream
-		callErr error
+		openErr error // no answer at all from the peer
 	)
 	for attempt := 1; ; attempt++ {
 		var err error
@@ -538,7 +550,7 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 		}
 		return err
 	}
-	defer func() { ep.Done(grpcOutcome(ss.Context(), callErr)) }()
+	defer func() { ep.Done(grpcOutcome(ss.Context(), openErr)) }()
 	// Client to server.
 	upErr := make(chan error, 1)
 	go func() {
@@ -563,7 +575,7 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 	// Server to client.
 	hdr, err := cs.Header()
 	if err != nil {
-		callErr = err // no answer at all from the peer
+		openErr = err
 	}
 	if err == nil && hdr != nil {
 		if err := ss.SendHeader(hdr); err != nil {
@@ -587,6 +599,21 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) error {
 			return err
 		}
 	}
+}
+
+// grpcServerFailure reports whether a proxied call's outcome counts against
+// the app's circuit breaker: a failure of the server side (unavailable,
+// internal, out of time or resources), not the caller's own mistake or
+// cancellation.
+func grpcServerFailure(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() == context.Canceled {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unknown, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Internal, codes.Unavailable, codes.DataLoss:
+		return true
+	}
+	return false
 }
 
 // grpcOutcome is what a proxied gRPC call tells the balancer: the peer

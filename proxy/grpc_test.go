@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
 )
 
 // callbackApp is a gRPC app: AppCallback echoes, TestService is grpc's interop server.
@@ -189,3 +193,58 @@ func (r *sreader) Read(p []byte) (int, error) {
 }
 
 var _ = httptest.NewServer
+
+// The app's circuit breaker guards proxied gRPC calls: server failures
+// trip it, an open breaker answers Unavailable at once, and after its
+// timeout one call through closes it again.
+func TestGRPCProxyCircuitBreaker(t *testing.T) {
+	port := startGRPCApp(t)
+	res := &mapResolver{}
+	callee := startSidecar(t, Config{AppID: "callee", AppPort: port, AppProtocol: ProtocolGRPC, Resolver: res})
+	res.set("callee", "default", "127.0.0.1:"+strconv.Itoa(callee.Ports().Internal))
+	waitHealthy(t, callee)
+	routes := fixedRoutes{app: &outriggerv1alpha1.Resiliency{Source: "resiliency/test", CircuitBreaker: &outriggerv1alpha1.CircuitBreaker{
+		Name: "guard", MaxRequests: 1, Timeout: durationpb.New(300 * time.Millisecond), Trip: "consecutiveFailures >= 2",
+	}}}
+	caller := startSidecar(t, Config{AppID: "caller", Resolver: res, Routes: routes})
+	tc := testgrpc.NewTestServiceClient(dial(t, caller.Ports().GRPC))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "dapr-app-id", "callee")
+	failing := &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.Unavailable), Message: "down"}}
+	for i := range 2 {
+		if _, err := tc.UnaryCall(ctx, failing); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "down") {
+			t.Fatalf("failing call %d: %v", i, err)
+		}
+	}
+	// A client mistake does not count; the breaker is open now anyway.
+	_, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "circuit breaker is open") {
+		t.Fatalf("with the breaker open: %v, want Unavailable from the breaker", err)
+	}
+	// Half open after its timeout: one call goes through and closes it.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err = tc.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the breaker never let a call through again: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("after closing: %v", err)
+	}
+	// Caller mistakes never open it.
+	bad := &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.InvalidArgument), Message: "bad"}}
+	for range 3 {
+		if _, err := tc.UnaryCall(ctx, bad); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("invalid argument: %v", err)
+		}
+	}
+	if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("after caller mistakes: %v", err)
+	}
+}
