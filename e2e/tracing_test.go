@@ -360,3 +360,111 @@ func TestTracingCollectorDown(t *testing.T) {
 		})
 	}
 }
+
+// TestTraceBulkAndStreamingDeliveries: an event delivered in a bulk batch,
+// and one sent down a streaming subscription (the Go SDK's Subscribe), each
+// gets a delivery span ("pubsub/<topic>") in the publisher's trace, a child
+// of the publish, in a real Jaeger.
+func TestTraceBulkAndStreamingDeliveries(t *testing.T) {
+	t.Parallel()
+	jaeger := framework.StartJaeger(t)
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/dapr/subscribe", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`[{"pubsubname":"pubsub","topic":"batched","route":"/batched","bulkSubscribe":{"enabled":true,"maxMessagesCount":10,"maxAwaitDurationMs":100}}]`))
+	})
+	mux.HandleFunc("/batched", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Entries []struct {
+				EntryID string `json:"entryId"`
+			} `json:"entries"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		out := []map[string]string{}
+		for _, e := range body.Entries {
+			out = append(out, map[string]string{"entryId": e.EntryID, "status": "SUCCESS"})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"statuses": out})
+	})
+	l := framework.Listen(t)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	res := stateStores(t, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
+	id := "trace-deliveries-" + suffix
+	sc := framework.StartSidecar(t, framework.SidecarOptions{AppID: id, AppPort: l.Addr().(*net.TCPAddr).Port,
+		Args: []string{"--resources-path", res, "--config", tracingConfig(t, "grpc", jaeger.OTLPGRPC)}})
+	client, err := dapr.NewClientWithPort(strconv.Itoa(sc.GRPCPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	ctx := callCtx(t)
+	sub, err := client.Subscribe(ctx, dapr.SubscriptionOptions{PubsubName: "pubsub", Topic: "streamed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	framework.WaitFor(t, "the bulk subscription", func() error {
+		got, err := metadataSubs(t, sc)
+		if err != nil || len(got) < 1 {
+			return fmt.Errorf("%v %v", got, err)
+		}
+		return nil
+	})
+
+	publish := func(topic string) string {
+		tp, traceID, _ := newTraceparent()
+		resp, body := call(t, http.MethodPost, sc.URL("/v1.0/publish/pubsub/"+topic), strings.NewReader(`{"x":1}`),
+			http.Header{"Content-Type": {"application/json"}, "Traceparent": {tp}})
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("publish to %s: %d %s", topic, resp.StatusCode, body)
+		}
+		return traceID
+	}
+	bulkTrace := publish("batched")
+	streamTrace := publish("streamed")
+	msg, err := sub.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := msg.Success(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct{ topic, traceID string }{{"batched", bulkTrace}, {"streamed", streamTrace}} {
+		framework.WaitFor(t, "the "+c.topic+" delivery's span in Jaeger", func() error {
+			spans, err := jaeger.Trace(c.traceID)
+			if err != nil {
+				return err
+			}
+			byID := map[string]framework.JaegerSpan{}
+			for _, s := range spans {
+				byID[s.SpanID] = s
+			}
+			for _, s := range spans {
+				if s.OperationName != "pubsub/"+c.topic {
+					continue
+				}
+				parent, ok := byID[s.Parent()]
+				if !ok {
+					return fmt.Errorf("the delivery span's parent %q is not in the trace", s.Parent())
+				}
+				if !strings.Contains(parent.OperationName, "publish") {
+					return fmt.Errorf("the delivery span's parent is %q, want the publish", parent.OperationName)
+				}
+				if s.Service != id || s.Tag("messaging.destination.name") != c.topic {
+					return fmt.Errorf("the delivery span: service %q, destination %q", s.Service, s.Tag("messaging.destination.name"))
+				}
+				return nil
+			}
+			names := []string{}
+			for _, s := range spans {
+				names = append(names, s.OperationName)
+			}
+			return fmt.Errorf("no pubsub/%s span among %v", c.topic, names)
+		})
+	}
+}

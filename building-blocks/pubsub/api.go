@@ -17,6 +17,7 @@ import (
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	kiterrors "github.com/dapr/kit/errors"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -41,6 +42,9 @@ type API struct {
 	// Ingress, when set, learns how each event sent down a streaming
 	// subscription ended (the metrics); nil records nothing.
 	Ingress IngressRecorder
+	// Tracer, when set, gives each event sent down a streaming
+	// subscription a span (as Subscriber.Tracer does for deliveries).
+	Tracer trace.Tracer
 
 	streamMu  sync.Mutex
 	streams   map[uint64]Subscription

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 )
 
@@ -116,15 +118,25 @@ func (b *batcher) flush(ctx context.Context, batch []*batchEntry) {
 		if pol.Observer != nil {
 			pol.Observer.Applied()
 		}
+		var spans []trace.Span
+		if b.sub.Tracer != nil {
+			spans = make([]trace.Span, len(entries))
+			for i, e := range entries {
+				spans[i] = deliverySpan(ctx, b.sub.Tracer, b.s.Topic, e.event, len(entries))
+			}
+		}
 		statuses, err := b.sub.deliverBulk(dctx, b.s, path, entries)
 		if pol.Observer != nil && timeout > 0 && dctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
 			pol.Observer.TimedOut()
 		}
 		cancel()
-		for _, e := range entries {
+		for i, e := range entries {
 			st := statuses[e.id]
 			if err != nil || st == "" {
 				st = statusRetry
+			}
+			if spans != nil {
+				endDeliverySpan(spans[i], st, err)
 			}
 			e.status <- st
 			tally[st]++

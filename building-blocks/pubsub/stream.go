@@ -92,22 +92,31 @@ func (a *API) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTopicE
 			mu.Unlock()
 		}()
 		start := time.Now()
+		span := deliverySpan(hctx, a.Tracer, s.Topic, event, 0)
 		if err := send(&runtimev1pb.SubscribeTopicEventsResponseAlpha1{
 			SubscribeTopicEventsResponseType: &runtimev1pb.SubscribeTopicEventsResponseAlpha1_EventMessage{EventMessage: req},
 		}); err != nil {
+			endDeliverySpan(span, statusRetry, err)
 			return err
 		}
 		select {
 		case st := <-answer:
 			a.recordStreamed(s, st, time.Since(start))
 			switch st {
-			case runtimev1pb.TopicEventResponse_SUCCESS, runtimev1pb.TopicEventResponse_DROP:
+			case runtimev1pb.TopicEventResponse_SUCCESS:
+				endDeliverySpan(span, statusSuccess, nil)
+				return nil
+			case runtimev1pb.TopicEventResponse_DROP:
+				endDeliverySpan(span, statusDrop, nil)
 				return nil
 			}
+			endDeliverySpan(span, statusRetry, nil)
 			return errors.New("the app asked for a retry")
 		case <-hctx.Done():
+			endDeliverySpan(span, statusRetry, hctx.Err())
 			return hctx.Err()
 		case <-ctx.Done():
+			endDeliverySpan(span, statusRetry, ctx.Err())
 			return ctx.Err()
 		}
 	}

@@ -46,3 +46,45 @@ func deliveryTrace(ctx context.Context, event map[string]any) (traceparent, trac
 	ts, _ := event["tracestate"].(string)
 	return tp, ts
 }
+
+// deliverySpan starts the span of one event's delivery, named as daprd
+// names it ("pubsub/<topic>"), a child of the trace context the publisher
+// put in the event; nil without a tracer. Bulk batches and streaming
+// subscriptions, whose app sees the event as published, use it.
+func deliverySpan(ctx context.Context, tracer trace.Tracer, topic string, event map[string]any, batch int) trace.Span {
+	if tracer == nil {
+		return nil
+	}
+	tp, _ := event["traceparent"].(string)
+	ts, _ := event["tracestate"].(string)
+	_, span := tracer.Start(telemetry.FromW3C(ctx, tp, ts), "pubsub/"+topic, trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		attrs := []attribute.KeyValue{
+			attribute.String("messaging.system", "pubsub"),
+			attribute.String("messaging.destination.name", topic),
+		}
+		if batch > 0 {
+			attrs = append(attrs, attribute.Int("messaging.batch.message_count", batch))
+		}
+		span.SetAttributes(attrs...)
+	}
+	return span
+}
+
+// endDeliverySpan ends a delivery's span with how it went: statusSuccess
+// or statusDrop is not an error.
+func endDeliverySpan(span trace.Span, status string, err error) {
+	if span == nil {
+		return
+	}
+	if span.IsRecording() {
+		switch {
+		case err != nil:
+			span.SetStatus(codes.Error, err.Error())
+		case status != statusSuccess && status != statusDrop:
+			span.SetStatus(codes.Error, "the app asked for a retry")
+		}
+		span.SetAttributes(attribute.String("messaging.operation.result", status))
+	}
+	span.End()
+}

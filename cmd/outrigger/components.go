@@ -637,6 +637,7 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		AppID:      cfg.AppID,
 		Logger:     logger,
 		Ingress:    metrics.pubsub,
+		Tracer:     cfg.Tracer,
 	}
 	cfg.PubSub = pubsubAPI
 	subDocs := newSubscriptionDocs(cfg.AppID)
