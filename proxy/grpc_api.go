@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
@@ -521,67 +522,103 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) (callErr error) {
 	// The stream opens on an instance; one that cannot be reached (nothing
 	// of the call was sent yet) gives way to another, up to
 	// maxConnectAttempts.
-	var (
-		ep      nameresolution.Endpoint
-		cs      grpc.ClientStream
-		openErr error // no answer at all from the peer
-	)
-	for attempt := 1; ; attempt++ {
-		var err error
-		if ep, err = s.lb.Pick(ss.Context(), name, ns, key); err != nil {
-			s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
-			return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
+	open := func() (grpc.ClientStream, nameresolution.Endpoint, error) {
+		for attempt := 1; ; attempt++ {
+			ep, err := s.lb.Pick(ss.Context(), name, ns, key)
+			if err != nil {
+				s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()
+				return nil, nil, status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
+			}
+			conn, err := s.peers.grpcConn(ep.Address(), name, ns)
+			var cs grpc.ClientStream
+			if err == nil {
+				cs, err = conn.NewStream(ctx, proxyStreamDesc, fullMethod, grpc.ForceCodecV2(frameCodec{}))
+			}
+			if err == nil {
+				return cs, ep, nil
+			}
+			if attempt < maxConnectAttempts && status.Code(err) == codes.Unavailable && ctx.Err() == nil {
+				ep.Done(err)
+				s.log.Debug("opening a proxied gRPC stream failed; trying another instance", "app_id", name, "err", err)
+				continue
+			}
+			ep.Done(grpcOutcome(ss.Context(), err))
+			if status.Code(err) == codes.Unknown {
+				return nil, nil, status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
+			}
+			return nil, nil, err
 		}
-		conn, err := s.peers.grpcConn(ep.Address(), name, ns)
-		if err == nil {
-			cs, err = conn.NewStream(ctx, proxyStreamDesc, fullMethod, grpc.ForceCodecV2(frameCodec{}))
-		}
-		if err == nil {
-			break
-		}
-		if attempt < maxConnectAttempts && status.Code(err) == codes.Unavailable && ctx.Err() == nil {
-			ep.Done(err)
-			s.log.Debug("opening a proxied gRPC stream failed; trying another instance", "app_id", name, "err", err)
-			continue
-		}
-		ep.Done(grpcOutcome(ss.Context(), err))
-		if status.Code(err) == codes.Unknown {
-			return status.Errorf(codes.Unavailable, "failed to proxy request: %v", err)
-		}
+	}
+	cs, ep, err := open()
+	if err != nil {
 		return err
 	}
-	defer func() { ep.Done(grpcOutcome(ss.Context(), openErr)) }()
-	// Client to server.
-	upErr := make(chan error, 1)
-	go func() {
-		for {
-			f := &frame{}
-			if err := ss.RecvMsg(f); err != nil {
-				if err == io.EOF {
-					upErr <- cs.CloseSend()
-					return
-				}
-				cancel()
-				upErr <- err
-				return
-			}
-			if err := cs.SendMsg(f); err != nil {
-				// The server ended the call; its status arrives on RecvMsg.
-				upErr <- nil
-				return
-			}
+	var openErr error // no answer at all from the peer
+	defer func() {
+		if ep != nil {
+			ep.Done(grpcOutcome(ss.Context(), openErr))
 		}
 	}()
-	// Server to client.
-	hdr, err := cs.Header()
-	if err != nil {
-		openErr = err
+	// Client to server. Under a retry policy the client's messages are
+	// kept (within maxReplayBody) until the server's first answer, so
+	// that a call the server failed at once can be sent again whole.
+	var retry *resiliency.Retry
+	if run != nil {
+		retry = run.Retry
 	}
-	if err == nil && hdr != nil {
-		if err := ss.SendHeader(hdr); err != nil {
-			cancel()
-			return err
+	up := &upstream{cs: cs, replay: retry != nil}
+	go up.relay(ss, cancel)
+	// Server to client.
+	for retries := 0; ; retries++ {
+		hdr, err := cs.Header()
+		var failed error
+		switch {
+		case err != nil:
+			failed = err
+		case hdr == nil:
+			// Trailers only: the call ended without an answer; its
+			// status comes from RecvMsg.
+			if rerr := cs.RecvMsg(&frame{}); rerr != nil && rerr != io.EOF {
+				failed = rerr
+			}
 		}
+		if failed != nil && retry.Allowed(retries) && ctx.Err() == nil && retry.RetriesGRPC(int(status.Code(failed))) && up.replayable() {
+			ep.Done(grpcOutcome(ss.Context(), failed))
+			s.stats.outbound.WithLabelValues(name, "grpc_error").Inc()
+			s.stats.retries.WithLabelValues(name).Inc()
+			run.Retrying()
+			if !s.pause(ctx, retry.Backoff(retries+1)) {
+				return status.Errorf(invokeErrorCode(ctx.Err()), "failed to proxy request: %v", ctx.Err())
+			}
+			next, nextEP, oerr := open()
+			if oerr != nil {
+				ep = nil
+				return oerr
+			}
+			if !up.resend(next) {
+				nextEP.Done(nil)
+				ep = nil
+				return failed
+			}
+			cs, ep = next, nextEP
+			continue
+		}
+		up.stopKeeping()
+		if err != nil {
+			openErr = err
+		}
+		if err == nil && hdr != nil {
+			if err := ss.SendHeader(hdr); err != nil {
+				cancel()
+				return err
+			}
+		}
+		if failed != nil {
+			ss.SetTrailer(cs.Trailer())
+			s.stats.outbound.WithLabelValues(name, "grpc_error").Inc()
+			return failed
+		}
+		break
 	}
 	for {
 		f := &frame{}
@@ -599,6 +636,86 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) (callErr error) {
 			return err
 		}
 	}
+}
+
+// upstream is the server side of a proxied gRPC call: the stream the
+// client's messages go to, which a retry replaces, and the messages kept
+// for a retry to send again.
+type upstream struct {
+	mu     sync.Mutex
+	cs     grpc.ClientStream
+	kept   []*frame
+	size   int
+	replay bool // every message so far is kept
+	closed bool // the client has sent its last message
+}
+
+// relay forwards the client's messages to the current stream until the
+// client half-closes (or fails: then the call is cancelled).
+func (u *upstream) relay(ss grpc.ServerStream, cancel context.CancelFunc) {
+	for {
+		f := &frame{}
+		if err := ss.RecvMsg(f); err != nil {
+			u.mu.Lock()
+			cs := u.cs
+			if err == io.EOF {
+				u.closed = true
+			}
+			u.mu.Unlock()
+			if err == io.EOF {
+				_ = cs.CloseSend()
+				return
+			}
+			cancel()
+			return
+		}
+		u.mu.Lock()
+		if u.replay {
+			if u.size+len(f.data) <= maxReplayBody {
+				u.kept = append(u.kept, f)
+				u.size += len(f.data)
+			} else {
+				u.replay, u.kept = false, nil
+			}
+		}
+		cs := u.cs
+		u.mu.Unlock()
+		// A stream that failed answers its status on RecvMsg; a
+		// replaced one gets the message again from resend.
+		_ = cs.SendMsg(f)
+	}
+}
+
+// replayable reports whether every message the client sent is kept.
+func (u *upstream) replayable() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.replay
+}
+
+// resend makes next the stream of the call, sending it the kept messages
+// (and the client's half-close); false when they were not all kept.
+func (u *upstream) resend(next grpc.ClientStream) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.replay {
+		return false
+	}
+	for _, f := range u.kept {
+		_ = next.SendMsg(f)
+	}
+	if u.closed {
+		_ = next.CloseSend()
+	}
+	u.cs = next
+	return true
+}
+
+// stopKeeping ends the keeping of messages: the server has answered.
+func (u *upstream) stopKeeping() {
+	u.mu.Lock()
+	u.replay, u.kept = false, nil
+	u.mu.Unlock()
 }
 
 // grpcServerFailure reports whether a proxied call's outcome counts against

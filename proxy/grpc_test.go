@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,5 +247,94 @@ func TestGRPCProxyCircuitBreaker(t *testing.T) {
 	}
 	if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
 		t.Fatalf("after caller mistakes: %v", err)
+	}
+}
+
+// flakyService fails its first calls with Unavailable, before answering
+// anything: UnaryCall echoes; StreamingInputCall reads every message first,
+// then fails or answers their total size.
+type flakyService struct {
+	testgrpc.UnimplementedTestServiceServer
+	fail  atomic.Int32
+	calls atomic.Int32
+}
+
+func (f *flakyService) UnaryCall(_ context.Context, in *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	if f.calls.Add(1) <= f.fail.Load() {
+		return nil, status.Error(codes.Unavailable, "not yet")
+	}
+	return &testgrpc.SimpleResponse{Payload: in.GetPayload()}, nil
+}
+
+func (f *flakyService) StreamingInputCall(stream testgrpc.TestService_StreamingInputCallServer) error {
+	total := 0
+	for {
+		in, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		total += len(in.GetPayload().GetBody())
+	}
+	if f.calls.Add(1) <= f.fail.Load() {
+		return status.Error(codes.Unavailable, "not yet")
+	}
+	return stream.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
+}
+
+// A retry policy on the app retries proxied gRPC calls that the server
+// failed before answering anything, sending the client's messages again;
+// a failure the policy does not match is not retried.
+func TestGRPCProxyRetries(t *testing.T) {
+	svc := &flakyService{}
+	svc.fail.Store(2)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(srv, svc)
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	res := &mapResolver{}
+	callee := startSidecar(t, Config{AppID: "callee", AppPort: l.Addr().(*net.TCPAddr).Port, AppProtocol: ProtocolGRPC, Resolver: res})
+	res.set("callee", "default", "127.0.0.1:"+strconv.Itoa(callee.Ports().Internal))
+	waitHealthy(t, callee)
+	routes := fixedRoutes{app: &outriggerv1alpha1.Resiliency{Source: "resiliency/test", Retry: &outriggerv1alpha1.Retry{
+		Name: "three", Duration: durationpb.New(10 * time.Millisecond), MaxRetries: 3, GrpcStatusCodes: "14",
+	}}}
+	caller := startSidecar(t, Config{AppID: "caller", Resolver: res, Routes: routes})
+	tc := testgrpc.NewTestServiceClient(dial(t, caller.Ports().GRPC))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "dapr-app-id", "callee")
+
+	out, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("again")}})
+	if err != nil || string(out.GetPayload().GetBody()) != "again" || svc.calls.Load() != 3 {
+		t.Fatalf("unary after two failures: %v %v, %d calls, want the payload after 3", out, err, svc.calls.Load())
+	}
+
+	svc.calls.Store(0)
+	stream, err := tc.StreamingInputCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{10, 20, 30} {
+		if err := stream.Send(&testgrpc.StreamingInputCallRequest{Payload: &testgrpc.Payload{Body: make([]byte, n)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil || resp.GetAggregatedPayloadSize() != 60 || svc.calls.Load() != 3 {
+		t.Fatalf("client stream after two failures: %v %v, %d calls, want 60 after 3", resp, err, svc.calls.Load())
+	}
+
+	// More failures than retries: the last status comes back.
+	svc.calls.Store(0)
+	svc.fail.Store(10)
+	if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}); status.Code(err) != codes.Unavailable || svc.calls.Load() != 4 {
+		t.Fatalf("retries run out: %v after %d calls, want Unavailable after 4", err, svc.calls.Load())
 	}
 }
