@@ -16,6 +16,10 @@ import (
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrigger/outrigger/e2e/framework"
@@ -524,5 +528,57 @@ func TestDeliveryInboundBreaker(t *testing.T) {
 	}
 	if open, closed := scrapeCounter(t, sc, "dapr_resiliency_cb_state", append(target, "status", "open")...), scrapeCounter(t, sc, "dapr_resiliency_cb_state", append(target, "status", "closed")...); open != 0 || closed != 1 {
 		t.Errorf("dapr_resiliency_cb_state open=%v closed=%v, want 0 and 1", open, closed)
+	}
+}
+
+// TestGRPCProxyRetryPolicy: a Resiliency retry policy on an app retries
+// proxied gRPC calls (dapr-app-id metadata) that the app failed before
+// answering, and counts them in daprd's metrics.
+func TestGRPCProxyRetryPolicy(t *testing.T) {
+	t.Parallel()
+	res := framework.ShortTempDir(t)
+	writeFile(t, filepath.Join(res, "resiliency.yaml"), `apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: grpcretry
+spec:
+  policies:
+    retries:
+      unavailable:
+        policy: constant
+        duration: 20ms
+        maxRetries: 3
+        matching:
+          gRPCStatusCodes: "14"
+  targets:
+    apps:
+      rz-grpc:
+        retry: unavailable
+`)
+	app := framework.StartGRPCApp(t)
+	callee := framework.StartSidecar(t, framework.SidecarOptions{AppID: "rz-grpc", AppPort: app.Port, AppProtocol: "grpc"})
+	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "rz-grpc-caller", Resolve: []framework.Endpoint{callee.Endpoint()}, Args: []string{"--resources-path", res}})
+	client := testgrpc.NewTestServiceClient(caller.Dial(t))
+	ctx := metadata.AppendToOutgoingContext(callCtx(t), "dapr-app-id", "rz-grpc")
+
+	app.FailNext(2, codes.Unavailable)
+	resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("third time")}})
+	if err != nil || string(resp.GetPayload().GetBody()) != "third time" {
+		t.Fatalf("after two failures: %v %v", resp, err)
+	}
+	if n := app.Calls("/grpc.testing.TestService/UnaryCall"); n != 3 {
+		t.Errorf("the app saw %d calls, want 3", n)
+	}
+	// A status the policy does not match is not retried.
+	app.FailNext(1, codes.NotFound)
+	if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); status.Code(err) != codes.NotFound {
+		t.Fatalf("NotFound: %v", err)
+	}
+	if n := app.Calls("/grpc.testing.TestService/UnaryCall"); n != 4 {
+		t.Errorf("the app saw %d calls, want 4 (NotFound once)", n)
+	}
+	target := []string{"name", "grpcretry", "policy", "retry", "flow_direction", "outbound", "target", "app_rz-grpc"}
+	if v := scrapeCounter(t, caller, "dapr_resiliency_activations_total", target...); v != 2 {
+		t.Errorf("dapr_resiliency_activations_total %v, want 2", v)
 	}
 }
