@@ -51,19 +51,23 @@ func (a *API) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTopicE
 		defer sendMu.Unlock()
 		return stream.Send(m)
 	}
-	if err := send(&runtimev1pb.SubscribeTopicEventsResponseAlpha1{
-		SubscribeTopicEventsResponseType: &runtimev1pb.SubscribeTopicEventsResponseAlpha1_InitialResponse{
-			InitialResponse: &runtimev1pb.SubscribeTopicEventsResponseInitialAlpha1{},
-		},
-	}); err != nil {
-		return err
-	}
 
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	var mu sync.Mutex
 	waiting := map[string]chan runtimev1pb.TopicEventResponse_TopicEventResponseStatus{}
+	// The app hears of the subscription once the broker has it, so an
+	// event published after the initial response is delivered; no event
+	// goes down the stream before that response.
+	ready := make(chan struct{})
 	handler := func(hctx context.Context, m *Message) error {
+		select {
+		case <-ready:
+		case <-hctx.Done():
+			return hctx.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		event, err := eventOf(m, s)
 		if err != nil {
 			return nil // not a CloudEvent: nothing will change it
@@ -123,6 +127,14 @@ func (a *API) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTopicE
 	if err := c.Broker.Subscribe(ctx, SubscribeRequest{Topic: s.Topic, Group: a.AppID, MaxInFlight: 16, Metadata: s.Metadata}, handler); err != nil {
 		return status.Errorf(codes.Internal, "subscribing to topic %s of pubsub %s: %v", s.Topic, s.PubsubName, err)
 	}
+	if err := send(&runtimev1pb.SubscribeTopicEventsResponseAlpha1{
+		SubscribeTopicEventsResponseType: &runtimev1pb.SubscribeTopicEventsResponseAlpha1_InitialResponse{
+			InitialResponse: &runtimev1pb.SubscribeTopicEventsResponseInitialAlpha1{},
+		},
+	}); err != nil {
+		return err
+	}
+	close(ready)
 	defer a.openStream(*s)()
 	for {
 		in, err := stream.Recv()
