@@ -63,19 +63,26 @@ var invocationPool = sync.Pool{New: func() any { return new(invocation) }}
 // serveAPI serves the HTTP API, measured (daprd's HTTP server metrics) and
 // traced (a span per call) when those are on.
 func (s *Sidecar) serveAPI(w http.ResponseWriter, r *http.Request) {
+	s.observeAPI(w, r, func(w http.ResponseWriter, r *http.Request) string {
+		if s.routeAPI(w, r) {
+			return invokeRoute
+		}
+		return apiRoute(r.URL.Path)
+	})
+}
+
+// observeAPI runs serve, which answers one API call and names its route
+// template, measured and traced when those are on.
+func (s *Sidecar) observeAPI(w http.ResponseWriter, r *http.Request, serve func(http.ResponseWriter, *http.Request) string) {
 	if s.dapr == nil && s.tracer == nil {
-		s.routeAPI(w, r)
+		serve(w, r)
 		return
 	}
 	start := time.Now()
 	r, span := s.startAPISpan(r)
 	sw := &statusWriter{ResponseWriter: w}
-	byHeader := s.routeAPI(sw, r)
+	tmpl := serve(sw, r)
 	code := sw.code()
-	tmpl := apiRoute(r.URL.Path)
-	if byHeader {
-		tmpl = invokeRoute
-	}
 	if s.dapr != nil {
 		s.dapr.httpServed(r.Method, tmpl, code, r.ContentLength, sw.n, time.Since(start))
 	}

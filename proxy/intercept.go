@@ -122,22 +122,10 @@ func (s *Sidecar) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 // invokeIntercepted is invokeHTTP of an intercepted request, measured and
 // traced as an API call.
 func (s *Sidecar) invokeIntercepted(w http.ResponseWriter, r *http.Request, appID string) {
-	t := route.Target{AppID: appID, Method: route.CleanMethod(r.URL.EscapedPath())}
-	if s.dapr == nil && s.tracer == nil {
-		s.invokeHTTP(w, r, t)
-		return
-	}
-	start := time.Now()
-	r, span := s.startAPISpan(r)
-	sw := &statusWriter{ResponseWriter: w}
-	s.invokeHTTP(sw, r, t)
-	code := sw.code()
-	if s.dapr != nil {
-		s.dapr.httpServed(r.Method, invokeRoute, code, r.ContentLength, sw.n, time.Since(start))
-	}
-	if span != nil {
-		endAPISpan(span, r, invokeRoute, code)
-	}
+	s.observeAPI(w, r, func(w http.ResponseWriter, r *http.Request) string {
+		s.invokeHTTP(w, r, route.Target{AppID: appID, Method: route.CleanMethod(r.URL.EscapedPath())})
+		return invokeRoute
+	})
 }
 
 // meshTarget is the app-id a destination host names, if it names an app
