@@ -196,6 +196,57 @@ func TestLoadBalancingOverXDS(t *testing.T) {
 	}
 }
 
+// TestRingHashOverXDS: the control plane's Configuration asks for
+// consistent hashing on a header; the header reaches the sidecars as the
+// hash_policy of each app's route (the cluster says only RING_HASH), so a
+// caller with no Configuration of its own keeps each key on one instance.
+func TestRingHashOverXDS(t *testing.T) {
+	t.Parallel()
+	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{Config: "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cp\nspec:\n  nameResolution:\n    configuration:\n      loadBalancing:\n        policy: ring_hash\n        hashHeader: X-Tenant\n"})
+	viaCP := []string{"--control-plane-address", cp.Addr, "--name-resolution", "registry"}
+	for range 3 {
+		app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
+		framework.StartSidecar(t, framework.SidecarOptions{AppID: "xrh-callee", AppPort: app.Port, MTLS: cp, Args: viaCP})
+	}
+	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "xrh-caller", MTLS: cp, Args: viaCP})
+	// Calls without the header are spread, so all three instances show up
+	// once the control plane has announced them.
+	framework.WaitFor(t, "all three callees to answer through the control plane's endpoints", func() error {
+		seen := map[string]bool{}
+		for range 12 {
+			who, err := answeredBy(t, caller, "xrh-callee", nil)
+			if err != nil {
+				return err
+			}
+			seen[who] = true
+		}
+		if len(seen) != 3 {
+			return fmt.Errorf("answered by %v", seen)
+		}
+		return nil
+	})
+	owners := map[string]bool{}
+	for u := range 12 {
+		hdr := http.Header{"X-Tenant": {fmt.Sprintf("tenant-%d", u)}}
+		first := ""
+		for range 4 {
+			who, err := answeredBy(t, caller, "xrh-callee", hdr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first == "" {
+				first = who
+			} else if who != first {
+				t.Errorf("tenant-%d went to %s and then %s: the route's header is not hashed", u, first, who)
+			}
+		}
+		owners[first] = true
+	}
+	if len(owners) < 2 {
+		t.Errorf("12 keys all went to %v: the header is not hashed", owners)
+	}
+}
+
 // TestControlPlaneServesConsulCatalog: a control plane whose Configuration
 // names Consul serves the sidecars registered there as EDS. The callee
 // registers only in Consul (its own name resolution is Consul); the caller

@@ -228,7 +228,7 @@ func (s *Sidecar) invokeHTTP(w http.ResponseWriter, r *http.Request, t route.Tar
 // the retry policy in and the attempt's outcome out; builtIn, when not nil,
 // is the built-in retry of a call without a policy.
 func (s *Sidecar) invokeOnce(w http.ResponseWriter, r *http.Request, target, name, ns, method string, res *invocation, builtIn *resiliency.Retry) {
-	key := s.hashKey(r.Header)
+	key := s.hashKey(name, ns, r.Header)
 	ep, err := s.lb.Pick(r.Context(), name, ns, key)
 	if err != nil {
 		s.stats.outbound.WithLabelValues(name, "resolve_error").Inc()

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 
+	"google.golang.org/grpc/metadata"
+
 	"github.com/outrigger/outrigger/nameresolution"
 )
 
@@ -46,13 +48,34 @@ func balancerOf(r Resolver) Balancer {
 	return addressPicker{r}
 }
 
-// hashKey is the value consistent hashing uses for a call: the configured
-// header's.
-func (s *Sidecar) hashKey(h http.Header) string {
-	if s.cfg.HashHeader == "" {
-		return ""
+// hashHeader is the header consistent hashing takes for calls to appID in
+// namespace: the app's route's (the control plane's hash_policy), else the
+// sidecar's own Configuration's.
+func (s *Sidecar) hashHeader(appID, namespace string) string {
+	if s.cfg.Routes != nil {
+		if h := s.cfg.Routes.InvokeHashHeader(appID, namespace); h != "" {
+			return h
+		}
 	}
-	return h.Get(s.cfg.HashHeader)
+	return s.cfg.HashHeader
+}
+
+// hashKey is the value consistent hashing uses for a call to appID.
+func (s *Sidecar) hashKey(appID, namespace string, h http.Header) string {
+	if name := s.hashHeader(appID, namespace); name != "" {
+		return h.Get(name)
+	}
+	return ""
+}
+
+// hashKeyMD is hashKey for a gRPC call's metadata.
+func (s *Sidecar) hashKeyMD(appID, namespace string, md metadata.MD) string {
+	if name := s.hashHeader(appID, namespace); name != "" {
+		if v := md.Get(name); len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
 }
 
 // connectFailed reports whether err is a failure to connect to the peer,

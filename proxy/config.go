@@ -198,7 +198,7 @@ type Config struct {
 	// Resolver finds other apps. Required.
 	Resolver Resolver
 	// HashHeader names the request header (gRPC metadata key) whose value
-	// a consistent-hashing balancer hashes.
+	// a consistent-hashing balancer hashes, for apps whose route names none.
 	HashHeader string
 	// Announcer, if set, is started once the listeners are up.
 	Announcer Announcer
@@ -293,4 +293,8 @@ type InvokeRoutes interface {
 	// document redefines it, the retry of calls to apps without a
 	// policy; nil keeps Dapr's.
 	BuiltInServiceRetry() *outriggerv1alpha1.Retry
+	// InvokeHashHeader is the header whose value consistent hashing takes
+	// for calls to appID (the route's hash_policy); empty leaves
+	// HashHeader.
+	InvokeHashHeader(appID, namespace string) string
 }

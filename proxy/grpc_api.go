@@ -122,12 +122,7 @@ func (d *daprAPI) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 		return nil, status.Errorf(codes.InvalidArgument, "failed to invoke, id: %s, err: %v", in.GetId(), err)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	key := ""
-	if s.cfg.HashHeader != "" {
-		if v := md.Get(s.cfg.HashHeader); len(v) > 0 {
-			key = v[0]
-		}
-	}
+	key := s.hashKeyMD(name, ns, md)
 	if s.tracer != nil {
 		nameInvokeSpan(ctx, name, msg.GetMethod())
 	}
@@ -486,12 +481,7 @@ func (s *Sidecar) proxyGRPC(_ any, ss grpc.ServerStream) (callErr error) {
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "gRPC proxy: %v", err)
 	}
-	key := ""
-	if s.cfg.HashHeader != "" {
-		if v := md.Get(s.cfg.HashHeader); len(v) > 0 {
-			key = v[0]
-		}
-	}
+	key := s.hashKeyMD(name, ns, md)
 	out := make(metadata.MD, len(md)+5)
 	for k, v := range md {
 		if strings.HasPrefix(k, ":") || k == "content-type" || k == "user-agent" || k == "te" || strings.HasPrefix(k, "outrigger-") {

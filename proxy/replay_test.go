@@ -34,6 +34,7 @@ func (f fixedRoutes) InvokeResiliency(string, string) *outriggerv1alpha1.Resilie
 	return f.app
 }
 func (f fixedRoutes) BuiltInServiceRetry() *outriggerv1alpha1.Retry { return f.builtIn }
+func (f fixedRoutes) InvokeHashHeader(string, string) string        { return "" }
 
 // fastBuiltIn is DaprBuiltInServiceRetries redefined to 20 ms apart.
 var fastBuiltIn = &outriggerv1alpha1.Retry{Name: "DaprBuiltInServiceRetries", Duration: durationpb.New(20 * time.Millisecond), MaxRetries: 3}

@@ -25,7 +25,8 @@ type caFlags struct {
 	dataDir    string
 	configPath string
 	// balance is the load balancing and outlier detection of the
-	// Configuration's nameResolution, served on every app's cluster.
+	// Configuration's nameResolution, served on every app's cluster (and
+	// ring hash's header as the hash_policy of every app's route).
 	balance balance.AppOptions
 	// catalog follows the Consul catalog when the Configuration's
 	// nameResolution is consul: the control plane serves its sidecars as
@@ -72,7 +73,7 @@ func (f *caFlags) authority(home string, logger *slog.Logger) (*mtlsca.Authority
 			if err != nil {
 				return nil, usageError{fmt.Errorf("--config %s: %w", f.configPath, err)}
 			}
-			f.balance = balance.AppOptions{Policy: settings.Options.Policy, Outlier: settings.Options.Outlier}
+			f.balance = balance.AppOptions{Policy: settings.Options.Policy, Outlier: settings.Options.Outlier, HashHeader: settings.HashHeader}
 			if nr.Component == "consul" {
 				m, unknown, err := consul.ParseMetadata(backend)
 				if err != nil {

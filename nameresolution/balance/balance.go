@@ -90,6 +90,11 @@ type Options struct {
 type AppOptions struct {
 	Policy  Policy
 	Outlier Outlier
+	// HashHeader is the request header (gRPC metadata key) whose value
+	// RingHash hashes. The balancer does not read it: the caller hashes
+	// the value and passes it to Pick. Over xDS it travels as the app's
+	// route hash_policy, as Envoy carries it, not on the cluster.
+	HashHeader string
 }
 
 // Defaults fills the zero fields of o with the defaults.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/outrigger/outrigger/config"
 	"github.com/outrigger/outrigger/nameresolution"
+	"github.com/outrigger/outrigger/nameresolution/balance"
 	outriggerv1alpha1 "github.com/outrigger/outrigger/xds/api/v1alpha1"
 )
 
@@ -129,11 +130,11 @@ func (p *Prepared) view(node Node) (*nodeView, []types.Resource, error) {
 }
 
 func (p *Prepared) buildView(node Node, comps []config.Component, rs []*config.Resiliency) (*nodeView, error) {
-	routes, err := sidecarRoutes(node, withTargets(p.apps, node, rs), comps, rs)
+	routes, err := sidecarRoutes(node, withTargets(p.apps, node, rs), comps, rs, p.balance)
 	if err != nil {
 		return nil, err
 	}
-	listeners, err := listenersOf(p.apps, rs)
+	listeners, err := listenersOf(p.apps, rs, p.balance)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +186,7 @@ func sortedNames[V any](m map[string]V) []string {
 }
 
 // sidecarRoutes is the RouteConfiguration of one sidecar's API.
-func sidecarRoutes(node Node, apps []app, comps []config.Component, rs []*config.Resiliency) (*routev3.RouteConfiguration, error) {
+func sidecarRoutes(node Node, apps []app, comps []config.Component, rs []*config.Resiliency, lb balance.AppOptions) (*routev3.RouteConfiguration, error) {
 	var routes []*routev3.Route
 	for _, c := range comps {
 		for _, bb := range buildingBlockAPIs {
@@ -215,7 +216,7 @@ func sidecarRoutes(node Node, apps []app, comps []config.Component, rs []*config
 	nodeNS := nameresolution.NamespaceOrDefault(node.Namespace)
 	for _, a := range apps {
 		pol := resolveApp(rs, a.appID)
-		action, err := invokeAction(a, pol)
+		action, err := invokeAction(a, pol, lb)
 		if err != nil {
 			return nil, err
 		}
@@ -275,12 +276,19 @@ func sidecarRoutes(node Node, apps []app, comps []config.Component, rs []*config
 }
 
 // invokeAction forwards to the app's cluster with its timeout and retries
-// in Envoy's fields.
-func invokeAction(a app, pol *policy) (*routev3.RouteAction, error) {
+// in Envoy's fields, and ring hash's header as the route's hash_policy
+// (where Envoy and grpc-go's xDS client read it; the cluster says only
+// RING_HASH).
+func invokeAction(a app, pol *policy, lb balance.AppOptions) (*routev3.RouteAction, error) {
 	action := &routev3.RouteAction{
 		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(a.namespace, a.appID)},
 		// Zero turns Envoy's default 15 s route timeout off: Dapr has none.
 		Timeout: durationpb.New(0),
+	}
+	if lb.Policy == balance.RingHash && lb.HashHeader != "" {
+		action.HashPolicy = []*routev3.RouteAction_HashPolicy{{
+			PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: lb.HashHeader}},
+		}}
 	}
 	if pol == nil {
 		return action, nil
@@ -426,7 +434,7 @@ func expandCodes(s string) []int {
 // inline route sending every call to the app's cluster, with the timeout
 // and retries the client's Resiliency gives that app; and the Listener of
 // the sidecar's own API, whose routes come over RDS.
-func listenersOf(apps []app, rs []*config.Resiliency) ([]types.Resource, error) {
+func listenersOf(apps []app, rs []*config.Resiliency, lb balance.AppOptions) ([]types.Resource, error) {
 	router, err := toAny(&routerv3.Router{})
 	if err != nil {
 		return nil, err
@@ -443,7 +451,7 @@ func listenersOf(apps []app, rs []*config.Resiliency) ([]types.Resource, error) 
 	var out []types.Resource
 	for _, a := range apps {
 		name := ListenerName(a.namespace, a.appID)
-		action, err := invokeAction(a, resolveApp(rs, a.appID))
+		action, err := invokeAction(a, resolveApp(rs, a.appID), lb)
 		if err != nil {
 			return nil, err
 		}

@@ -27,6 +27,9 @@ type Routes struct {
 	defaultInvoke *InvokeRoute
 	// builtInRetry is a redefined DaprBuiltInServiceRetries; nil for Dapr's.
 	builtInRetry *outriggerv1alpha1.Retry
+	// hashing is whether any route has a hash header, so calls skip the
+	// lookup when none has.
+	hashing bool
 }
 
 // InvokeRoute is what the routes say of calls to one app.
@@ -36,6 +39,9 @@ type InvokeRoute struct {
 	Timeout time.Duration
 	// Resiliency is Dapr's exact policy (nil without one).
 	Resiliency *outriggerv1alpha1.Resiliency
+	// HashHeader is the request header whose value consistent hashing
+	// takes (the route's hash_policy); empty for none.
+	HashHeader string
 }
 
 // NewRoutes reads rc. A route whose Outrigger payload does not decode, or
@@ -81,7 +87,8 @@ func NewRoutes(rc *routev3.RouteConfiguration) (*Routes, error) {
 					errs = append(errs, fmt.Errorf("route %q forwards to no cluster", r.GetName()))
 					continue
 				}
-				ir := InvokeRoute{Cluster: a.GetCluster(), Timeout: a.GetTimeout().AsDuration(), Resiliency: pol}
+				ir := InvokeRoute{Cluster: a.GetCluster(), Timeout: a.GetTimeout().AsDuration(), Resiliency: pol, HashHeader: hashHeader(a)}
+				rt.hashing = rt.hashing || ir.HashHeader != ""
 				if pol.GetTimeout() != nil {
 					ir.Timeout = pol.GetTimeout().AsDuration()
 				}
@@ -119,6 +126,18 @@ func (rt *Routes) Invoke(appID, namespace string) (InvokeRoute, bool) {
 		return *rt.defaultInvoke, true
 	}
 	return r, ok
+}
+
+// hashHeader is the header of a's first header hash policy: the only kind
+// the sidecar hashes on. Header names are case-insensitive; gRPC metadata
+// keys are lower case, so the name is kept lower case.
+func hashHeader(a *routev3.RouteAction) string {
+	for _, hp := range a.GetHashPolicy() {
+		if h := hp.GetHeader().GetHeaderName(); h != "" {
+			return strings.ToLower(h)
+		}
+	}
+	return ""
 }
 
 // Component is the binding of a component's building-block routes.
@@ -169,6 +188,18 @@ func (t *RouteTable) BuiltInServiceRetry() *outriggerv1alpha1.Retry {
 		return rt.builtInRetry
 	}
 	return nil
+}
+
+// InvokeHashHeader is the header whose value picks the instance of appID
+// in namespace under consistent hashing, from the app's route; empty when
+// the route names none.
+func (t *RouteTable) InvokeHashHeader(appID, namespace string) string {
+	rt := t.Routes()
+	if rt == nil || !rt.hashing {
+		return ""
+	}
+	r, _ := rt.Invoke(appID, nameresolution.NamespaceOrDefault(namespace))
+	return r.HashHeader
 }
 
 // InvokeTimeout is the timeout of calls to appID in namespace (the default

@@ -67,7 +67,8 @@ type Input struct {
 	Endpoints []nameresolution.Instance
 	// Balance is the load balancing policy and outlier detection of every
 	// app's cluster (the control plane's Configuration's nameResolution);
-	// zero fields take balance's defaults.
+	// zero fields take balance's defaults. Ring hash's header goes on every
+	// app's invocation route as its hash_policy.
 	Balance balance.AppOptions
 }
 
@@ -117,6 +118,7 @@ type Prepared struct {
 	components   []config.Component
 	resiliencies []*config.Resiliency
 	apps         []app
+	balance      balance.AppOptions
 	mu           sync.Mutex
 	views        map[string]*nodeView
 }
@@ -176,6 +178,7 @@ func Prepare(in Input) (*Prepared, error) {
 		errs = append(errs, err)
 	}
 	p.apps = appsOf(in.Endpoints)
+	p.balance = in.Balance
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
