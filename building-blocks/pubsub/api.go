@@ -208,14 +208,12 @@ func (a *API) message(req publishRequest) (Message, error) {
 	if raw {
 		return msg, nil
 	}
-	ce, err := newEnvelope(eventInput{
+	var err error
+	msg.Data, err = newEnvelope(eventInput{
 		source: a.AppID, topic: req.topic, pubsub: req.pubsub, contentType: req.contentType, data: req.data,
 		traceParent: req.traceParent, traceState: req.traceState, metadata: req.metadata, expires: msg.Expires,
 	})
 	if err != nil {
-		return Message{}, errCloudEvent(req.pubsub, err)
-	}
-	if msg.Data, err = json.Marshal(ce); err != nil {
 		return Message{}, errCloudEvent(req.pubsub, err)
 	}
 	msg.ContentType = CloudEventContentType

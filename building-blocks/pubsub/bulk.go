@@ -35,7 +35,7 @@ const (
 // batchEntry is one event waiting in a batch, with where its status goes.
 type batchEntry struct {
 	id     string
-	event  map[string]any
+	event  *cloudEvent
 	status chan string
 }
 
@@ -43,7 +43,7 @@ type batchEntry struct {
 type batcher struct {
 	sub  *Subscriber
 	s    *Subscription
-	path func(map[string]any) string
+	path func(*cloudEvent) string
 
 	mu      sync.Mutex
 	pending []*batchEntry
@@ -51,7 +51,7 @@ type batcher struct {
 }
 
 // add puts event in the current batch and waits for its status.
-func (b *batcher) add(ctx context.Context, event map[string]any) (string, error) {
+func (b *batcher) add(ctx context.Context, event *cloudEvent) (string, error) {
 	e := &batchEntry{id: newID(), event: event, status: make(chan string, 1)}
 	b.mu.Lock()
 	b.pending = append(b.pending, e)
@@ -191,7 +191,7 @@ func (sub *Subscriber) deliverBulk(ctx context.Context, s *Subscription, path st
 	}
 	type entryJSON struct {
 		EntryID     string            `json:"entryId"`
-		Event       map[string]any    `json:"event"`
+		Event       json.RawMessage   `json:"event"`
 		ContentType string            `json:"contentType"`
 		Metadata    map[string]string `json:"metadata,omitempty"`
 	}
@@ -204,7 +204,7 @@ func (sub *Subscriber) deliverBulk(ctx context.Context, s *Subscription, path st
 		Type       string            `json:"type"`
 	}{ID: newID(), Metadata: s.Metadata, PubsubName: s.PubsubName, Topic: s.Topic, Type: defaultEventType}
 	for _, e := range entries {
-		body.Entries = append(body.Entries, entryJSON{EntryID: e.id, Event: e.event, ContentType: CloudEventContentType})
+		body.Entries = append(body.Entries, entryJSON{EntryID: e.id, Event: e.event.raw, ContentType: CloudEventContentType})
 	}
 	b, err := json.Marshal(body)
 	if err != nil {

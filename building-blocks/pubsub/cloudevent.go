@@ -9,6 +9,7 @@ import (
 	"mime"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // CloudEvents 1.0 as Dapr builds them.
@@ -30,13 +31,15 @@ type eventInput struct {
 	expires time.Time
 }
 
-// newEnvelope builds the CloudEvent of a publish, as daprd does: a body
-// that is already a CloudEvent (content type application/cloudevents+json)
-// keeps its fields, with the topic, pub/sub and trace set; otherwise a new
-// event wraps the body (JSON as data, text as a string, anything else as
-// data_base64). metadata cloudevent.id, .source, .type, .subject,
-// .traceparent (or .traceid) and .tracestate override the envelope.
-func newEnvelope(in eventInput) (map[string]any, error) {
+// newEnvelope builds the CloudEvent of a publish, as daprd does, and
+// returns it as JSON: a body that is already a CloudEvent (content type
+// application/cloudevents+json) keeps its members, with the topic, pub/sub
+// and trace set; otherwise a new event wraps the body (JSON as data, text
+// as a string, anything else as data_base64). metadata cloudevent.id,
+// .source, .type, .subject, .traceparent (or .traceid) and .tracestate
+// override the envelope. A JSON payload is copied in (compacted), not
+// decoded and encoded again.
+func newEnvelope(in eventInput) ([]byte, error) {
 	override := func(name string) string {
 		for k, v := range in.metadata {
 			if strings.EqualFold(k, "cloudevent."+name) {
@@ -53,65 +56,79 @@ func newEnvelope(in eventInput) (map[string]any, error) {
 	if ts := override("tracestate"); ts != "" {
 		in.traceState = ts
 	}
-	var ce map[string]any
 	if isCloudEvent(in.contentType) {
-		dec := json.NewDecoder(bytes.NewReader(in.data))
-		dec.UseNumber()
-		if err := dec.Decode(&ce); err != nil {
+		ce, err := parseCloudEvent(in.data)
+		if err != nil {
 			return nil, fmt.Errorf("the body is not a CloudEvent in JSON: %w", err)
 		}
-		if ce == nil {
-			return nil, fmt.Errorf("the body is not a CloudEvent in JSON: null")
-		}
+		f := ce.fields
 		for field, def := range map[string]string{"source": "Dapr", "type": defaultEventType, "specversion": specVersion} {
-			if _, ok := ce[field]; !ok {
-				ce[field] = def
+			if _, ok := f[field]; !ok {
+				f[field] = quoted(def)
 			}
 		}
-		if _, ok := ce["id"]; !ok {
-			ce["id"] = newID()
+		if _, ok := f["id"]; !ok {
+			f["id"] = quoted(newID())
 		}
-	} else {
-		ct := in.contentType
-		if ct == "" {
-			ct = defaultDataContentType
+		f["topic"] = quoted(in.topic)
+		f["pubsubname"] = quoted(in.pubsub)
+		f["traceid"] = quoted(in.traceParent)
+		f["traceparent"] = quoted(in.traceParent)
+		f["tracestate"] = quoted(in.traceState)
+		if !in.expires.IsZero() {
+			f["expiration"] = quoted(in.expires.UTC().Format(time.RFC3339))
 		}
-		ce = map[string]any{
-			"id":              firstNonEmpty(override("id"), newID()),
-			"specversion":     specVersion,
-			"datacontenttype": ct,
-			"source":          firstNonEmpty(override("source"), in.source, "Dapr"),
-			"type":            firstNonEmpty(override("type"), defaultEventType),
-			"time":            time.Now().UTC().Format(time.RFC3339),
-		}
-		switch {
-		case isJSON(ct):
-			var v any
-			dec := json.NewDecoder(bytes.NewReader(in.data))
-			dec.UseNumber()
-			if dec.Decode(&v) == nil && !dec.More() {
-				ce["data"] = v
-			} else {
-				ce["data"] = string(in.data)
-			}
-		case isBinary(ct):
-			ce["data_base64"] = base64.StdEncoding.EncodeToString(in.data)
-		default:
-			ce["data"] = string(in.data)
-		}
-		if s := override("subject"); s != "" {
-			ce["subject"] = s
-		}
+		return encodeMembers(f), nil
 	}
-	ce["topic"] = in.topic
-	ce["pubsubname"] = in.pubsub
-	ce["traceid"] = in.traceParent
-	ce["traceparent"] = in.traceParent
-	ce["tracestate"] = in.traceState
+	ct := in.contentType
+	if ct == "" {
+		ct = defaultDataContentType
+	}
+	o := jsonObject{buf: make([]byte, 0, len(in.data)+len(in.traceParent)*2+len(in.traceState)+320)}
+	o.str("id", firstNonEmpty(override("id"), newID()))
+	o.str("specversion", specVersion)
+	o.str("datacontenttype", ct)
+	o.str("source", firstNonEmpty(override("source"), in.source, "Dapr"))
+	o.str("type", firstNonEmpty(override("type"), defaultEventType))
+	o.str("time", time.Now().UTC().Format(time.RFC3339))
+	switch {
+	case isJSON(ct):
+		o.key("data")
+		if data, ok := compactJSON(o.buf, in.data); ok {
+			o.buf = data
+		} else {
+			o.buf = appendJSONString(o.buf, string(in.data))
+		}
+	case isBinary(ct):
+		o.str("data_base64", base64.StdEncoding.EncodeToString(in.data))
+	default:
+		o.str("data", string(in.data))
+	}
+	if s := override("subject"); s != "" {
+		o.str("subject", s)
+	}
+	o.str("topic", in.topic)
+	o.str("pubsubname", in.pubsub)
+	o.str("traceid", in.traceParent)
+	o.str("traceparent", in.traceParent)
+	o.str("tracestate", in.traceState)
 	if !in.expires.IsZero() {
-		ce["expiration"] = in.expires.UTC().Format(time.RFC3339)
+		o.str("expiration", in.expires.UTC().Format(time.RFC3339))
 	}
-	return ce, nil
+	return o.bytes(), nil
+}
+
+// compactJSON appends data, one JSON value in valid UTF-8, compacted, to
+// buf; ok is false (and buf unchanged) when data is anything else.
+func compactJSON(buf, data []byte) (out []byte, ok bool) {
+	if !utf8.Valid(data) {
+		return buf, false
+	}
+	w := bytes.NewBuffer(buf)
+	if err := json.Compact(w, data); err != nil {
+		return buf, false
+	}
+	return w.Bytes(), true
 }
 
 func firstNonEmpty(v ...string) string {
@@ -160,9 +177,9 @@ func isBinary(ct string) bool {
 }
 
 // eventExpired reports whether a delivered CloudEvent's expiration passed.
-func eventExpired(ce map[string]any) bool {
-	e, ok := ce["expiration"].(string)
-	if !ok || e == "" {
+func eventExpired(ce *cloudEvent) bool {
+	e := ce.str("expiration")
+	if e == "" {
 		return false
 	}
 	t, err := time.Parse(time.RFC3339, e)

@@ -14,16 +14,21 @@ func TestDeclarativeSubscriptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		event map[string]any
+		event string
 		want  string
 	}{
-		{map[string]any{"type": "a"}, "/a"},
-		{map[string]any{"type": "b", "data": map[string]any{"n": 3}}, "/big"},
-		{map[string]any{"type": "b", "data": map[string]any{"n": 1}}, "/rest"},
-		{map[string]any{"type": "b"}, "/rest"}, // a rule that fails to evaluate does not match
+		{`{"type":"a"}`, "/a"},
+		{`{"type":"b","data":{"n":3}}`, "/big"},
+		{`{"type":"b","data":{"n":2.5}}`, "/big"},
+		{`{"type":"b","data":{"n":1}}`, "/rest"},
+		{`{"type":"b"}`, "/rest"}, // a rule that fails to evaluate does not match
 	} {
-		if got := s.path(c.event); got != c.want {
-			t.Errorf("%v routed to %q, want %q", c.event, got, c.want)
+		ce, err := parseCloudEvent([]byte(c.event))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.path(ce); got != c.want {
+			t.Errorf("%s routed to %q, want %q", c.event, got, c.want)
 		}
 	}
 	if s.DeadLetterTopic != "dead" {
@@ -47,33 +52,50 @@ func TestDeclarativeSubscriptions(t *testing.T) {
 }
 
 func TestEnvelope(t *testing.T) {
-	ce, err := newEnvelope(eventInput{source: "app", topic: "t", pubsub: "ps", contentType: "application/json", data: []byte(`{"a":1}`),
+	envelope := func(in eventInput) (*cloudEvent, error) {
+		t.Helper()
+		b, err := newEnvelope(in)
+		if err != nil {
+			return nil, err
+		}
+		var anyValue map[string]any
+		if err := json.Unmarshal(b, &anyValue); err != nil {
+			t.Fatalf("the envelope is not JSON: %s: %v", b, err)
+		}
+		return parseCloudEvent(b)
+	}
+	ce, err := envelope(eventInput{source: "app", topic: "t", pubsub: "ps", contentType: "application/json", data: []byte("{\"a\": 1,\n \"s\": \"x\\ny\"}\n"),
 		traceParent: "00-abc-def-01", metadata: map[string]string{"cloudevent.type": "custom", "cloudevent.id": "id-1"}, expires: time.Unix(2000000000, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal(ce)
-	for _, want := range []string{`"data":{"a":1}`, `"type":"custom"`, `"id":"id-1"`, `"source":"app"`, `"traceparent":"00-abc-def-01"`, `"topic":"t"`, `"pubsubname":"ps"`, `"specversion":"1.0"`, `"expiration":"2033-05-18T03:33:20Z"`} {
-		if !strings.Contains(string(b), want) {
-			t.Errorf("envelope %s lacks %s", b, want)
+	for _, want := range []string{`"data":{"a":1,"s":"x\ny"}`, `"type":"custom"`, `"id":"id-1"`, `"source":"app"`, `"traceparent":"00-abc-def-01"`, `"topic":"t"`, `"pubsubname":"ps"`, `"specversion":"1.0"`, `"expiration":"2033-05-18T03:33:20Z"`} {
+		if !strings.Contains(string(ce.raw), want) {
+			t.Errorf("envelope %s lacks %s", ce.raw, want)
 		}
 	}
-	ce, _ = newEnvelope(eventInput{contentType: "application/octet-stream", data: []byte{0, 1, 2}})
-	if ce["data_base64"] != "AAEC" {
-		t.Errorf("binary data: %v", ce)
+	ce, _ = envelope(eventInput{contentType: "application/octet-stream", data: []byte{0, 1, 2}})
+	if ce.str("data_base64") != "AAEC" {
+		t.Errorf("binary data: %s", ce.raw)
 	}
-	ce, _ = newEnvelope(eventInput{data: []byte("hi")})
-	if ce["data"] != "hi" || ce["datacontenttype"] != "text/plain" {
-		t.Errorf("text data: %v", ce)
+	ce, _ = envelope(eventInput{data: []byte("hi \"there\"\t\x01\xff\u2028")})
+	if ce.str("data") != "hi \"there\"\t\x01\ufffd\u2028" || ce.str("datacontenttype") != "text/plain" {
+		t.Errorf("text data: %s %q", ce.raw, ce.str("data"))
 	}
-	ce, err = newEnvelope(eventInput{topic: "t", contentType: CloudEventContentType, data: []byte(`{"id":"x","type":"y","data":{"k":1}}`)})
-	if err != nil || ce["id"] != "x" || ce["type"] != "y" || ce["topic"] != "t" || ce["specversion"] != "1.0" {
-		t.Errorf("a CloudEvent passed through: %v %v", ce, err)
+	ce, _ = envelope(eventInput{contentType: "application/json", data: []byte(`{"a":1} trailing`)})
+	if ce.str("data") != `{"a":1} trailing` {
+		t.Errorf("a JSON content type whose body is not JSON is sent as text: %s", ce.raw)
+	}
+	ce, err = envelope(eventInput{topic: "t", contentType: CloudEventContentType, data: []byte(`{"id":"x","type":"y","data":{"k":1},"n":1.50}`)})
+	if err != nil || ce.str("id") != "x" || ce.str("type") != "y" || ce.str("topic") != "t" || ce.str("specversion") != "1.0" || string(ce.fields["n"]) != "1.50" {
+		t.Errorf("a CloudEvent passed through: %s %v", ce.raw, err)
 	}
 	if _, err := newEnvelope(eventInput{contentType: CloudEventContentType, data: []byte(`[1]`)}); err == nil {
 		t.Error("a CloudEvent that is not an object was accepted")
 	}
-	if !eventExpired(map[string]any{"expiration": "2001-01-01T00:00:00Z"}) || eventExpired(map[string]any{}) {
+	expired, _ := parseCloudEvent([]byte(`{"expiration":"2001-01-01T00:00:00Z"}`))
+	fresh, _ := parseCloudEvent([]byte(`{}`))
+	if !eventExpired(expired) || eventExpired(fresh) {
 		t.Error("eventExpired")
 	}
 }
@@ -116,7 +138,40 @@ func FuzzParseProgrammatic(f *testing.F) {
 			return
 		}
 		for _, s := range subs {
-			_ = s.path(map[string]any{"type": "x"})
+			_ = s.pathOf(map[string]any{"type": "x"})
+		}
+	})
+}
+
+// FuzzCloudEvent: any bytes a broker hands over are read without a panic,
+// as a CloudEvent or an error; an event that reads goes to gRPC apps
+// without one; an envelope of any payload is a JSON object; and strings
+// are written as encoding/json reads them back.
+func FuzzCloudEvent(f *testing.F) {
+	f.Add([]byte(`{"id":"1","data":{"a":[1,2.5,"x"]},"data_base64":null,"ext":{"k":true}}`), "application/json", "text")
+	f.Add([]byte(`{"data_base64":"AAEC","datacontenttype":"application/octet-stream"}`), CloudEventContentType, "\xff\u2028\"")
+	f.Add([]byte(`[1]`), "application/cloudevents+json; charset=utf-8", "")
+	f.Fuzz(func(t *testing.T, b []byte, contentType, s string) {
+		if ce, err := parseCloudEvent(b); err == nil {
+			_, _ = topicEventRequest(&Subscription{Topic: "t"}, "/p", ce)
+			_ = eventExpired(ce)
+			_ = ce.value()
+		}
+		env, err := newEnvelope(eventInput{topic: "t", pubsub: "p", contentType: contentType, data: b, traceParent: s})
+		if err == nil {
+			var m map[string]any
+			if err := json.Unmarshal(env, &m); err != nil {
+				t.Fatalf("the envelope of %q (%s) is not a JSON object: %s: %v", b, contentType, env, err)
+			}
+		}
+		var mine, theirs string
+		want, _ := json.Marshal(s)
+		if err := json.Unmarshal(appendJSONString(nil, s), &mine); err != nil {
+			t.Fatalf("%q written as %s: %v", s, appendJSONString(nil, s), err)
+		}
+		_ = json.Unmarshal(want, &theirs)
+		if mine != theirs {
+			t.Fatalf("%q reads back as %q, encoding/json's as %q", s, mine, theirs)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package pubsub
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -159,34 +160,42 @@ func (a *API) SubscribeTopicEventsAlpha1(stream runtimev1pb.Dapr_SubscribeTopicE
 
 // topicEventRequest is the gRPC form of an event, as OnTopicEvent and the
 // streaming subscription carry it.
-func topicEventRequest(s *Subscription, path string, event map[string]any) (*runtimev1pb.TopicEventRequest, error) {
-	str := func(k string) string { v, _ := event[k].(string); return v }
+func topicEventRequest(s *Subscription, path string, event *cloudEvent) (*runtimev1pb.TopicEventRequest, error) {
 	req := &runtimev1pb.TopicEventRequest{
-		Id: str("id"), Source: str("source"), Type: str("type"), SpecVersion: str("specversion"),
-		DataContentType: str("datacontenttype"), Topic: s.Topic, PubsubName: s.PubsubName, Path: path,
+		Id: event.str("id"), Source: event.str("source"), Type: event.str("type"), SpecVersion: event.str("specversion"),
+		DataContentType: event.str("datacontenttype"), Topic: s.Topic, PubsubName: s.PubsubName, Path: path,
 	}
 	switch {
-	case event["data_base64"] != nil:
-		b, err := base64.StdEncoding.DecodeString(str("data_base64"))
+	case event.has("data_base64"):
+		b, err := base64.StdEncoding.DecodeString(event.str("data_base64"))
 		if err != nil {
 			return nil, fmt.Errorf("data_base64: %w", err)
 		}
 		req.Data = b
-	case event["data"] != nil:
-		if d, ok := event["data"].(string); ok && !isJSON(req.GetDataContentType()) {
-			req.Data = []byte(d)
-		} else {
-			b, err := json.Marshal(event["data"])
-			if err != nil {
+	case event.has("data"):
+		data := event.fields["data"]
+		if data[0] == '"' && !isJSON(req.GetDataContentType()) {
+			var d string
+			if err := json.Unmarshal(data, &d); err != nil {
 				return nil, err
 			}
-			req.Data = b
+			req.Data = []byte(d)
+		} else {
+			var b bytes.Buffer
+			if err := json.Compact(&b, data); err != nil {
+				return nil, err
+			}
+			req.Data = b.Bytes()
 		}
 	}
 	ext := map[string]any{}
-	for k, v := range event {
-		if !ceCoreFields[k] {
-			ext[k] = jsonPlain(v)
+	for k, v := range event.fields {
+		if ceCoreFields[k] {
+			continue
+		}
+		var x any
+		if json.Unmarshal(v, &x) == nil {
+			ext[k] = x
 		}
 	}
 	if st, err := structpb.NewStruct(ext); err == nil {

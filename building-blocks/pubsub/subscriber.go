@@ -178,8 +178,16 @@ func (s *Subscription) CompileRules() error {
 }
 
 // path routes an event: the first matching rule's path, else the default;
-// "" when nothing routes it.
-func (s *Subscription) path(event map[string]any) string {
+// "" when nothing routes it. The event is decoded only for rules.
+func (s *Subscription) path(event *cloudEvent) string {
+	if len(s.Rules) == 0 {
+		return s.Default
+	}
+	return s.pathOf(event.value())
+}
+
+// pathOf routes an event decoded into Go values.
+func (s *Subscription) pathOf(event map[string]any) string {
 	for _, r := range s.Rules {
 		if r.prog == nil {
 			continue
@@ -461,7 +469,7 @@ func (sub *Subscriber) handle(ctx context.Context, c *Component, s *Subscription
 		case err == nil && status == statusSuccess:
 			return nil
 		case err == nil && status == statusDrop:
-			sub.log().Warn("the app dropped an event", "pubsub", s.PubsubName, "topic", s.Topic, "id", event["id"])
+			sub.log().Warn("the app dropped an event", "pubsub", s.PubsubName, "topic", s.Topic, "id", event.str("id"))
 			return nil
 		case err != nil:
 			last = err
@@ -506,44 +514,42 @@ func (sub *Subscriber) inboundPolicy(pubsubName string) RetryPolicy {
 
 // eventOf is the CloudEvent of a message: the message itself, or a new one
 // around a raw payload.
-func eventOf(m *Message, s *Subscription) (map[string]any, error) {
+func eventOf(m *Message, s *Subscription) (*cloudEvent, error) {
 	raw := false
 	for k, v := range s.Metadata {
 		if strings.EqualFold(k, "rawPayload") && strings.EqualFold(v, "true") {
 			raw = true
 		}
 	}
-	if raw || !json.Valid(m.Data) {
-		if !raw && m.ContentType != "" && isCloudEvent(m.ContentType) {
-			return nil, errors.New("not valid JSON")
+	if !raw {
+		ce, err := parseCloudEvent(m.Data)
+		if err == nil {
+			return ce, nil
 		}
-		// A raw subscription, or a payload that is not JSON (published
-		// raw): wrapped in a new CloudEvent rather than lost.
-		return map[string]any{
-			"id": newID(), "specversion": specVersion, "datacontenttype": "application/octet-stream",
-			"source": "Dapr", "type": defaultEventType, "topic": s.Topic, "pubsubname": s.PubsubName,
-			"data_base64": base64.StdEncoding.EncodeToString(m.Data),
-		}, nil
+		if errors.Is(err, errNotObject) || (m.ContentType != "" && isCloudEvent(m.ContentType)) {
+			return nil, fmt.Errorf("not a JSON object: %v", err)
+		}
 	}
-	var ce map[string]any
-	dec := json.NewDecoder(bytes.NewReader(m.Data))
-	dec.UseNumber()
-	if err := dec.Decode(&ce); err != nil || ce == nil {
-		return nil, fmt.Errorf("not a JSON object: %v", err)
-	}
-	return ce, nil
+	// A raw subscription, or a payload that is not JSON (published raw):
+	// wrapped in a new CloudEvent rather than lost.
+	var o jsonObject
+	o.str("id", newID())
+	o.str("specversion", specVersion)
+	o.str("datacontenttype", "application/octet-stream")
+	o.str("source", "Dapr")
+	o.str("type", defaultEventType)
+	o.str("topic", s.Topic)
+	o.str("pubsubname", s.PubsubName)
+	o.str("data_base64", base64.StdEncoding.EncodeToString(m.Data))
+	return parseCloudEvent(o.bytes())
 }
 
 // deliverApp makes one delivery to the app and returns its status.
-func (sub *Subscriber) deliverApp(ctx context.Context, s *Subscription, path string, event map[string]any) (string, error) {
+func (sub *Subscriber) deliverApp(ctx context.Context, s *Subscription, path string, event *cloudEvent) (string, error) {
 	if sub.App.Protocol() == "grpc" {
 		return sub.deliverGRPC(ctx, s, path, event)
 	}
-	body, err := json.Marshal(event)
-	if err != nil {
-		return "", err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://app/"+strings.TrimPrefix(path, "/"), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://app/"+strings.TrimPrefix(path, "/"), bytes.NewReader(event.raw))
 	if err != nil {
 		return "", err
 	}
@@ -584,7 +590,7 @@ func (sub *Subscriber) deliverApp(ctx context.Context, s *Subscription, path str
 // for; the rest go in its extensions.
 var ceCoreFields = map[string]bool{"id": true, "source": true, "type": true, "specversion": true, "datacontenttype": true, "data": true, "data_base64": true, "topic": true, "pubsubname": true}
 
-func (sub *Subscriber) deliverGRPC(ctx context.Context, s *Subscription, path string, event map[string]any) (string, error) {
+func (sub *Subscriber) deliverGRPC(ctx context.Context, s *Subscription, path string, event *cloudEvent) (string, error) {
 	req, err := topicEventRequest(s, path, event)
 	if err != nil {
 		return statusDrop, nil // an event whose data cannot be read will not get better
@@ -612,28 +618,6 @@ func (sub *Subscriber) deliverGRPC(ctx context.Context, s *Subscription, path st
 	default:
 		return statusRetry, nil
 	}
-}
-
-// jsonPlain turns json.Number into float64 for structpb.
-func jsonPlain(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		f, _ := x.Float64()
-		return f
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[k] = jsonPlain(e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = jsonPlain(e)
-		}
-		return out
-	}
-	return v
 }
 
 // programmatic asks the app for its subscriptions: GET /dapr/subscribe

@@ -14,12 +14,12 @@ import (
 // Tracer it is a span named as daprd names it ("pubsub/<topic>"), a child
 // of the trace context the publisher put in the event, and the app gets the
 // span's context.
-func (sub *Subscriber) deliver(ctx context.Context, s *Subscription, path string, event map[string]any) (string, error) {
+func (sub *Subscriber) deliver(ctx context.Context, s *Subscription, path string, event *cloudEvent) (string, error) {
 	if sub.Tracer == nil {
 		return sub.deliverApp(ctx, s, path, event)
 	}
-	tp, _ := event["traceparent"].(string)
-	ts, _ := event["tracestate"].(string)
+	tp := event.str("traceparent")
+	ts := event.str("tracestate")
 	ctx = telemetry.FromW3C(ctx, tp, ts)
 	ctx, span := sub.Tracer.Start(ctx, "pubsub/"+s.Topic, trace.WithSpanKind(trace.SpanKindClient))
 	defer span.End()
@@ -38,12 +38,12 @@ func (sub *Subscriber) deliver(ctx context.Context, s *Subscription, path string
 
 // deliveryTrace is the trace context a delivery hands the app: the
 // delivery's span, else the one the event carries.
-func deliveryTrace(ctx context.Context, event map[string]any) (traceparent, tracestate string) {
+func deliveryTrace(ctx context.Context, event *cloudEvent) (traceparent, tracestate string) {
 	if tp, ts := telemetry.W3C(ctx); tp != "" {
 		return tp, ts
 	}
-	tp, _ := event["traceparent"].(string)
-	ts, _ := event["tracestate"].(string)
+	tp := event.str("traceparent")
+	ts := event.str("tracestate")
 	return tp, ts
 }
 
@@ -51,12 +51,12 @@ func deliveryTrace(ctx context.Context, event map[string]any) (traceparent, trac
 // names it ("pubsub/<topic>"), a child of the trace context the publisher
 // put in the event; nil without a tracer. Bulk batches and streaming
 // subscriptions, whose app sees the event as published, use it.
-func deliverySpan(ctx context.Context, tracer trace.Tracer, topic string, event map[string]any, batch int) trace.Span {
+func deliverySpan(ctx context.Context, tracer trace.Tracer, topic string, event *cloudEvent, batch int) trace.Span {
 	if tracer == nil {
 		return nil
 	}
-	tp, _ := event["traceparent"].(string)
-	ts, _ := event["tracestate"].(string)
+	tp := event.str("traceparent")
+	ts := event.str("tracestate")
 	_, span := tracer.Start(telemetry.FromW3C(ctx, tp, ts), "pubsub/"+topic, trace.WithSpanKind(trace.SpanKindClient))
 	if span.IsRecording() {
 		attrs := []attribute.KeyValue{

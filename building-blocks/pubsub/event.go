@@ -1,0 +1,182 @@
+package pubsub
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"sort"
+	"unicode/utf8"
+)
+
+// cloudEvent is a CloudEvent as JSON: the object's bytes, which go to the
+// app as they are, and its top-level members as raw JSON, read once.
+// Members become Go values only where a routing rule or a gRPC app needs
+// them, so the payload is not decoded and encoded again on its way.
+type cloudEvent struct {
+	raw    []byte
+	fields map[string]json.RawMessage
+}
+
+// errNotObject is the error of JSON that is valid but not an object.
+var errNotObject = errors.New("not a JSON object")
+
+// parseCloudEvent reads b, which must be a JSON object.
+func parseCloudEvent(b []byte) (*cloudEvent, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return nil, errNotObject
+		}
+		return nil, err
+	}
+	if fields == nil {
+		return nil, errNotObject
+	}
+	return &cloudEvent{raw: b, fields: fields}, nil
+}
+
+// has reports whether the event has the member name with a value other
+// than null.
+func (e *cloudEvent) has(name string) bool {
+	v, ok := e.fields[name]
+	return ok && string(v) != "null"
+}
+
+// str is the member name when it is a JSON string, else "".
+func (e *cloudEvent) str(name string) string {
+	v := e.fields[name]
+	if len(v) < 2 || v[0] != '"' {
+		return ""
+	}
+	if bytes.IndexByte(v, '\\') < 0 {
+		return string(v[1 : len(v)-1])
+	}
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// value is the whole event as Go values (numbers as float64, as
+// encoding/json decodes them), for routing rules.
+func (e *cloudEvent) value() map[string]any {
+	out := make(map[string]any, len(e.fields))
+	for k, v := range e.fields {
+		var x any
+		if json.Unmarshal(v, &x) == nil {
+			out[k] = x
+		}
+	}
+	return out
+}
+
+// MarshalJSON is the event's bytes, as they came.
+func (e *cloudEvent) MarshalJSON() ([]byte, error) { return e.raw, nil }
+
+// jsonObject writes a JSON object member by member.
+type jsonObject struct{ buf []byte }
+
+func (o *jsonObject) key(k string) {
+	if len(o.buf) == 0 {
+		o.buf = append(o.buf, '{')
+	} else {
+		o.buf = append(o.buf, ',')
+	}
+	o.buf = appendJSONString(o.buf, k)
+	o.buf = append(o.buf, ':')
+}
+
+// str writes the member k with the string v.
+func (o *jsonObject) str(k, v string) {
+	o.key(k)
+	o.buf = appendJSONString(o.buf, v)
+}
+
+// raw writes the member k with v, which must be valid JSON.
+func (o *jsonObject) raw(k string, v []byte) {
+	o.key(k)
+	o.buf = append(o.buf, v...)
+}
+
+// bytes ends the object and returns it.
+func (o *jsonObject) bytes() []byte {
+	if len(o.buf) == 0 {
+		return []byte("{}")
+	}
+	return append(o.buf, '}')
+}
+
+// encodeMembers writes fields as one object, keys sorted (as
+// encoding/json writes a map).
+func encodeMembers(fields map[string]json.RawMessage) []byte {
+	keys := make([]string, 0, len(fields))
+	size := 2
+	for k, v := range fields {
+		keys = append(keys, k)
+		size += len(k) + len(v) + 4
+	}
+	sort.Strings(keys)
+	o := jsonObject{buf: make([]byte, 0, size)}
+	for _, k := range keys {
+		o.raw(k, fields[k])
+	}
+	return o.bytes()
+}
+
+// quoted is s as a JSON string.
+func quoted(s string) json.RawMessage { return appendJSONString(nil, s) }
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it except for HTML characters (which JSON does not need
+// escaped): quotes, backslashes and control characters, U+2028 and
+// U+2029, and invalid UTF-8 as U+FFFD.
+func appendJSONString(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			buf = append(buf, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				buf = append(buf, '\\', c)
+			case '\n':
+				buf = append(buf, '\\', 'n')
+			case '\r':
+				buf = append(buf, '\\', 'r')
+			case '\t':
+				buf = append(buf, '\\', 't')
+			default:
+				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	buf = append(buf, s[start:]...)
+	return append(buf, '"')
+}
