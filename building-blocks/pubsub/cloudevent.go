@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"mime"
 	"strings"
@@ -37,7 +36,7 @@ type eventInput struct {
 // and trace set; otherwise a new event wraps the body (JSON as data, text
 // as a string, anything else as data_base64). metadata cloudevent.id,
 // .source, .type, .subject, .traceparent (or .traceid) and .tracestate
-// override the envelope. A JSON payload is copied in (compacted), not
+// override the envelope. A JSON payload is copied in as it is, not
 // decoded and encoded again.
 func newEnvelope(in eventInput) ([]byte, error) {
 	override := func(name string) string {
@@ -94,7 +93,7 @@ func newEnvelope(in eventInput) ([]byte, error) {
 	switch {
 	case isJSON(ct):
 		o.key("data")
-		if data, ok := compactJSON(o.buf, in.data); ok {
+		if data, ok := appendJSONValue(o.buf, in.data); ok {
 			o.buf = data
 		} else {
 			o.buf = appendJSONString(o.buf, string(in.data))
@@ -118,17 +117,14 @@ func newEnvelope(in eventInput) ([]byte, error) {
 	return o.bytes(), nil
 }
 
-// compactJSON appends data, one JSON value in valid UTF-8, compacted, to
-// buf; ok is false (and buf unchanged) when data is anything else.
-func compactJSON(buf, data []byte) (out []byte, ok bool) {
-	if !utf8.Valid(data) {
+// appendJSONValue appends data, one JSON value in valid UTF-8, to buf as it
+// is (without the white space around it); ok is false (and buf unchanged)
+// when data is anything else.
+func appendJSONValue(buf, data []byte) (out []byte, ok bool) {
+	if !validJSON(data) || !utf8.Valid(data) {
 		return buf, false
 	}
-	w := bytes.NewBuffer(buf)
-	if err := json.Compact(w, data); err != nil {
-		return buf, false
-	}
-	return w.Bytes(), true
+	return append(buf, bytes.TrimSpace(data)...), true
 }
 
 func firstNonEmpty(v ...string) string {

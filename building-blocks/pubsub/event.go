@@ -1,11 +1,13 @@
 package pubsub
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"sort"
+	"strings"
 	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
 )
 
 // cloudEvent is a CloudEvent as JSON: the object's bytes, which go to the
@@ -14,33 +16,70 @@ import (
 // them, so the payload is not decoded and encoded again on its way.
 type cloudEvent struct {
 	raw    []byte
-	fields map[string]json.RawMessage
+	fields map[string]string // raw JSON of each member
 }
 
 // errNotObject is the error of JSON that is valid but not an object.
 var errNotObject = errors.New("not a JSON object")
 
-// parseCloudEvent reads b, which must be a JSON object.
+// parseCloudEvent reads b, which must be a JSON object. It validates b
+// whole and reads only the top level (gjson): members' values are kept as
+// their raw JSON.
 func parseCloudEvent(b []byte) (*cloudEvent, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(b, &fields); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return nil, errNotObject
-		}
-		return nil, err
+	if !validJSON(b) {
+		return nil, errors.New("not valid JSON")
 	}
-	if fields == nil {
+	top := gjson.ParseBytes(b)
+	if !top.IsObject() {
 		return nil, errNotObject
 	}
+	fields := make(map[string]string, 16)
+	top.ForEach(func(k, v gjson.Result) bool {
+		fields[k.Str] = v.Raw
+		return true
+	})
 	return &cloudEvent{raw: b, fields: fields}, nil
+}
+
+// maxJSONDepth bounds the nesting of JSON the sidecar reads, as
+// encoding/json does: gjson's validator recurses once per level, so a
+// body of a few MiB of "[" would take a stack of hundreds of MiB.
+const maxJSONDepth = 10000
+
+// validJSON reports whether b is one JSON value nested at most
+// maxJSONDepth deep.
+func validJSON(b []byte) bool {
+	return jsonDepthAtMost(b, maxJSONDepth) && gjson.ValidBytes(b)
+}
+
+// jsonDepthAtMost reports whether the arrays and objects of b (strings
+// skipped) nest at most limit deep. It does not validate anything else.
+func jsonDepthAtMost(b []byte, limit int) bool {
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		case '[', '{':
+			if depth++; depth > limit {
+				return false
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return true
 }
 
 // has reports whether the event has the member name with a value other
 // than null.
 func (e *cloudEvent) has(name string) bool {
 	v, ok := e.fields[name]
-	return ok && string(v) != "null"
+	return ok && v != "null"
 }
 
 // str is the member name when it is a JSON string, else "".
@@ -49,11 +88,11 @@ func (e *cloudEvent) str(name string) string {
 	if len(v) < 2 || v[0] != '"' {
 		return ""
 	}
-	if bytes.IndexByte(v, '\\') < 0 {
-		return string(v[1 : len(v)-1])
+	if strings.IndexByte(v, '\\') < 0 {
+		return v[1 : len(v)-1]
 	}
 	var s string
-	if json.Unmarshal(v, &s) != nil {
+	if json.Unmarshal([]byte(v), &s) != nil {
 		return ""
 	}
 	return s
@@ -65,7 +104,7 @@ func (e *cloudEvent) value() map[string]any {
 	out := make(map[string]any, len(e.fields))
 	for k, v := range e.fields {
 		var x any
-		if json.Unmarshal(v, &x) == nil {
+		if json.Unmarshal([]byte(v), &x) == nil {
 			out[k] = x
 		}
 	}
@@ -75,15 +114,20 @@ func (e *cloudEvent) value() map[string]any {
 // MarshalJSON is the event's bytes, as they came.
 func (e *cloudEvent) MarshalJSON() ([]byte, error) { return e.raw, nil }
 
-// jsonObject writes a JSON object member by member.
-type jsonObject struct{ buf []byte }
+// jsonObject writes a JSON object member by member, appending to buf
+// (which may already hold what comes before the object).
+type jsonObject struct {
+	buf     []byte
+	members int
+}
 
 func (o *jsonObject) key(k string) {
-	if len(o.buf) == 0 {
+	if o.members == 0 {
 		o.buf = append(o.buf, '{')
 	} else {
 		o.buf = append(o.buf, ',')
 	}
+	o.members++
 	o.buf = appendJSONString(o.buf, k)
 	o.buf = append(o.buf, ':')
 }
@@ -100,17 +144,17 @@ func (o *jsonObject) raw(k string, v []byte) {
 	o.buf = append(o.buf, v...)
 }
 
-// bytes ends the object and returns it.
+// bytes ends the object and returns buf.
 func (o *jsonObject) bytes() []byte {
-	if len(o.buf) == 0 {
-		return []byte("{}")
+	if o.members == 0 {
+		return append(o.buf, '{', '}')
 	}
 	return append(o.buf, '}')
 }
 
-// encodeMembers writes fields as one object, keys sorted (as
-// encoding/json writes a map).
-func encodeMembers(fields map[string]json.RawMessage) []byte {
+// encodeMembers writes fields (raw JSON values) as one object, keys
+// sorted (as encoding/json writes a map).
+func encodeMembers(fields map[string]string) []byte {
 	keys := make([]string, 0, len(fields))
 	size := 2
 	for k, v := range fields {
@@ -120,13 +164,14 @@ func encodeMembers(fields map[string]json.RawMessage) []byte {
 	sort.Strings(keys)
 	o := jsonObject{buf: make([]byte, 0, size)}
 	for _, k := range keys {
-		o.raw(k, fields[k])
+		o.key(k)
+		o.buf = append(o.buf, fields[k]...)
 	}
 	return o.bytes()
 }
 
 // quoted is s as a JSON string.
-func quoted(s string) json.RawMessage { return appendJSONString(nil, s) }
+func quoted(s string) string { return string(appendJSONString(nil, s)) }
 
 const hexDigits = "0123456789abcdef"
 

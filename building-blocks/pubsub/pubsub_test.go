@@ -2,6 +2,8 @@ package pubsub
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -69,7 +71,14 @@ func TestEnvelope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"data":{"a":1,"s":"x\ny"}`, `"type":"custom"`, `"id":"id-1"`, `"source":"app"`, `"traceparent":"00-abc-def-01"`, `"topic":"t"`, `"pubsubname":"ps"`, `"specversion":"1.0"`, `"expiration":"2033-05-18T03:33:20Z"`} {
+	var data struct {
+		A int
+		S string
+	}
+	if err := json.Unmarshal([]byte(ce.fields["data"]), &data); err != nil || data.A != 1 || data.S != "x\ny" {
+		t.Errorf("JSON data %s: %+v %v", ce.fields["data"], data, err)
+	}
+	for _, want := range []string{`"type":"custom"`, `"id":"id-1"`, `"source":"app"`, `"traceparent":"00-abc-def-01"`, `"topic":"t"`, `"pubsubname":"ps"`, `"specversion":"1.0"`, `"expiration":"2033-05-18T03:33:20Z"`} {
 		if !strings.Contains(string(ce.raw), want) {
 			t.Errorf("envelope %s lacks %s", ce.raw, want)
 		}
@@ -87,7 +96,7 @@ func TestEnvelope(t *testing.T) {
 		t.Errorf("a JSON content type whose body is not JSON is sent as text: %s", ce.raw)
 	}
 	ce, err = envelope(eventInput{topic: "t", contentType: CloudEventContentType, data: []byte(`{"id":"x","type":"y","data":{"k":1},"n":1.50}`)})
-	if err != nil || ce.str("id") != "x" || ce.str("type") != "y" || ce.str("topic") != "t" || ce.str("specversion") != "1.0" || string(ce.fields["n"]) != "1.50" {
+	if err != nil || ce.str("id") != "x" || ce.str("type") != "y" || ce.str("topic") != "t" || ce.str("specversion") != "1.0" || ce.fields["n"] != "1.50" {
 		t.Errorf("a CloudEvent passed through: %s %v", ce.raw, err)
 	}
 	if _, err := newEnvelope(eventInput{contentType: CloudEventContentType, data: []byte(`[1]`)}); err == nil {
@@ -97,6 +106,31 @@ func TestEnvelope(t *testing.T) {
 	fresh, _ := parseCloudEvent([]byte(`{}`))
 	if !eventExpired(expired) || eventExpired(fresh) {
 		t.Error("eventExpired")
+	}
+}
+
+// TestDeepJSON: JSON nested past encoding/json's limit is refused fast,
+// not validated by recursion (a few MiB of "[" would otherwise take a
+// stack of hundreds of MiB); a raw subscription's payload still arrives.
+func TestDeepJSON(t *testing.T) {
+	deep := []byte(strings.Repeat("[", 4<<20))
+	if _, err := parseCloudEvent(deep); err == nil {
+		t.Error("4 MiB of [ read as a CloudEvent")
+	}
+	ok := []byte(strings.Repeat("[", maxJSONDepth) + strings.Repeat("]", maxJSONDepth))
+	if !validJSON(ok) || validJSON(append([]byte("["), ok...)) {
+		t.Errorf("the depth limit is not %d", maxJSONDepth)
+	}
+	if !validJSON([]byte(`{"s":"[[[[\\\"[[","a":[1,{"b":[]}]}`)) {
+		t.Error("brackets in strings counted as nesting")
+	}
+	b, err := newEnvelope(eventInput{contentType: "application/json", data: deep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ce, err := parseCloudEvent(b)
+	if err != nil || len(ce.str("data")) != len(deep) {
+		t.Errorf("too deep a JSON payload is published as text: %v", err)
 	}
 }
 
@@ -153,6 +187,11 @@ func FuzzCloudEvent(f *testing.F) {
 	f.Add([]byte(`[1]`), "application/cloudevents+json; charset=utf-8", "")
 	f.Fuzz(func(t *testing.T, b []byte, contentType, s string) {
 		if ce, err := parseCloudEvent(b); err == nil {
+			// What goes to the app as it came must be JSON by
+			// encoding/json's reading too.
+			if !json.Valid(ce.raw) {
+				t.Fatalf("%q read as a CloudEvent but is not JSON to encoding/json", b)
+			}
 			_, _ = topicEventRequest(&Subscription{Topic: "t"}, "/p", ce)
 			_ = eventExpired(ce)
 			_ = ce.value()
@@ -174,4 +213,44 @@ func FuzzCloudEvent(f *testing.F) {
 			t.Fatalf("%q reads back as %q, encoding/json's as %q", s, mine, theirs)
 		}
 	})
+}
+
+// TestBulkBody: the bulk delivery body written by hand reads as daprd's
+// shape with encoding/json, the events inside as they were stored.
+func TestBulkBody(t *testing.T) {
+	var entries []*batchEntry
+	for i, raw := range []string{`{"id":"1","data":{"a":[1,2]}}`, `{"id":"2","data":"t\"x"}`} {
+		ce, err := parseCloudEvent([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, &batchEntry{id: fmt.Sprintf("e%d", i), event: ce})
+	}
+	for _, meta := range []map[string]string{nil, {"b": "2", "a": "1\n"}} {
+		s := &Subscription{PubsubName: "ps", Topic: "t\"opic", Metadata: meta}
+		var got struct {
+			Entries []struct {
+				EntryID     string          `json:"entryId"`
+				Event       json.RawMessage `json:"event"`
+				ContentType string          `json:"contentType"`
+			} `json:"entries"`
+			ID         string            `json:"id"`
+			Metadata   map[string]string `json:"metadata"`
+			PubsubName string            `json:"pubsubname"`
+			Topic      string            `json:"topic"`
+			Type       string            `json:"type"`
+		}
+		b := bulkBody(s, entries)
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		if len(got.Entries) != 2 || got.ID == "" || got.PubsubName != "ps" || got.Topic != "t\"opic" || got.Type != defaultEventType || !maps.Equal(got.Metadata, meta) {
+			t.Errorf("body %s", b)
+		}
+		for i, e := range got.Entries {
+			if e.EntryID != entries[i].id || string(e.Event) != string(entries[i].event.raw) || e.ContentType != CloudEventContentType {
+				t.Errorf("entry %d: %+v", i, e)
+			}
+		}
+	}
 }

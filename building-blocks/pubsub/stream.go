@@ -173,7 +173,7 @@ func topicEventRequest(s *Subscription, path string, event *cloudEvent) (*runtim
 		}
 		req.Data = b
 	case event.has("data"):
-		data := event.fields["data"]
+		data := []byte(event.fields["data"])
 		if data[0] == '"' && !isJSON(req.GetDataContentType()) {
 			var d string
 			if err := json.Unmarshal(data, &d); err != nil {
@@ -194,7 +194,7 @@ func topicEventRequest(s *Subscription, path string, event *cloudEvent) (*runtim
 			continue
 		}
 		var x any
-		if json.Unmarshal(v, &x) == nil {
+		if json.Unmarshal([]byte(v), &x) == nil {
 			ext[k] = x
 		}
 	}
