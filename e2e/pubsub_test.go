@@ -235,6 +235,19 @@ func TestPublishErrors(t *testing.T) {
 	}
 	resp, body = call(t, http.MethodPost, sc.URL("/v1.0-alpha1/publish/bulk/pubsub/allowed"), strings.NewReader(`[{"event":"a"}]`), nil)
 	wantDaprError(t, resp, body, http.StatusBadRequest, "ERR_PUBSUB_EVENTS_SER")
+	// Bodies that are not an array of entries, and JSON nested too deep.
+	for _, bad := range []string{`{"entryId":"1"}`, `[{"entryId":1,"event":"a"}]`, `[{"entryId":"1","event":"a","metadata":{"k":2}}]`, `[{"entryId":"1"`, strings.Repeat("[", 1<<20)} {
+		resp, body = call(t, http.MethodPost, sc.URL("/v1.0-alpha1/publish/bulk/pubsub/allowed"), strings.NewReader(bad), nil)
+		wantDaprError(t, resp, body, http.StatusBadRequest, "ERR_PUBSUB_EVENTS_SER")
+	}
+	// A JSON payload nested too deep is published as text, and the sidecar
+	// serves on.
+	if resp, body := call(t, http.MethodPost, sc.URL("/v1.0/publish/pubsub/allowed"), strings.NewReader(strings.Repeat("[", 1<<20)), http.Header{"Content-Type": {"application/json"}}); resp.StatusCode != http.StatusNoContent {
+		t.Errorf("a deep JSON publish: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := call(t, http.MethodGet, sc.URL("/v1.0/healthz"), nil, nil); resp.StatusCode != http.StatusNoContent {
+		t.Errorf("healthz after bad input: %d %s", resp.StatusCode, body)
+	}
 }
 
 // TestPubSubStreaming: the Go SDK's streaming subscription

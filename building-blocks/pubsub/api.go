@@ -329,8 +329,13 @@ func (a *API) httpBulk(w http.ResponseWriter, r *http.Request, name, topic strin
 		a.fail(w, err)
 		return
 	}
-	var entries []bulkEntry
-	if err := json.NewDecoder(r.Body).Decode(&entries); err != nil {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		a.fail(w, errUnmarshalEvents(name, topic, err))
+		return
+	}
+	entries, err := decodeBulkEntries(body)
+	if err != nil {
 		a.fail(w, errUnmarshalEvents(name, topic, err))
 		return
 	}
@@ -355,13 +360,13 @@ func (a *API) httpBulk(w http.ResponseWriter, r *http.Request, name, topic strin
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	body, _ := json.Marshal(struct {
+	answer, _ := json.Marshal(struct {
 		FailedEntries []failedEntry `json:"failedEntries"`
 		ErrorCode     string        `json:"errorCode"`
 	}{failed, "ERR_PUBSUB_PUBLISH_MESSAGE"})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusInternalServerError)
-	_, _ = w.Write(body)
+	_, _ = w.Write(answer)
 }
 
 type bulkInput struct {

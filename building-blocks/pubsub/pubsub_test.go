@@ -254,3 +254,37 @@ func TestBulkBody(t *testing.T) {
 		}
 	}
 }
+
+// FuzzBulkEntries holds the bulk publish body's reader to encoding/json's
+// reading of the same bytes into []bulkEntry: both accept or both refuse,
+// and what they accept is the same.
+func FuzzBulkEntries(f *testing.F) {
+	f.Add([]byte(`[{"entryId":"1","event":{"a":[1,2]},"contentType":"application/json","metadata":{"k":"v"}},null]`))
+	f.Add([]byte(`[{"ENTRYID":"x","entryId":null,"Event":"t","metadata":{"a":"1"},"metadata":{"b":null}}]`))
+	f.Add([]byte(`[{"metadata":null,"event":null,"contentType":7}]`))
+	f.Add([]byte(`{"entryId":"1"}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte("[{\"entryId\":\"\xff\",\"metadata\":{\"\xfe\":\"\\ud800\\u00e9\"}}]"))
+	f.Add([]byte(`[{"entryId":"\ud83d\ude00\udc00","event":"\u0000"}]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := decodeBulkEntries(b)
+		var want []bulkEntry
+		wantErr := json.Unmarshal(b, &want)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("%q: read with error %v, encoding/json's %v", b, err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%q: %d entries, encoding/json %d", b, len(got), len(want))
+		}
+		for i := range got {
+			g, w := got[i], want[i]
+			if g.EntryID != w.EntryID || g.ContentType != w.ContentType || string(g.Event) != string(w.Event) ||
+				(g.Metadata == nil) != (w.Metadata == nil) || !maps.Equal(g.Metadata, w.Metadata) {
+				t.Fatalf("%q: entry %d read as %+v, encoding/json %+v", b, i, g, w)
+			}
+		}
+	})
+}
