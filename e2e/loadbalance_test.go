@@ -87,26 +87,7 @@ func TestLoadBalancing(t *testing.T) {
 
 	t.Run("RingHash", func(t *testing.T) {
 		caller := lbCaller(t, file, "      loadBalancing:\n        policy: ring_hash\n        hashHeader: x-user\n")
-		owners := map[string]bool{}
-		for u := range 12 {
-			hdr := http.Header{"X-User": {fmt.Sprintf("user-%d", u)}}
-			first := ""
-			for range 4 {
-				who, err := answeredBy(t, caller, "lb-callee", hdr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if first == "" {
-					first = who
-				} else if who != first {
-					t.Errorf("user-%d went to %s and then %s", u, first, who)
-				}
-			}
-			owners[first] = true
-		}
-		if len(owners) < 2 {
-			t.Errorf("12 keys all went to %v: the header is not hashed", owners)
-		}
+		keysStayPut(t, caller, "lb-callee", "X-User")
 	})
 }
 
@@ -154,27 +135,7 @@ func TestLoadBalancingInstanceDies(t *testing.T) {
 // it: the control plane drops its endpoint at once.
 func TestLoadBalancingOverXDS(t *testing.T) {
 	t.Parallel()
-	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{Config: "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cp\nspec:\n  nameResolution:\n    configuration:\n      outlierDetection:\n        consecutiveFailures: 2\n        maxEjectionPercent: 50\n"})
-	viaCP := []string{"--control-plane-address", cp.Addr, "--name-resolution", "registry"}
-	for range 2 {
-		app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
-		framework.StartSidecar(t, framework.SidecarOptions{AppID: "xlb-callee", AppPort: app.Port, MTLS: cp, Args: viaCP})
-	}
-	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "xlb-caller", MTLS: cp, Args: viaCP})
-	framework.WaitFor(t, "both callees to answer through the control plane's endpoints", func() error {
-		seen := map[string]bool{}
-		for range 6 {
-			who, err := answeredBy(t, caller, "xlb-callee", nil)
-			if err != nil {
-				return err
-			}
-			seen[who] = true
-		}
-		if len(seen) != 2 {
-			return fmt.Errorf("answered by %v", seen)
-		}
-		return nil
-	})
+	caller := xdsCallees(t, "      outlierDetection:\n        consecutiveFailures: 2\n        maxEjectionPercent: 50\n", "xlb-callee", 2, "xlb-caller")
 	// Calls that end in 503 (as Envoy's consecutive_5xx, a 502, 503 or 504
 	// counts against the instance): the caller ejects one callee after the
 	// cluster's two failures in a row, not the default five.
@@ -202,42 +163,58 @@ func TestLoadBalancingOverXDS(t *testing.T) {
 // caller with no Configuration of its own keeps each key on one instance.
 func TestRingHashOverXDS(t *testing.T) {
 	t.Parallel()
-	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{Config: "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cp\nspec:\n  nameResolution:\n    configuration:\n      loadBalancing:\n        policy: ring_hash\n        hashHeader: X-Tenant\n"})
+	caller := xdsCallees(t, "      loadBalancing:\n        policy: ring_hash\n        hashHeader: X-Tenant\n", "xrh-callee", 3, "xrh-caller")
+	keysStayPut(t, caller, "xrh-callee", "X-Tenant")
+}
+
+// xdsCallees starts a control plane whose Configuration has the given
+// nameResolution.configuration YAML lines, n instances of callee and a
+// caller, all finding apps through the control plane, and waits until
+// calls without a hash key have reached every instance.
+func xdsCallees(t *testing.T, nrConfig, callee string, n int, callerID string) *framework.Sidecar {
+	t.Helper()
+	cp := framework.StartControlPlane(t, framework.ControlPlaneOptions{Config: "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cp\nspec:\n  nameResolution:\n    configuration:\n" + nrConfig})
 	viaCP := []string{"--control-plane-address", cp.Addr, "--name-resolution", "registry"}
-	for range 3 {
+	for range n {
 		app := framework.StartHTTPApp(t, framework.HTTPAppOptions{})
-		framework.StartSidecar(t, framework.SidecarOptions{AppID: "xrh-callee", AppPort: app.Port, MTLS: cp, Args: viaCP})
+		framework.StartSidecar(t, framework.SidecarOptions{AppID: callee, AppPort: app.Port, MTLS: cp, Args: viaCP})
 	}
-	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: "xrh-caller", MTLS: cp, Args: viaCP})
-	// Calls without the header are spread, so all three instances show up
-	// once the control plane has announced them.
-	framework.WaitFor(t, "all three callees to answer through the control plane's endpoints", func() error {
+	caller := framework.StartSidecar(t, framework.SidecarOptions{AppID: callerID, MTLS: cp, Args: viaCP})
+	framework.WaitFor(t, fmt.Sprintf("all %d callees to answer through the control plane's endpoints", n), func() error {
 		seen := map[string]bool{}
-		for range 12 {
-			who, err := answeredBy(t, caller, "xrh-callee", nil)
+		for range 4 * n {
+			who, err := answeredBy(t, caller, callee, nil)
 			if err != nil {
 				return err
 			}
 			seen[who] = true
 		}
-		if len(seen) != 3 {
+		if len(seen) != n {
 			return fmt.Errorf("answered by %v", seen)
 		}
 		return nil
 	})
+	return caller
+}
+
+// keysStayPut calls appID through caller with 12 values of header, 4 times
+// each: every value must stay on one instance, and the values must spread
+// over more than one.
+func keysStayPut(t *testing.T, caller *framework.Sidecar, appID, header string) {
+	t.Helper()
 	owners := map[string]bool{}
 	for u := range 12 {
-		hdr := http.Header{"X-Tenant": {fmt.Sprintf("tenant-%d", u)}}
+		hdr := http.Header{header: {fmt.Sprintf("key-%d", u)}}
 		first := ""
 		for range 4 {
-			who, err := answeredBy(t, caller, "xrh-callee", hdr)
+			who, err := answeredBy(t, caller, appID, hdr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if first == "" {
 				first = who
 			} else if who != first {
-				t.Errorf("tenant-%d went to %s and then %s: the route's header is not hashed", u, first, who)
+				t.Errorf("key-%d went to %s and then %s: the header is not hashed", u, first, who)
 			}
 		}
 		owners[first] = true
