@@ -64,11 +64,15 @@ func readBulkEntry(v gjson.Result, e *bulkEntry) error {
 	v.ForEach(func(k, m gjson.Result) bool {
 		switch name := k.Str; {
 		case strings.EqualFold(name, "entryId"):
-			err = readString(name, m, &e.EntryID)
+			if err = readString(m, &e.EntryID); err != nil {
+				err = fmt.Errorf("%s is %w", name, err)
+			}
 		case strings.EqualFold(name, "event"):
 			e.Event = []byte(m.Raw)
 		case strings.EqualFold(name, "contentType"):
-			err = readString(name, m, &e.ContentType)
+			if err = readString(m, &e.ContentType); err != nil {
+				err = fmt.Errorf("%s is %w", name, err)
+			}
 		case strings.EqualFold(name, "metadata"):
 			switch {
 			case m.Type == gjson.Null:
@@ -81,7 +85,9 @@ func readBulkEntry(v gjson.Result, e *bulkEntry) error {
 				}
 				m.ForEach(func(mk, mv gjson.Result) bool {
 					var s string
-					err = readString("metadata."+mk.Str, mv, &s)
+					if err = readString(mv, &s); err != nil {
+						err = fmt.Errorf("metadata.%s is %w", mk.Str, err)
+					}
 					e.Metadata[mk.Str] = s
 					return err == nil
 				})
@@ -92,14 +98,15 @@ func readBulkEntry(v gjson.Result, e *bulkEntry) error {
 	return err
 }
 
-// readString sets *dst to a JSON string; null leaves it as it is.
-func readString(name string, v gjson.Result, dst *string) error {
+// readString sets *dst to a JSON string; null leaves it as it is. The
+// caller names the member in the error.
+func readString(v gjson.Result, dst *string) error {
 	switch v.Type {
 	case gjson.String:
 		*dst = v.Str
 	case gjson.Null:
 	default:
-		return fmt.Errorf("%s is a JSON %s, not a string", name, jsonKind(v))
+		return fmt.Errorf("a JSON %s, not a string", jsonKind(v))
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
 )
 
 // CloudEvents 1.0 as Dapr builds them.
@@ -96,7 +98,7 @@ func newEnvelope(in eventInput) ([]byte, error) {
 		if data, ok := appendJSONValue(o.buf, in.data); ok {
 			o.buf = data
 		} else {
-			o.buf = appendJSONString(o.buf, string(in.data))
+			o.buf = gjson.AppendJSONString(o.buf, string(in.data))
 		}
 	case isBinary(ct):
 		o.str("data_base64", base64.StdEncoding.EncodeToString(in.data))

@@ -1,12 +1,15 @@
 package pubsub
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tidwall/gjson"
 )
 
 func TestDeclarativeSubscriptions(t *testing.T) {
@@ -205,8 +208,8 @@ func FuzzCloudEvent(f *testing.F) {
 		}
 		var mine, theirs string
 		want, _ := json.Marshal(s)
-		if err := json.Unmarshal(appendJSONString(nil, s), &mine); err != nil {
-			t.Fatalf("%q written as %s: %v", s, appendJSONString(nil, s), err)
+		if err := json.Unmarshal(gjson.AppendJSONString(nil, s), &mine); err != nil {
+			t.Fatalf("%q written as %s: %v", s, gjson.AppendJSONString(nil, s), err)
 		}
 		_ = json.Unmarshal(want, &theirs)
 		if mine != theirs {
@@ -287,4 +290,40 @@ func FuzzBulkEntries(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestEventOf: a stored CloudEvent is read as it is; a raw subscription's
+// payload, or one that is not JSON, is wrapped in a new event whose bytes
+// and members agree; JSON that is not an object, or a CloudEvent that is
+// not JSON, is refused.
+func TestEventOf(t *testing.T) {
+	sub := &Subscription{PubsubName: "ps", Topic: "t\"1"}
+	ce, err := eventOf(&Message{Data: []byte(`{"id":"x","data":{"n":1}}`)}, sub)
+	if err != nil || ce.str("id") != "x" || string(ce.raw) != `{"id":"x","data":{"n":1}}` {
+		t.Errorf("a stored event: %v %v", ce, err)
+	}
+	raw := &Subscription{PubsubName: "ps", Topic: "t\"1", Metadata: map[string]string{"rawPayload": "true"}}
+	for _, c := range []struct {
+		s    *Subscription
+		data string
+	}{{raw, `{"id":"x"}`}, {sub, "not json \xff"}} {
+		ce, err := eventOf(&Message{Data: []byte(c.data)}, c.s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]string
+		if err := json.Unmarshal(ce.raw, &got); err != nil {
+			t.Fatalf("%s: %v", ce.raw, err)
+		}
+		data, _ := base64.StdEncoding.DecodeString(got["data_base64"])
+		if string(data) != c.data || got["topic"] != sub.Topic || got["pubsubname"] != "ps" || got["id"] == "" || got["id"] != ce.str("id") || ce.str("topic") != sub.Topic {
+			t.Errorf("%q wrapped as %s (members %v)", c.data, ce.raw, ce.fields)
+		}
+	}
+	if _, err := eventOf(&Message{Data: []byte(`[1]`)}, sub); err == nil {
+		t.Error("a JSON array was read as an event")
+	}
+	if _, err := eventOf(&Message{Data: []byte(`{`), ContentType: CloudEventContentType}, sub); err == nil {
+		t.Error("a CloudEvent that is not JSON was read as an event")
+	}
 }

@@ -532,16 +532,12 @@ func eventOf(m *Message, s *Subscription) (*cloudEvent, error) {
 	}
 	// A raw subscription, or a payload that is not JSON (published raw):
 	// wrapped in a new CloudEvent rather than lost.
-	var o jsonObject
-	o.str("id", newID())
-	o.str("specversion", specVersion)
-	o.str("datacontenttype", "application/octet-stream")
-	o.str("source", "Dapr")
-	o.str("type", defaultEventType)
-	o.str("topic", s.Topic)
-	o.str("pubsubname", s.PubsubName)
-	o.str("data_base64", base64.StdEncoding.EncodeToString(m.Data))
-	return parseCloudEvent(o.bytes())
+	fields := map[string]string{
+		"id": quoted(newID()), "specversion": quoted(specVersion), "datacontenttype": quoted("application/octet-stream"),
+		"source": quoted("Dapr"), "type": quoted(defaultEventType), "topic": quoted(s.Topic), "pubsubname": quoted(s.PubsubName),
+		"data_base64": quoted(base64.StdEncoding.EncodeToString(m.Data)),
+	}
+	return &cloudEvent{raw: encodeMembers(fields), fields: fields}, nil
 }
 
 // deliverApp makes one delivery to the app and returns its status.
