@@ -35,6 +35,8 @@ const (
 	backendRedis  = "redis"
 
 	targetDirect        = "direct"
+	targetMinimalGRPC   = "minimal-grpc"
+	targetMinimalHTTP   = "minimal-http"
 	targetOutriggerGRPC = "outrigger-grpc"
 	targetOutriggerHTTP = "outrigger-http"
 	targetDaprdGRPC     = "daprd-grpc"
@@ -43,14 +45,18 @@ const (
 
 var (
 	allBackends = []string{backendSQLite, backendRedis}
-	allTargets  = []string{targetDirect, targetOutriggerGRPC, targetOutriggerHTTP, targetDaprdGRPC, targetDaprdHTTP}
+	allTargets  = []string{targetDirect, targetMinimalGRPC, targetMinimalHTTP, targetOutriggerGRPC, targetOutriggerHTTP, targetDaprdGRPC, targetDaprdHTTP}
 )
 
-// sidecarOf splits a sidecar target into its sidecar ("outrigger" or
-// "daprd") and protocol ("grpc" or "http"); ok is false for direct.
+// sidecarOf splits a sidecar target into its sidecar ("minimal",
+// "outrigger" or "daprd") and protocol ("grpc" or "http"); ok is false for direct.
 func sidecarOf(target string) (sidecar, protocol string, ok bool) {
 	sidecar, protocol, ok = strings.Cut(target, "-")
 	return sidecar, protocol, ok
+}
+
+func isMinimal(target string) bool {
+	return target == targetMinimalGRPC || target == targetMinimalHTTP
 }
 
 func isOutrigger(target string) bool {
@@ -255,7 +261,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.Env.Outrigger = harness.CommandOutput(cfg.Outrigger, "version")
 
-	res.Targets = []string{targetDirect, targetOutriggerGRPC, targetOutriggerHTTP}
+	res.Targets = []string{targetDirect, targetMinimalGRPC, targetMinimalHTTP, targetOutriggerGRPC, targetOutriggerHTTP}
 	switch _, statErr := os.Stat(cfg.Daprd); {
 	case cfg.Daprd == "":
 		res.Notes = append(res.Notes, "daprd targets skipped: no daprd binary given")
@@ -412,7 +418,7 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, backend, target, dir 
 	for k, v := range meta {
 		compMeta[k] = v
 	}
-	if backend == backendRedis {
+	if backend == backendRedis && sidecar != "minimal" {
 		compMeta["keyPrefix"] = keyPrefix
 	}
 	if err := os.WriteFile(filepath.Join(resources, "statestore.yaml"), componentYAML(backend, compMeta), 0o644); err != nil {
@@ -444,6 +450,19 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, backend, target, dir 
 			return nil, ports, 0, err
 		}
 		env = []string{"OUTRIGGER_HOME=" + home}
+	case "minimal":
+		// This binary again, as a process of its own that opens the store
+		// the way direct does and puts the key prefix in front itself.
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, ports, 0, err
+		}
+		spec, err := json.Marshal(minimalConfig{Backend: backend, Meta: meta, KeyPrefix: keyPrefix, HTTPPort: ports.http, GRPCPort: ports.grpc})
+		if err != nil {
+			return nil, ports, 0, err
+		}
+		bin, args = exe, nil
+		env = []string{minimalEnv + "=" + string(spec)}
 	case "daprd":
 		bin = b.cfg.Daprd
 		args = append(args, "--log-level", "warn")

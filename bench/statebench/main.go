@@ -5,6 +5,9 @@
 //
 //   - direct: the repo's own store (building-blocks/state/sqlite or redis)
 //     in this process, called with Set and Get;
+//   - minimal-grpc and minimal-http: this binary again, as a process of
+//     its own that serves only those two calls of the state API over
+//     grpc-go and net/http (the floor under any sidecar built on them);
 //   - outrigger-grpc and outrigger-http: a fresh `outrigger sidecar`
 //     reached with the Dapr Go SDK over gRPC, or over HTTP;
 //   - daprd-grpc and daprd-http: the same with daprd 1.18.1, when its
@@ -34,6 +37,9 @@ import (
 )
 
 func main() {
+	if spec := os.Getenv(minimalEnv); spec != "" {
+		os.Exit(runMinimal(spec))
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

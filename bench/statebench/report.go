@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,6 +92,9 @@ func writeReport(w io.Writer, res *Result) {
 				p50 := added(res, backend, target, func(t *TargetRun) time.Duration { return op.get(t).P50 })
 				p99 := added(res, backend, target, func(t *TargetRun) time.Duration { return op.get(t).P99 })
 				verdict := "(reference)"
+				if isMinimal(target) {
+					verdict = "(floor)"
+				}
 				if isOutrigger(target) {
 					verdict = "not met"
 					if s, ok := harness.SpreadOf(p50); ok && s.Med <= harness.MsOf(addedTarget) {
@@ -102,6 +106,28 @@ func writeReport(w io.Writer, res *Result) {
 		}
 	}
 	fmt.Fprintln(w)
+
+	if slices.Contains(res.Targets, targetMinimalGRPC) {
+		fmt.Fprintf(w, "### Latency a sidecar adds over the minimal one\n\n")
+		fmt.Fprintf(w, "The minimal targets are the floor under any sidecar built on net/http and grpc-go: a process that serves only these saves and gets and calls the store as direct does. Per round, the sidecar's percentile minus the minimal target's of the same protocol, backend and operation; then the median across rounds.\n\n")
+		fmt.Fprintln(w, "| backend | operation | target | over minimal p50 ms | over minimal p99 ms |")
+		fmt.Fprintln(w, "| --- | --- | --- | --- | --- |")
+		for _, backend := range c.Backends {
+			for _, op := range operations {
+				for _, target := range res.Targets {
+					sidecar, protocol, ok := sidecarOf(target)
+					if !ok || sidecar == "minimal" {
+						continue
+					}
+					base := "minimal-" + protocol
+					p50 := addedOver(res, backend, target, base, func(t *TargetRun) time.Duration { return op.get(t).P50 })
+					p99 := addedOver(res, backend, target, base, func(t *TargetRun) time.Duration { return op.get(t).P99 })
+					fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", backend, op.name, target, cell(p50, true), cell(p99, true))
+				}
+			}
+		}
+		fmt.Fprintln(w)
+	}
 
 	fmt.Fprintln(w, "### Sidecar start-up")
 	fmt.Fprintln(w)
@@ -135,9 +161,14 @@ func perRound(res *Result, backend, target string, f func(*TargetRun) float64) [
 
 // added is, per round, f of target minus f of direct for backend, in ms.
 func added(res *Result, backend, target string, f func(*TargetRun) time.Duration) []float64 {
+	return addedOver(res, backend, target, targetDirect, f)
+}
+
+// addedOver is, per round, f of target minus f of base for backend, in ms.
+func addedOver(res *Result, backend, target, base string, f func(*TargetRun) time.Duration) []float64 {
 	var v []float64
 	for i := range res.Rounds {
-		t, d := res.Rounds[i].find(backend, target), res.Rounds[i].find(backend, targetDirect)
+		t, d := res.Rounds[i].find(backend, target), res.Rounds[i].find(backend, base)
 		if t != nil && d != nil {
 			v = append(v, harness.MsOf(f(t)-f(d)))
 		}
