@@ -330,6 +330,8 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 		switch kind {
 		case targetOutriggerBare:
 			args = append(args, "--enable-metrics=false")
+		case targetOutriggerAllCPUs:
+			args = append(args, "--concurrency", "0")
 		case targetOutriggerTraced:
 			args = append(args, "--config", b.tracingConfig)
 		case targetOutriggerTransparent:

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -222,7 +223,7 @@ func TestSmokeTransparent(t *testing.T) {
 // report's Observability cost section, that the sink counted spans, and the
 // sidecars' logs.
 func TestSmokeObservability(t *testing.T) {
-	code, stdout, stderr := runHarness(t, "--targets", "direct,outrigger-bare,outrigger,outrigger-traced", "--rounds", "1",
+	code, stdout, stderr := runHarness(t, "--targets", "direct,outrigger-bare,outrigger,outrigger-traced,outrigger-allcpus", "--rounds", "1",
 		"--warmup", "100ms", "--fixed-duration", "300ms", "--qps", "200", "--max-duration", "300ms",
 		"--idle-settle", "100ms", "--keep")
 	if code != exitOK {
@@ -281,6 +282,20 @@ func TestSmokeObservability(t *testing.T) {
 			}
 			if got := strings.Contains(string(b), `msg="tracing on"`); got != c.traced {
 				t.Errorf("%s says \"tracing on\": %v, want %v\n%s", log, got, c.traced, b)
+			}
+		}
+	}
+	// Threads: one by default, Go's default with --concurrency 0 (what
+	// this process has, on the same machine and environment).
+	for target, want := range map[string]int{targetOutrigger: 1, targetOutriggerAllCPUs: runtime.GOMAXPROCS(0)} {
+		for _, id := range []string{callerID, calleeID} {
+			log := filepath.Join(workdir, target+"-round1", id+".log")
+			b, err := os.ReadFile(log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(b), fmt.Sprintf(" threads=%d ", want)) {
+				t.Errorf("%s does not say threads=%d:\n%s", log, want, b)
 			}
 		}
 	}
@@ -376,7 +391,7 @@ func TestParseTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(cfg.targets, ","), "direct,outrigger-bare,outrigger,outrigger-traced,outrigger-mtls,outrigger-transparent,daprd"; got != want {
+	if got, want := strings.Join(cfg.targets, ","), "direct,outrigger-bare,outrigger,outrigger-traced,outrigger-mtls,outrigger-transparent,outrigger-allcpus,daprd"; got != want {
 		t.Errorf("default targets %s, want %s", got, want)
 	}
 	for _, target := range allTargets {

@@ -32,15 +32,18 @@ const (
 	// by its virtual address with no Dapr API, intercepted by the caller
 	// sidecar's transparent listener.
 	targetOutriggerTransparent = "outrigger-transparent"
-	targetDaprd                = "daprd"
+	// targetOutriggerAllCPUs is the outrigger target's sidecars with
+	// --concurrency 0: Go's default of a thread per CPU instead of one.
+	targetOutriggerAllCPUs = "outrigger-allcpus"
+	targetDaprd            = "daprd"
 )
 
-var allTargets = []string{targetDirect, targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent, targetDaprd}
+var allTargets = []string{targetDirect, targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent, targetOutriggerAllCPUs, targetDaprd}
 
 // isOutrigger says whether target t runs Outrigger sidecars.
 func isOutrigger(t string) bool {
 	switch t {
-	case targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent:
+	case targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent, targetOutriggerAllCPUs:
 		return true
 	}
 	return false
@@ -98,6 +101,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			"  outrigger-transparent  as outrigger, but the client runs in an app namespace of its own and\n"+
 			"                    calls the callee by its virtual address (no Dapr API), intercepted by\n"+
 			"                    the caller sidecar's transparent listener (iptables)\n"+
+			"  outrigger-allcpus as outrigger, with --concurrency 0 (a thread per CPU, Go's default)\n"+
+			"                    instead of the sidecar's default of one\n"+
 			"  daprd             daprd (skipped when the default binary is missing)\n\n", percentf(tracingSamplingRate))
 		fs.PrintDefaults()
 	}

@@ -290,6 +290,9 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 	if slices.Contains(cfg.targets, targetOutrigger) {
 		p("- %s: the sidecars' defaults, metrics on and no tracing\n", targetOutrigger)
 	}
+	if slices.Contains(cfg.targets, targetOutriggerAllCPUs) {
+		p("- %s: the same sidecars with `--concurrency 0`: a thread per CPU (Go's default) where the others run on one\n", targetOutriggerAllCPUs)
+	}
 	if slices.Contains(cfg.targets, targetOutriggerTraced) {
 		p("- %s: the same sidecars with metrics on and tracing at %s sampling (`--config` with a tracing section), "+
 			"exported by OTLP/gRPC in plain text to a span sink in the harness process that counts the spans; one sink for the whole run\n",

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/http/pprof"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -340,7 +341,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.log.Info("sidecar is up", "namespace", s.cfg.Namespace,
 		"http_port", s.ports.HTTP, "grpc_port", s.ports.GRPC, "internal_grpc_port", s.ports.Internal,
 		"metrics_port", s.ports.Metrics, "proxy_port", s.ports.Proxy, "transparent_port", s.ports.Transparent, "app_port", s.cfg.AppPort, "app_protocol", s.cfg.AppProtocol,
-		"startup", time.Since(start).String())
+		"threads", runtime.GOMAXPROCS(0), "startup", time.Since(start).String())
 	if s.cfg.Announcer != nil {
 		wg.Go(func() {
 			select {

@@ -83,6 +83,31 @@ func TestSidecarFlags(t *testing.T) {
 	}
 }
 
+// TestConcurrency: --concurrency wins, then the GOMAXPROCS environment
+// variable (left to the runtime), then one thread.
+func TestConcurrency(t *testing.T) {
+	tests := []struct {
+		args []string
+		env  string
+		want int
+	}{
+		{nil, "", 1},
+		{nil, "4", 0},
+		{[]string{"--concurrency", "3"}, "", 3},
+		{[]string{"--concurrency", "3"}, "4", 3},
+		{[]string{"--concurrency", "0"}, "", 0},
+	}
+	for _, tt := range tests {
+		f, _, err := parseSidecarFlags("t", append([]string{"--app-id", "a"}, tt.args...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.concurrency.procs(tt.env); got != tt.want {
+			t.Errorf("%v with GOMAXPROCS=%q: procs %d, want %d", tt.args, tt.env, got, tt.want)
+		}
+	}
+}
+
 func TestSidecarFlagErrors(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -99,6 +124,8 @@ func TestSidecarFlagErrors(t *testing.T) {
 		{[]string{"--app-id", "a", "--name-resolution", "dns"}, "--name-resolution"},
 		{[]string{"--app-id", "a", "--name-resolution", "static"}, "--static-resolution-file"},
 		{[]string{"--app-port", "80"}, "--app-id"},
+		{[]string{"--app-id", "a", "--concurrency", "-1"}, "concurrency"},
+		{[]string{"--app-id", "a", "--concurrency", "two"}, "concurrency"},
 	}
 	for _, tt := range tests {
 		f, _, err := parseSidecarFlags("t", tt.args)

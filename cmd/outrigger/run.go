@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/outrigger/outrigger/devmode"
@@ -75,6 +76,9 @@ func runApps(ctx context.Context, args []string) (int, error) {
 		return 2, usageError{err}
 	}
 
+	if f.concurrency.set && f.concurrency.n > 0 {
+		runtime.GOMAXPROCS(f.concurrency.n)
+	}
 	home, err := devmode.DefaultHome()
 	if err != nil {
 		return 1, err
