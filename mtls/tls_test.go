@@ -34,7 +34,7 @@ func (s source) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundl
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func issue(t *testing.T, a *ca.Authority, app string) source {
+func issue(t testing.TB, a *ca.Authority, app string) source {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
@@ -50,7 +50,7 @@ func issue(t *testing.T, a *ca.Authority, app string) source {
 	return source{svid: s, bundle: a.Bundle()}
 }
 
-func authority(t *testing.T, opts ca.Options) *ca.Authority {
+func authority(t testing.TB, opts ca.Options) *ca.Authority {
 	t.Helper()
 	opts.DataDir = t.TempDir()
 	opts.Logger = quiet
