@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,6 +54,8 @@ func runMinimal(spec string) int {
 		fmt.Fprintf(os.Stderr, "minimal sidecar: %s: %v\n", minimalEnv, err)
 		return 2
 	}
+	// One thread, as an Outrigger sidecar runs by default (--concurrency).
+	runtime.GOMAXPROCS(1)
 	if err := serveMinimal(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "minimal sidecar: %v\n", err)
 		return 1
