@@ -332,6 +332,11 @@ func TestReportMTLSLine(t *testing.T) {
 	if !strings.Contains(report, want) {
 		t.Errorf("report lacks %q\nreport:\n%s", want, report)
 	}
+	// The medians of the p90s, 5.5 and 4 ms, differ by 1.5 ms.
+	want = "the median p90 of outrigger-mtls minus that of outrigger is **+1.500 ms** (5.500 - 4.000 ms); target at most +0.050 ms: **not met**."
+	if !strings.Contains(report, want) {
+		t.Errorf("report lacks %q\nreport:\n%s", want, report)
+	}
 	if !strings.Contains(report, "| outrigger-mtls | ") {
 		t.Errorf("report has no outrigger-mtls row:\n%s", report)
 	}

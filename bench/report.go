@@ -343,6 +343,17 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 				p("; lowest and highest round %s and %s ms", msf(s.lo), msf(s.hi))
 			}
 			p(").\n\n")
+			h2c, okH := spreadOf(collect(res, targetOutrigger, fixed.stat(p90)))
+			tls, okT := spreadOf(collect(res, targetOutriggerMTLS, fixed.stat(p90)))
+			if okH && okT {
+				diff := tls.med - h2c.med
+				verdict := "met"
+				if diff > mtlsP90Target {
+					verdict = "**not met**"
+				}
+				p("mTLS's p90 cost as the interception section reads its own: the median p90 of %s minus that of %s is **%s ms** (%s - %s ms); target at most +%s ms: %s.\n\n",
+					targetOutriggerMTLS, targetOutrigger, addedMs(diff), msf(tls.med), msf(h2c.med), msf(mtlsP90Target), verdict)
+			}
 		}
 	}
 
@@ -538,6 +549,10 @@ func writeJSON(path string, env environment, res []roundResult) error {
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
+
+// mtlsP90Target is the most mutual TLS may add to the median p90 over h2c
+// at the fixed rate (the zero-trust mesh issue's target).
+const mtlsP90Target = 0.05e6 // ns
 
 // interceptionP90Target is the most transparent interception may add to
 // the median p90 of the same sidecars called through the Dapr API.
