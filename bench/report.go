@@ -343,16 +343,8 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 				p("; lowest and highest round %s and %s ms", msf(s.lo), msf(s.hi))
 			}
 			p(").\n\n")
-			h2c, okH := spreadOf(collect(res, targetOutrigger, fixed.stat(p90)))
-			tls, okT := spreadOf(collect(res, targetOutriggerMTLS, fixed.stat(p90)))
-			if okH && okT {
-				diff := tls.med - h2c.med
-				verdict := "met"
-				if diff > mtlsP90Target {
-					verdict = "**not met**"
-				}
-				p("mTLS's p90 cost as the interception section reads its own: the median p90 of %s minus that of %s is **%s ms** (%s - %s ms); target at most +%s ms: %s.\n\n",
-					targetOutriggerMTLS, targetOutrigger, addedMs(diff), msf(tls.med), msf(h2c.med), msf(mtlsP90Target), verdict)
+			if line, ok := medianP90Cost(res, targetOutriggerMTLS, targetOutrigger, mtlsP90Target); ok {
+				p("mTLS's p90 cost as the interception section reads its own: %s\n\n", line)
 			}
 		}
 	}
@@ -586,17 +578,29 @@ func writeInterceptionCost(p func(string, ...any), cfg *config, res []roundResul
 			cellOf(collect(res, t, fixed.stat(latP99)), msf), over)
 	}
 	p("\n")
-	api, okAPI := spreadOf(collect(res, targetOutrigger, fixed.stat(latP90)))
-	tp, okTP := spreadOf(collect(res, targetOutriggerTransparent, fixed.stat(latP90)))
-	if !okAPI || !okTP {
+	line, ok := medianP90Cost(res, targetOutriggerTransparent, targetOutrigger, interceptionP90Target)
+	if !ok {
 		p("Interception's p90 cost: no rounds to compare.\n\n")
 		return
 	}
-	diff := tp.med - api.med
+	p("Interception's p90 cost: %s\n\n", line)
+}
+
+// medianP90Cost says what target adds over base as the difference of their
+// median fixed-rate p90s, against limit (ns): "the median p90 of T minus
+// that of B is **+x ms** (a - b ms); target at most +l ms: met."; ok is
+// false when either has no rounds.
+func medianP90Cost(res []roundResult, target, base string, limit float64) (string, bool) {
+	b, okB := spreadOf(collect(res, base, fixedScenario.stat(latP90)))
+	t, okT := spreadOf(collect(res, target, fixedScenario.stat(latP90)))
+	if !okB || !okT {
+		return "", false
+	}
+	diff := t.med - b.med
 	verdict := "met"
-	if diff > interceptionP90Target {
+	if diff > limit {
 		verdict = "**not met**"
 	}
-	p("Interception's p90 cost: the median p90 of %s minus that of %s is **%s ms** (%s - %s ms); target at most +%s ms: %s.\n\n",
-		targetOutriggerTransparent, targetOutrigger, addedMs(diff), msf(tp.med), msf(api.med), msf(interceptionP90Target), verdict)
+	return fmt.Sprintf("the median p90 of %s minus that of %s is **%s ms** (%s - %s ms); target at most +%s ms: %s.",
+		target, base, addedMs(diff), msf(t.med), msf(b.med), msf(limit), verdict), true
 }
