@@ -22,7 +22,8 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+	"modernc.org/sqlite" // also the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/outrigger/outrigger/building-blocks/state"
 	"github.com/outrigger/outrigger/config/metadata"
@@ -113,8 +114,24 @@ func open(m Metadata, now func() time.Time) (*Store, error) {
 		return nil, fmt.Errorf("state/sqlite: %w", err)
 	}
 	var file string
-	if err := db.QueryRowContext(ctx, "SELECT file FROM pragma_database_list WHERE name = 'main'").Scan(&file); err != nil {
-		return fail(fmt.Errorf("open %s: %w", m.ConnectionString, err))
+	// The first connection runs the connection string's pragmas; switching
+	// a new file to WAL takes an exclusive lock, and SQLite answers
+	// SQLITE_BUSY at once, without its busy timeout, when another opener of
+	// the same file (another sidecar of `outrigger run`) holds a lock then.
+	// That race is retried until the open's timeout.
+	for {
+		err := db.QueryRowContext(ctx, "SELECT file FROM pragma_database_list WHERE name = 'main'").Scan(&file)
+		if err == nil {
+			break
+		}
+		if !isBusy(err) || ctx.Err() != nil {
+			return fail(fmt.Errorf("open %s: %w", m.ConnectionString, err))
+		}
+		select {
+		case <-ctx.Done():
+			return fail(fmt.Errorf("open %s: %w", m.ConnectionString, err))
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	if file != "" && !single {
 		db.SetMaxOpenConns(maxConns)
@@ -166,6 +183,12 @@ func open(m Metadata, now func() time.Time) (*Store, error) {
 		go s.cleanupLoop(cctx, m.CleanupInterval)
 	}
 	return s, nil
+}
+
+// isBusy says whether err is SQLite's SQLITE_BUSY (any extended code).
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // columns is the schema of the state table, in order.

@@ -490,3 +490,32 @@ func TestETags(t *testing.T) {
 		t.Error("Multi with an empty operation succeeded")
 	}
 }
+
+// TestConcurrentOpen: stores opening one new file at once (the sidecars of
+// one `outrigger run` sharing a state file) all open, though SQLite
+// answers the race to switch the file to WAL with SQLITE_BUSY.
+func TestConcurrentOpen(t *testing.T) {
+	for round := range 200 {
+		file := filepath.Join(t.TempDir(), "state.db")
+		const n = 8
+		errs := make(chan error, n)
+		var start sync.WaitGroup
+		start.Add(1)
+		for range n {
+			go func() {
+				start.Wait()
+				s, _, err := New(map[string]string{"connectionString": file})
+				if err == nil {
+					err = s.Close()
+				}
+				errs <- err
+			}()
+		}
+		start.Done()
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+	}
+}
