@@ -314,6 +314,9 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 	switch {
 	case isOutrigger(kind):
 		bin = b.cfg.outrigger
+		if kind == targetOutriggerB {
+			bin = b.cfg.outriggerB
+		}
 		args = append([]string{"sidecar"}, args...)
 		args = append(args, "--name-resolution", b.cfg.resolution)
 		if b.cfg.resolution == "static" {
@@ -348,6 +351,18 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 			args = append(args, "--workload-api-socket", filepath.Join(dir, appID+".sock"))
 			env = append(env, e...)
 		}
+	case kind == targetMinimal:
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		bin, args = self, nil
+		role, target := minimalRoleCallee, appPort
+		if appID == callerID {
+			role, target = minimalRoleCaller, calleePorts.internal
+		}
+		env = []string{roleEnv + "=" + role,
+			fmt.Sprintf("%s=%d,%d,%d", minimalArgsEnv, ports.http, ports.internal, target)}
 	case kind == targetDaprd:
 		bin = b.cfg.daprd // default name resolution: mDNS
 		// daprd looks for a non-loopback address to announce and stops

@@ -370,14 +370,22 @@ func TestRefusesPlainText(t *testing.T) {
 // gave, and rejects unknown names.
 func TestParseTargets(t *testing.T) {
 	for _, c := range []struct {
-		flag, want, wantErr string
+		flag, b, want, wantErr string
 	}{
 		{flag: "outrigger-traced,direct,outrigger,outrigger-bare", want: "direct,outrigger-bare,outrigger,outrigger-traced"},
 		{flag: "daprd,outrigger-mtls,outrigger-traced,outrigger,outrigger-bare,direct", want: "direct,outrigger-bare,outrigger,outrigger-traced,outrigger-mtls,daprd"},
 		{flag: "outrigger-bare, outrigger-bare", want: "outrigger-bare"},
 		{flag: "outrigger-metrics", wantErr: `unknown target "outrigger-metrics"`},
+		{flag: "outrigger,minimal,direct", want: "direct,minimal,outrigger"},
+		{flag: "outrigger-b,outrigger", wantErr: "outrigger-b needs --outrigger-b"},
+		{flag: "outrigger-b,outrigger", b: "/bin/true", want: "outrigger,outrigger-b"},
+		{flag: "outrigger", b: "/bin/true", wantErr: "add outrigger-b to --targets"},
 	} {
-		cfg, err := parseFlags([]string{"--targets", c.flag}, io.Discard)
+		args := []string{"--targets", c.flag}
+		if c.b != "" {
+			args = append(args, "--outrigger-b", c.b)
+		}
+		cfg, err := parseFlags(args, io.Discard)
 		if c.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("--targets %s: error %v, want one containing %q", c.flag, err, c.wantErr)
@@ -400,7 +408,7 @@ func TestParseTargets(t *testing.T) {
 		t.Errorf("default targets %s, want %s", got, want)
 	}
 	for _, target := range allTargets {
-		want := target != targetDirect && target != targetDaprd
+		want := target != targetDirect && target != targetDaprd && target != targetMinimal
 		if got := isOutrigger(target); got != want {
 			t.Errorf("isOutrigger(%q) = %v, want %v", target, got, want)
 		}
@@ -607,4 +615,34 @@ func fakeSpans(n int) []*tracepb.Span {
 		s[i] = &tracepb.Span{Name: fmt.Sprintf("span %d", i), TraceId: bytes.Repeat([]byte{1}, 16), SpanId: bytes.Repeat([]byte{byte(i + 1)}, 8)}
 	}
 	return s
+}
+
+// TestSmokeMinimalAndB runs the minimal forwarders and two Outrigger
+// binaries side by side (the same binary twice here) with tiny durations,
+// and checks that each served every request and that the report compares
+// outrigger with minimal.
+func TestSmokeMinimalAndB(t *testing.T) {
+	dir := t.TempDir()
+	bin, err := harness.BuildOutrigger(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runHarness(t, "--targets", "direct,minimal,outrigger,outrigger-b",
+		"--outrigger", bin, "--outrigger-b", bin, "--rounds", "1",
+		"--warmup", "100ms", "--fixed-duration", "300ms", "--qps", "200", "--max-duration", "300ms",
+		"--idle-settle", "100ms")
+	if code != exitOK {
+		t.Fatalf("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", code, exitOK, stdout, stderr)
+	}
+	for _, want := range []string{
+		"| minimal | ",
+		"| outrigger-b | ",
+		"- outrigger-b: the outrigger target's sidecars from another binary, " + bin,
+		"Outrigger adds ",
+		" ms to the median p90 over the minimal forwarders",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q\nreport:\n%s\nstderr:\n%s", want, stdout, stderr)
+		}
+	}
 }

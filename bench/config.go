@@ -22,7 +22,10 @@ import (
 // span sink; outrigger-mtls is the plain mesh with mutual TLS, its
 // certificates from one `outrigger control-plane` per run.
 const (
-	targetDirect          = "direct"
+	targetDirect = "direct"
+	// targetMinimal is two minimal Go forwarders (bench/minimal.go) in
+	// the sidecars' place: the floor under any pair of Go sidecars.
+	targetMinimal         = "minimal"
 	targetOutriggerBare   = "outrigger-bare"
 	targetOutrigger       = "outrigger"
 	targetOutriggerTraced = "outrigger-traced"
@@ -35,15 +38,24 @@ const (
 	// targetOutriggerAllCPUs is the outrigger target's sidecars with
 	// --concurrency 0: Go's default of a thread per CPU instead of one.
 	targetOutriggerAllCPUs = "outrigger-allcpus"
-	targetDaprd            = "daprd"
+	// targetOutriggerB is the outrigger target's sidecars from another
+	// binary (--outrigger-b), for before/after comparisons in one run.
+	targetOutriggerB = "outrigger-b"
+	targetDaprd      = "daprd"
 )
 
-var allTargets = []string{targetDirect, targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent, targetOutriggerAllCPUs, targetDaprd}
+var allTargets = []string{targetDirect, targetMinimal, targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent, targetOutriggerAllCPUs, targetOutriggerB, targetDaprd}
+
+// defaultTargets is every target but minimal (an analysis of the floor,
+// asked for by name) and outrigger-b, which needs a second binary.
+func defaultTargets() []string {
+	return slices.DeleteFunc(slices.Clone(allTargets), func(t string) bool { return t == targetMinimal || t == targetOutriggerB })
+}
 
 // isOutrigger says whether target t runs Outrigger sidecars.
 func isOutrigger(t string) bool {
 	switch t {
-	case targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent, targetOutriggerAllCPUs:
+	case targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent, targetOutriggerAllCPUs, targetOutriggerB:
 		return true
 	}
 	return false
@@ -68,6 +80,7 @@ type config struct {
 	daprd      string
 	daprdSet   bool // --daprd was given: a missing binary is an error, not a skip
 	outrigger  string
+	outriggerB string // the outrigger-b target's binary
 	resolution string // name resolution of the Outrigger sidecars: static or mdns
 
 	out          string
@@ -93,6 +106,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			"Measures client -> app directly, through two Outrigger sidecars and through two daprd\n"+
 			"sidecars, in interleaved rounds, inside a network namespace (needs root). Targets:\n\n"+
 			"  direct            client -> app\n"+
+			"  minimal           two minimal Go forwarders (net/http, h2c between them, one thread each)\n"+
+			"                    in the sidecars' place (not in the default targets)\n"+
 			"  outrigger-bare    Outrigger over h2c, metrics off (--enable-metrics=false), no tracing\n"+
 			"  outrigger         Outrigger over h2c, defaults: metrics on, no tracing\n"+
 			"  outrigger-traced  Outrigger over h2c, metrics on, tracing at %s sampling exported by\n"+
@@ -103,10 +118,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			"                    the caller sidecar's transparent listener (iptables)\n"+
 			"  outrigger-allcpus as outrigger, with --concurrency 0 (a thread per CPU, Go's default)\n"+
 			"                    instead of the sidecar's default of one\n"+
+			"  outrigger-b       as outrigger, from the binary --outrigger-b names (not in the default\n"+
+			"                    targets): a before/after comparison in one run\n"+
 			"  daprd             daprd (skipped when the default binary is missing)\n\n", percentf(tracingSamplingRate))
 		fs.PrintDefaults()
 	}
-	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to measure: "+strings.Join(allTargets, ", ")+" (leave one out to skip it)")
+	targets := fs.String("targets", strings.Join(defaultTargets(), ","), "comma-separated targets to measure: "+strings.Join(allTargets, ", ")+" (leave one out to skip it)")
 	fs.IntVar(&c.rounds, "rounds", 5, "interleaved rounds (each target once per round)")
 	fs.Float64Var(&c.qps, "qps", 1000, "request rate of the fixed-rate scenario, requests/s over all connections")
 	fs.DurationVar(&c.fixedDuration, "fixed-duration", 15*time.Second, "length of the fixed-rate scenario per round (0 skips it)")
@@ -117,6 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.uniform, "uniform", false, "stagger the fixed-rate requests uniformly across connections (fortio -uniform)")
 	fs.StringVar(&c.daprd, "daprd", defaultDaprd(), "daprd binary (built by scripts/tools.sh daprd); the daprd target is skipped when the default is missing")
 	fs.StringVar(&c.outrigger, "outrigger", "", "outrigger binary (default: go build ./cmd/outrigger into a temporary folder)")
+	fs.StringVar(&c.outriggerB, "outrigger-b", "", "outrigger binary of the outrigger-b target (needed for it)")
 	fs.StringVar(&c.resolution, "outrigger-resolution", "static", "name resolution of the Outrigger sidecars: static or mdns (daprd always uses its default, mDNS)")
 	fs.StringVar(&c.out, "out", "", "also write the markdown report to this file")
 	fs.StringVar(&c.jsonOut, "json", "", "write every round's raw results to this JSON file")
@@ -158,6 +176,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	switch {
 	case len(c.targets) == 0:
 		return nil, errors.New("--targets: no target")
+	case slices.Contains(c.targets, targetOutriggerB) && c.outriggerB == "":
+		return nil, errors.New("--targets: outrigger-b needs --outrigger-b BINARY")
+	case !slices.Contains(c.targets, targetOutriggerB) && c.outriggerB != "":
+		return nil, errors.New("--outrigger-b: add outrigger-b to --targets to measure it")
 	case c.rounds < 1:
 		return nil, errors.New("--rounds: want at least 1")
 	case c.connections < 1:
@@ -222,13 +244,15 @@ func (c *config) budget() time.Duration {
 // handoff is what the harness outside the network namespace passes to the
 // copy of itself it starts inside, in the environment variable handoffEnv.
 type handoff struct {
-	Netns     string    `json:"netns,omitempty"`
-	Workdir   string    `json:"workdir"`
-	Outrigger string    `json:"outrigger,omitempty"`
-	Targets   []string  `json:"targets"`
-	Skipped   []string  `json:"skipped,omitempty"`
-	Command   []string  `json:"command"`
-	Deadline  time.Time `json:"deadline"`
+	Netns     string `json:"netns,omitempty"`
+	Workdir   string `json:"workdir"`
+	Outrigger string `json:"outrigger,omitempty"`
+	// OutriggerB is the outrigger-b target's binary.
+	OutriggerB string    `json:"outrigger_b,omitempty"`
+	Targets    []string  `json:"targets"`
+	Skipped    []string  `json:"skipped,omitempty"`
+	Command    []string  `json:"command"`
+	Deadline   time.Time `json:"deadline"`
 }
 
 const (

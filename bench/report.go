@@ -290,6 +290,10 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 	if slices.Contains(cfg.targets, targetOutrigger) {
 		p("- %s: the sidecars' defaults, metrics on and no tracing\n", targetOutrigger)
 	}
+	if slices.Contains(cfg.targets, targetOutriggerB) {
+		p("- %s: the outrigger target's sidecars from another binary, %s (%s)\n", targetOutriggerB,
+			cfg.outriggerB, firstLine(commandOutput(cfg.outriggerB, "version")))
+	}
 	if slices.Contains(cfg.targets, targetOutriggerAllCPUs) {
 		p("- %s: the same sidecars with `--concurrency 0`: a thread per CPU (Go's default) where the others run on one\n", targetOutriggerAllCPUs)
 	}
@@ -335,6 +339,19 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 					cellOf(vsDirect(res, t, fixed.added(p99)), addedMs))
 			}
 			p("\n")
+		}
+		for _, q := range []struct {
+			name string
+			pick func(*harness.LoadResult) float64
+		}{{"p50", p50}, {"p90", p90}} {
+			if s, ok := spreadOf(vsBase(res, targetOutrigger, targetMinimal, fixed.added(q.pick))); ok {
+				p("Outrigger adds %s ms to the median %s over the minimal forwarders (%s minus %s in the same round, then the median across rounds",
+					msf(s.med), q.name, targetOutrigger, targetMinimal)
+				if s.lo != s.hi {
+					p("; lowest and highest round %s and %s ms", msf(s.lo), msf(s.hi))
+				}
+				p(").\n\n")
+			}
 		}
 		if s, ok := spreadOf(vsBase(res, targetOutriggerMTLS, targetOutrigger, fixed.added(p90))); ok {
 			p("mTLS adds %s ms to the median p90 over h2c (%s minus %s in the same round, then the median across rounds",

@@ -28,6 +28,10 @@ const (
 // process of its test binary.
 func run(args []string) int {
 	harness.QuietFortio()
+	switch role := os.Getenv(roleEnv); role {
+	case minimalRoleCaller, minimalRoleCallee:
+		return runMinimal(role)
+	}
 	if os.Getenv(roleEnv) == "app" {
 		if err := harness.ServeEchoApp(os.Getenv(appAddrEnv)); err != nil {
 			fmt.Fprintf(os.Stderr, "bench app: %v\n", err)
@@ -86,6 +90,12 @@ func outside(cfg *config, args []string) int {
 				h.Skipped = append(h.Skipped, t)
 				continue
 			}
+		case t == targetOutriggerB:
+			if _, err := os.Stat(cfg.outriggerB); err != nil {
+				logf("%s target: %v", t, err)
+				return exitFailed
+			}
+			h.OutriggerB = cfg.outriggerB
 		case isOutrigger(t):
 			if cfg.outrigger == "" {
 				bin, err := buildOutrigger(workdir)
@@ -223,6 +233,9 @@ func inside(cfg *config, h *handoff) int {
 	defer stop()
 	if h.Outrigger != "" {
 		cfg.outrigger = h.Outrigger
+	}
+	if h.OutriggerB != "" {
+		cfg.outriggerB = h.OutriggerB
 	}
 	cfg.targets = h.Targets
 

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The minimal target measures the floor under any pair of Go sidecars: this
+// harness's own binary, started twice more as separate processes, each on
+// one thread as an Outrigger sidecar runs by default. The caller takes the
+// client's HTTP/1.1 request on its --dapr-http-port, strips the
+// /v1.0/invoke/callee/method prefix and sends it over h2c (net/http's
+// HTTP/2, one multiplexed connection) to the callee's mesh port; the callee
+// sends it over HTTP/1.1 keep-alive to the app; both stream the body and
+// copy the status and headers back. Nothing else is on the path: no name
+// resolution, routing table, middleware, metrics, resiliency or caller
+// headers. minimal minus direct is what crossing two more processes through
+// Go's standard HTTP stacks costs on this machine; outrigger minus minimal is
+// what Outrigger's own work adds over that.
+
+// minimalRoleCaller and minimalRoleCallee are roleEnv's values for the two
+// minimal sidecars; minimalArgsEnv carries "httpPort,meshPort,targetPort".
+const (
+	minimalRoleCaller = "minimal-caller"
+	minimalRoleCallee = "minimal-callee"
+	minimalArgsEnv    = "OUTRIGGER_BENCH_MINIMAL"
+)
+
+// minimalInvokePrefix is the path prefix the caller takes off before sending
+// the rest to the callee.
+const minimalInvokePrefix = "/v1.0/invoke/" + calleeID + "/method"
+
+// runMinimal serves as the minimal caller or callee until SIGTERM or SIGINT.
+func runMinimal(role string) int {
+	ports, err := parseMinimalPorts(os.Getenv(minimalArgsEnv))
+	if err == nil {
+		runtime.GOMAXPROCS(1)
+		err = serveMinimal(role, ports)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench %s: %v\n", role, err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// minimalPorts are a minimal sidecar's ports: the API port the harness
+// polls (and, for the caller, the client's port), its mesh port, and the
+// port it forwards to (the callee's mesh port, or the app's).
+type minimalPorts struct{ http, mesh, target int }
+
+func parseMinimalPorts(s string) (minimalPorts, error) {
+	f := strings.Split(s, ",")
+	if len(f) != 3 {
+		return minimalPorts{}, fmt.Errorf("%s=%q: want httpPort,meshPort,targetPort", minimalArgsEnv, s)
+	}
+	var p [3]int
+	for i, v := range f {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > 65535 {
+			return minimalPorts{}, fmt.Errorf("%s=%q: bad port %q", minimalArgsEnv, s, v)
+		}
+		p[i] = n
+	}
+	return minimalPorts{p[0], p[1], p[2]}, nil
+}
+
+func serveMinimal(role string, ports minimalPorts) error {
+	var fwd *minimalForwarder
+	switch role {
+	case minimalRoleCaller:
+		var protos http.Protocols
+		protos.SetUnencryptedHTTP2(true)
+		fwd = &minimalForwarder{
+			target: "http://127.0.0.1:" + strconv.Itoa(ports.target),
+			strip:  minimalInvokePrefix,
+			transport: &http.Transport{
+				Protocols:          &protos,
+				DisableCompression: true,
+				HTTP2:              &http.HTTP2Config{MaxConcurrentStreams: 1000},
+			},
+		}
+	case minimalRoleCallee:
+		fwd = &minimalForwarder{
+			target: "http://127.0.0.1:" + strconv.Itoa(ports.target),
+			transport: &http.Transport{
+				DisableCompression:  true,
+				MaxIdleConnsPerHost: 1024,
+				IdleConnTimeout:     10 * time.Minute,
+			},
+		}
+	default:
+		return fmt.Errorf("unknown role %q", role)
+	}
+
+	api := &http.Server{Handler: fwd}
+	var meshProtos http.Protocols
+	meshProtos.SetUnencryptedHTTP2(true)
+	mesh := &http.Server{Handler: fwd, Protocols: &meshProtos,
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000}}
+	al, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(ports.http))
+	if err != nil {
+		return err
+	}
+	ml, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(ports.mesh))
+	if err != nil {
+		al.Close()
+		return err
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- api.Serve(al) }()
+	go func() { errc <- mesh.Serve(ml) }()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	_ = api.Close()
+	_ = mesh.Close()
+	return err
+}
+
+// minimalForwarder answers the harness's readiness probes and forwards
+// everything else to target, the path without strip.
+type minimalForwarder struct {
+	target    string
+	strip     string
+	transport http.RoundTripper
+}
+
+func (f *minimalForwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/v1.0/healthz") {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	path := r.URL.Path
+	if f.strip != "" {
+		rest, ok := strings.CutPrefix(path, f.strip)
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		path = rest
+	}
+	url := f.target + path
+	if r.URL.RawQuery != "" {
+		url += "?" + r.URL.RawQuery
+	}
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, url, r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	out.ContentLength = r.ContentLength
+	for k, v := range r.Header {
+		if k != "Connection" {
+			out.Header[k] = v
+		}
+	}
+	resp, err := f.transport.RoundTrip(out)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, v := range resp.Header {
+		if k != "Connection" {
+			h[k] = v
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+}
