@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"net/http"
@@ -57,7 +58,7 @@ func newPeerTransport(protos *http.Protocols, tlsCfg *tls.Config) *http.Transpor
 	return &http.Transport{
 		Protocols:           protos,
 		TLSClientConfig:     tlsCfg,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         dialCoalescing,
 		DisableCompression:  true,
 		IdleConnTimeout:     10 * time.Minute,
 		TLSHandshakeTimeout: 10 * time.Second,
@@ -69,6 +70,19 @@ func newPeerTransport(protos *http.Protocols, tlsCfg *tls.Config) *http.Transpor
 			SendPingTimeout:               30 * time.Second,
 		},
 	}
+}
+
+// meshDialer dials other sidecars' mesh listeners.
+var meshDialer = &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+
+// dialCoalescing dials a peer and gathers each message's frames into one
+// write (coalescingConn).
+func dialCoalescing(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := meshDialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return newCoalescingConn(c), nil
 }
 
 // scheme is the URL scheme of requests to peers.

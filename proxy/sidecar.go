@@ -231,9 +231,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return err
 	}
 	listeners = append(listeners, meshL)
-	var meshServeL net.Listener = meshL
+	var meshServeL net.Listener = coalescingListener{meshL}
 	if s.cfg.MeshTLS != nil {
-		meshServeL = s.newMeshListener(meshL)
+		meshServeL = s.newMeshListener(meshServeL)
 	}
 	if s.cfg.ProfilePort > 0 {
 		pl, err := listen(s.cfg.ListenAddress, s.cfg.ProfilePort, "profiling")
