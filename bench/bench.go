@@ -257,6 +257,10 @@ func (b *bench) sidecarRound(ctx context.Context, kind string, round int) (round
 	}
 
 	url := sidecarURL(callerPorts, "/v1.0/invoke/"+calleeID+"/method"+appPath)
+	if kind == targetRelay {
+		// The app's own request, to the caller relay's relaying port.
+		url = fmt.Sprintf("http://127.0.0.1:%d%s", callerPorts.internal, appPath)
+	}
 	netns := ""
 	if kind == targetOutriggerTransparent {
 		// No Dapr API: the callee by its virtual address, from the app's
@@ -351,7 +355,7 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 			args = append(args, "--workload-api-socket", filepath.Join(dir, appID+".sock"))
 			env = append(env, e...)
 		}
-	case kind == targetMinimal:
+	case kind == targetMinimal || kind == targetRelay:
 		self, err := os.Executable()
 		if err != nil {
 			return nil, err
@@ -360,6 +364,9 @@ func (b *bench) startSidecar(kind, appID string, ports sidecarPorts, appPort int
 		role, target := minimalRoleCallee, appPort
 		if appID == callerID {
 			role, target = minimalRoleCaller, calleePorts.internal
+		}
+		if kind == targetRelay {
+			role = map[string]string{minimalRoleCaller: relayRoleCaller, minimalRoleCallee: relayRoleCallee}[role]
 		}
 		env = []string{roleEnv + "=" + role,
 			fmt.Sprintf("%s=%d,%d,%d", minimalArgsEnv, ports.http, ports.internal, target)}

@@ -408,7 +408,7 @@ func TestParseTargets(t *testing.T) {
 		t.Errorf("default targets %s, want %s", got, want)
 	}
 	for _, target := range allTargets {
-		want := target != targetDirect && target != targetDaprd && target != targetMinimal
+		want := target != targetDirect && target != targetDaprd && target != targetMinimal && target != targetRelay
 		if got := isOutrigger(target); got != want {
 			t.Errorf("isOutrigger(%q) = %v, want %v", target, got, want)
 		}
@@ -617,7 +617,7 @@ func fakeSpans(n int) []*tracepb.Span {
 	return s
 }
 
-// TestSmokeMinimalAndB runs the minimal forwarders and two Outrigger
+// TestSmokeMinimalAndB runs the TCP relays, the minimal forwarders and two Outrigger
 // binaries side by side (the same binary twice here) with tiny durations,
 // and checks that each served every request and that the report compares
 // outrigger with minimal.
@@ -627,7 +627,7 @@ func TestSmokeMinimalAndB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, stdout, stderr := runHarness(t, "--targets", "direct,minimal,outrigger,outrigger-b",
+	code, stdout, stderr := runHarness(t, "--targets", "direct,relay,minimal,outrigger,outrigger-b",
 		"--outrigger", bin, "--outrigger-b", bin, "--rounds", "1",
 		"--warmup", "100ms", "--fixed-duration", "300ms", "--qps", "200", "--max-duration", "300ms",
 		"--idle-settle", "100ms")
@@ -635,6 +635,7 @@ func TestSmokeMinimalAndB(t *testing.T) {
 		t.Fatalf("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", code, exitOK, stdout, stderr)
 	}
 	for _, want := range []string{
+		"| relay | ",
 		"| minimal | ",
 		"| outrigger-b | ",
 		"- outrigger-b: the outrigger target's sidecars from another binary, " + bin,

@@ -25,7 +25,10 @@ const (
 	targetDirect = "direct"
 	// targetMinimal is two minimal Go forwarders (bench/minimal.go) in
 	// the sidecars' place: the floor under any pair of Go sidecars.
-	targetMinimal         = "minimal"
+	targetMinimal = "minimal"
+	// targetRelay is two TCP relays in the sidecars' place: the floor
+	// under any pair of proxies (bench/minimal.go).
+	targetRelay           = "relay"
 	targetOutriggerBare   = "outrigger-bare"
 	targetOutrigger       = "outrigger"
 	targetOutriggerTraced = "outrigger-traced"
@@ -44,12 +47,12 @@ const (
 	targetDaprd      = "daprd"
 )
 
-var allTargets = []string{targetDirect, targetMinimal, targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent, targetOutriggerAllCPUs, targetOutriggerB, targetDaprd}
+var allTargets = []string{targetDirect, targetRelay, targetMinimal, targetOutriggerBare, targetOutrigger, targetOutriggerTraced, targetOutriggerMTLS, targetOutriggerTransparent, targetOutriggerAllCPUs, targetOutriggerB, targetDaprd}
 
-// defaultTargets is every target but minimal (an analysis of the floor,
-// asked for by name) and outrigger-b, which needs a second binary.
+// defaultTargets is every target but relay and minimal (analyses of the
+// floor, asked for by name) and outrigger-b, which needs a second binary.
 func defaultTargets() []string {
-	return slices.DeleteFunc(slices.Clone(allTargets), func(t string) bool { return t == targetMinimal || t == targetOutriggerB })
+	return slices.DeleteFunc(slices.Clone(allTargets), func(t string) bool { return t == targetRelay || t == targetMinimal || t == targetOutriggerB })
 }
 
 // isOutrigger says whether target t runs Outrigger sidecars.
@@ -106,6 +109,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			"Measures client -> app directly, through two Outrigger sidecars and through two daprd\n"+
 			"sidecars, in interleaved rounds, inside a network namespace (needs root). Targets:\n\n"+
 			"  direct            client -> app\n"+
+			"  relay             two TCP relays (bytes copied, nothing parsed, one thread each) in the\n"+
+			"                    sidecars' place; the client sends the app's own request (not in the\n"+
+			"                    default targets)\n"+
 			"  minimal           two minimal Go forwarders (net/http, h2c between them, one thread each)\n"+
 			"                    in the sidecars' place (not in the default targets)\n"+
 			"  outrigger-bare    Outrigger over h2c, metrics off (--enable-metrics=false), no tracing\n"+

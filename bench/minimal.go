@@ -28,11 +28,23 @@ import (
 // Go's standard HTTP stacks costs on this machine; outrigger minus minimal is
 // what Outrigger's own work adds over that.
 
+// The relay target goes one step further down: two TCP relays that copy
+// bytes between connections (one outgoing connection per incoming one, the
+// kernel's splice under io.Copy) and parse nothing. The client's request is
+// the app's own (POST /echo), sent to the caller relay's port. relay minus
+// direct is what two more processes on the path cost with no protocol work
+// at all: no pair of proxies on this machine can add less.
+
 // minimalRoleCaller and minimalRoleCallee are roleEnv's values for the two
-// minimal sidecars; minimalArgsEnv carries "httpPort,meshPort,targetPort".
+// minimal sidecars, relayRoleCaller and relayRoleCallee for the relays;
+// minimalArgsEnv carries "httpPort,meshPort,targetPort" (a relay answers
+// the harness's readiness probes on httpPort and relays meshPort to
+// targetPort).
 const (
 	minimalRoleCaller = "minimal-caller"
 	minimalRoleCallee = "minimal-callee"
+	relayRoleCaller   = "relay-caller"
+	relayRoleCallee   = "relay-callee"
 	minimalArgsEnv    = "OUTRIGGER_BENCH_MINIMAL"
 )
 
@@ -76,6 +88,9 @@ func parseMinimalPorts(s string) (minimalPorts, error) {
 }
 
 func serveMinimal(role string, ports minimalPorts) error {
+	if role == relayRoleCaller || role == relayRoleCallee {
+		return serveRelay(ports)
+	}
 	var fwd *minimalForwarder
 	switch role {
 	case minimalRoleCaller:
@@ -182,4 +197,63 @@ func (f *minimalForwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, resp.Body)
+}
+
+// serveRelay answers readiness probes on ports.http and relays every
+// connection to ports.mesh to a new connection to ports.target.
+func serveRelay(ports minimalPorts) error {
+	hl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(ports.http))
+	if err != nil {
+		return err
+	}
+	rl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(ports.mesh))
+	if err != nil {
+		hl.Close()
+		return err
+	}
+	health := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	errc := make(chan error, 2)
+	go func() { errc <- health.Serve(hl) }()
+	target := "127.0.0.1:" + strconv.Itoa(ports.target)
+	go func() {
+		for {
+			in, err := rl.Accept()
+			if err != nil {
+				errc <- err
+				return
+			}
+			go relay(in, target)
+		}
+	}()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	_ = health.Close()
+	_ = rl.Close()
+	return err
+}
+
+// relay copies bytes both ways between in and a new connection to target
+// until either side closes.
+func relay(in net.Conn, target string) {
+	defer in.Close()
+	out, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer out.Close()
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(out, in)
+		_ = out.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	_, _ = io.Copy(in, out)
+	_ = in.(*net.TCPConn).CloseWrite()
+	<-done
 }

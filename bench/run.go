@@ -29,7 +29,7 @@ const (
 func run(args []string) int {
 	harness.QuietFortio()
 	switch role := os.Getenv(roleEnv); role {
-	case minimalRoleCaller, minimalRoleCallee:
+	case minimalRoleCaller, minimalRoleCallee, relayRoleCaller, relayRoleCallee:
 		return runMinimal(role)
 	}
 	if os.Getenv(roleEnv) == "app" {
