@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/outrigger/outrigger/proxy/rawwrite"
 )
 
 // errAppUnhealthy is daprd's message for calls to an app that failed its health checks.
@@ -63,7 +65,14 @@ func newAppChannel(cfg *Config, log *slog.Logger) (*appChannel, error) {
 	if cfg.AppMaxConcurrency > 0 {
 		a.sem = make(chan struct{}, cfg.AppMaxConcurrency)
 	}
-	a.dial = appDialer(cfg, &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second})
+	dial := appDialer(cfg, &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second})
+	a.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return rawwrite.Wrap(c), nil // raw writes (rawwrite)
+	}
 	a.transport = &http.Transport{
 		Proxy:                 nil,
 		DialContext:           a.dial,

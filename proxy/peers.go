@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/outrigger/outrigger/proxy/rawwrite"
 )
 
 // peers holds the connections to other sidecars' mesh listeners. In plain
@@ -75,14 +77,14 @@ func newPeerTransport(protos *http.Protocols, tlsCfg *tls.Config) *http.Transpor
 // meshDialer dials other sidecars' mesh listeners.
 var meshDialer = &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 
-// dialCoalescing dials a peer and gathers each message's frames into one
-// write (coalescingConn).
+// dialCoalescing dials a peer, gathers each message's frames into one
+// write (coalescingConn) and makes that write a raw one (rawwrite).
 func dialCoalescing(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := meshDialer.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
-	return newCoalescingConn(c), nil
+	return newCoalescingConn(rawwrite.Wrap(c)), nil
 }
 
 // scheme is the URL scheme of requests to peers.

@@ -27,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/outrigger/outrigger/proxy/rawwrite"
 	"github.com/outrigger/outrigger/resiliency"
 )
 
@@ -231,7 +232,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return err
 	}
 	listeners = append(listeners, meshL)
-	var meshServeL net.Listener = coalescingListener{meshL}
+	// Raw writes (rawwrite) on every connection of the API and mesh
+	// listeners; the mesh's also gather a message's frames into one write.
+	httpL, grpcL = rawwrite.Listener{Listener: httpL}, rawwrite.Listener{Listener: grpcL}
+	var meshServeL net.Listener = coalescingListener{rawwrite.Listener{Listener: meshL}}
 	if s.cfg.MeshTLS != nil {
 		meshServeL = s.newMeshListener(meshServeL)
 	}

@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -48,6 +49,7 @@ import (
 
 	"github.com/outrigger/outrigger/building-blocks/pubsub"
 	"github.com/outrigger/outrigger/config/metadata"
+	"github.com/outrigger/outrigger/proxy/rawwrite"
 )
 
 // Type is the component type this broker implements, version v1.
@@ -180,6 +182,7 @@ func open(m Metadata) (*Broker, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.Timeout(5 * time.Second),
+		nats.SetCustomDialer(rawDialer{&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}),
 		nats.ClosedHandler(func(*nats.Conn) { closedOnce.Do(func() { close(b.closed) }) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -412,6 +415,18 @@ func (b *Broker) streamConfig(name, subject string) jetstream.StreamConfig {
 		Replicas:    max(b.meta.Replicas, 1),
 		AllowMsgTTL: b.serverAtLeast(2, 11),
 	}
+}
+
+// rawDialer dials the NATS server with raw writes (proxy/rawwrite): a
+// sidecar's publish is a write to a loopback socket more often than not.
+type rawDialer struct{ d *net.Dialer }
+
+func (r rawDialer) Dial(network, addr string) (net.Conn, error) {
+	c, err := r.d.Dial(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return rawwrite.Wrap(c), nil
 }
 
 // publishContext bounds a publish: by the caller's deadline or

@@ -1,0 +1,12 @@
+//go:build !linux
+
+package rawwrite
+
+import "syscall"
+
+// supported is false: Wrap leaves connections as they are.
+const supported = false
+
+func write(fd uintptr, p []byte) (int, syscall.Errno) {
+	return 0, syscall.ENOSYS
+}
