@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/emptypb"
 
-	"github.com/outrigger/outrigger/proxy/rawwrite"
+	"github.com/outrigger/outrigger/proxy/rawio"
 )
 
 // errAppUnhealthy is daprd's message for calls to an app that failed its health checks.
@@ -71,7 +71,7 @@ func newAppChannel(cfg *Config, log *slog.Logger) (*appChannel, error) {
 		if err != nil {
 			return nil, err
 		}
-		return rawwrite.Wrap(c), nil // raw writes (rawwrite)
+		return rawio.Wrap(c), nil // raw writes (rawio)
 	}
 	a.transport = &http.Transport{
 		Proxy:                 nil,

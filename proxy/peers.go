@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/outrigger/outrigger/proxy/rawwrite"
+	"github.com/outrigger/outrigger/proxy/rawio"
 )
 
 // peers holds the connections to other sidecars' mesh listeners. In plain
@@ -78,13 +78,13 @@ func newPeerTransport(protos *http.Protocols, tlsCfg *tls.Config) *http.Transpor
 var meshDialer = &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 
 // dialCoalescing dials a peer, gathers each message's frames into one
-// write (coalescingConn) and makes that write a raw one (rawwrite).
+// write (coalescingConn) and makes that write a raw one (rawio).
 func dialCoalescing(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := meshDialer.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
-	return newCoalescingConn(rawwrite.Wrap(c)), nil
+	return newCoalescingConn(rawio.Wrap(c)), nil
 }
 
 // scheme is the URL scheme of requests to peers.

@@ -27,7 +27,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
-	"github.com/outrigger/outrigger/proxy/rawwrite"
+	"github.com/outrigger/outrigger/proxy/rawio"
 	"github.com/outrigger/outrigger/resiliency"
 )
 
@@ -232,10 +232,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return err
 	}
 	listeners = append(listeners, meshL)
-	// Raw writes (rawwrite) on every connection of the API and mesh
+	// Raw writes (rawio) on every connection of the API and mesh
 	// listeners; the mesh's also gather a message's frames into one write.
-	httpL, grpcL = rawwrite.Listener{Listener: httpL}, rawwrite.Listener{Listener: grpcL}
-	var meshServeL net.Listener = coalescingListener{rawwrite.Listener{Listener: meshL}}
+	httpL, grpcL = rawio.Listener{Listener: httpL}, rawio.Listener{Listener: grpcL}
+	var meshServeL net.Listener = coalescingListener{rawio.Listener{Listener: meshL}}
 	if s.cfg.MeshTLS != nil {
 		meshServeL = s.newMeshListener(meshServeL)
 	}

@@ -49,7 +49,7 @@ import (
 
 	"github.com/outrigger/outrigger/building-blocks/pubsub"
 	"github.com/outrigger/outrigger/config/metadata"
-	"github.com/outrigger/outrigger/proxy/rawwrite"
+	"github.com/outrigger/outrigger/proxy/rawio"
 )
 
 // Type is the component type this broker implements, version v1.
@@ -417,7 +417,7 @@ func (b *Broker) streamConfig(name, subject string) jetstream.StreamConfig {
 	}
 }
 
-// rawDialer dials the NATS server with raw writes (proxy/rawwrite): a
+// rawDialer dials the NATS server with raw writes (proxy/rawio): a
 // sidecar's publish is a write to a loopback socket more often than not.
 type rawDialer struct{ d *net.Dialer }
 
@@ -426,7 +426,7 @@ func (r rawDialer) Dial(network, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rawwrite.Wrap(c), nil
+	return rawio.Wrap(c), nil
 }
 
 // publishContext bounds a publish: by the caller's deadline or

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package rawwrite
+package rawio
 
 import "syscall"
 
@@ -8,5 +8,9 @@ import "syscall"
 const supported = false
 
 func write(fd uintptr, p []byte) (int, syscall.Errno) {
+	return 0, syscall.ENOSYS
+}
+
+func read(fd uintptr, p []byte) (int, syscall.Errno) {
 	return 0, syscall.ENOSYS
 }

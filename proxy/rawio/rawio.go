@@ -1,16 +1,19 @@
-// Package rawwrite gives TCP connections a Write that does not enter the Go
-// scheduler's system-call state.
+// Package rawio gives TCP connections a Read and a Write that do not enter
+// the Go scheduler's system-call state.
 //
 // On loopback a write runs the receiving side's TCP processing too and
 // takes tens of microseconds on a small virtual machine. The scheduler's
 // monitor takes the processor from a thread that has been in a system call
 // for about that long and wakes another thread to run it; with a sidecar's
 // one processor nearly every write then cost two thread wake-ups and a
-// migration, which showed as a third of its context switches. The sockets
-// of Go's net package are non-blocking, so a raw write never waits: a full
-// socket buffer answers EAGAIN and the write waits in the network poller as
-// any other (write deadlines included).
-package rawwrite
+// migration. Reads are short, but entering a system call also wakes the
+// monitor when it sleeps because the process was idle, and it then polls
+// every 20 microseconds for a millisecond or more: after each pause in the
+// traffic, dozens of wake-ups of a thread that has nothing to do. The
+// sockets of Go's net package are non-blocking, so a raw call never waits:
+// EAGAIN sends the caller to the network poller as any other read or write
+// (deadlines included).
+package rawio
 
 import (
 	"context"
@@ -19,14 +22,14 @@ import (
 	"syscall"
 )
 
-// Conn is a TCP connection whose writes are raw system calls (on Linux; on
-// other systems, plain ones).
+// Conn is a TCP connection whose reads and writes are raw system calls
+// (on Linux; Wrap leaves connections alone elsewhere).
 type Conn struct {
 	*net.TCPConn
 	rc syscall.RawConn
 }
 
-// Wrap returns c with raw writes when it is a *net.TCPConn, and c itself
+// Wrap returns c with raw reads and writes when it is a *net.TCPConn, and c itself
 // otherwise.
 func Wrap(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
@@ -71,6 +74,45 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 	}
 	return written, nil
+}
+
+// Read reads into p, waiting in the network poller while nothing has
+// arrived (read deadlines included).
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var (
+		n     int
+		errno syscall.Errno
+	)
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			m, e := read(fd, p)
+			switch e {
+			case 0:
+				n = m
+				return true
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false // wait until readable
+			default:
+				errno = e
+				return true
+			}
+		}
+	})
+	if err == nil && errno != 0 {
+		err = errno
+	}
+	if err != nil {
+		return n, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // ReadFrom copies r into the connection with Write (not the kernel's

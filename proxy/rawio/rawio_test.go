@@ -1,4 +1,4 @@
-package rawwrite
+package rawio
 
 import (
 	"bytes"
@@ -141,5 +141,47 @@ func TestReadFrom(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("read %d bytes, want the %d written", len(got), len(want))
+	}
+}
+
+// TestReadEOFAndDeadline: a read waits for data, returns what came, then
+// io.EOF once the peer closed; a read past its deadline returns the
+// deadline error.
+func TestReadEOFAndDeadline(t *testing.T) {
+	rw, peer := pair(t)
+	if err := rw.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rw.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read with nothing sent past its deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	if err := rw.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond) // the read waits in the poller first
+		_, _ = peer.Write([]byte("ping"))
+		peer.Close()
+	}()
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := io.ReadAll(rw)
+		done <- result{b, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil || string(r.b) != "ping" {
+			t.Fatalf("ReadAll = %q, %v; want \"ping\", nil (io.EOF ends it)", r.b, r.err)
+		}
+	case <-time.After(20 * time.Second):
+		rw.Close()
+		t.Fatal("ReadAll did not end within 20s of the peer closing: no io.EOF")
+	}
+	if n, err := rw.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+		t.Fatalf("Read after EOF = %d, %v; want 0, io.EOF", n, err)
 	}
 }
