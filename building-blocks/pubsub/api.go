@@ -152,8 +152,13 @@ func errUnmarshalEvents(name, topic string, err error) error {
 
 // publishRequest is one publish, from either API.
 type publishRequest struct {
-	pubsub, topic           string
-	data                    []byte
+	pubsub, topic string
+	data          []byte
+	// checkedJSON says data is known to be one JSON value in valid UTF-8,
+	// nested at most maxJSONDepth deep (an event of an HTTP bulk publish
+	// whose body was validated as a whole), so the envelope need not
+	// validate it again.
+	checkedJSON             bool
 	contentType             string
 	metadata                map[string]string
 	traceParent, traceState string
@@ -210,7 +215,7 @@ func (a *API) message(req publishRequest) (Message, error) {
 	}
 	var err error
 	msg.Data, err = newEnvelope(eventInput{
-		source: a.AppID, topic: req.topic, pubsub: req.pubsub, contentType: req.contentType, data: req.data,
+		source: a.AppID, topic: req.topic, pubsub: req.pubsub, contentType: req.contentType, data: req.data, checkedJSON: req.checkedJSON,
 		traceParent: req.traceParent, traceState: req.traceState, metadata: req.metadata, expires: msg.Expires,
 	})
 	if err != nil {
@@ -334,7 +339,7 @@ func (a *API) httpBulk(w http.ResponseWriter, r *http.Request, name, topic strin
 		a.fail(w, errUnmarshalEvents(name, topic, err))
 		return
 	}
-	entries, err := decodeBulkEntries(body)
+	entries, checked, err := decodeBulkEntries(body)
 	if err != nil {
 		a.fail(w, errUnmarshalEvents(name, topic, err))
 		return
@@ -342,13 +347,14 @@ func (a *API) httpBulk(w http.ResponseWriter, r *http.Request, name, topic strin
 	in := make([]bulkInput, len(entries))
 	for i, e := range entries {
 		data := []byte(e.Event)
+		isChecked := checked && len(data) > 0
 		// A JSON string event is published as its text, as daprd does for
 		// text content types.
 		var s string
 		if !isJSON(e.ContentType) && !isCloudEvent(e.ContentType) && json.Unmarshal(e.Event, &s) == nil {
-			data = []byte(s)
+			data, isChecked = []byte(s), false
 		}
-		in[i] = bulkInput{entryID: e.EntryID, data: data, contentType: e.ContentType, metadata: e.Metadata}
+		in[i] = bulkInput{entryID: e.EntryID, data: data, checkedJSON: isChecked, contentType: e.ContentType, metadata: e.Metadata}
 	}
 	tp, ts := traceOfCall(r.Context(), r.Header.Get("traceparent"), r.Header.Get("tracestate"))
 	failed, err := a.bulkPublish(r.Context(), name, topic, in, meta, tp, ts)
@@ -370,8 +376,11 @@ func (a *API) httpBulk(w http.ResponseWriter, r *http.Request, name, topic strin
 }
 
 type bulkInput struct {
-	entryID     string
-	data        []byte
+	entryID string
+	data    []byte
+	// checkedJSON: data is known to be one JSON value in valid UTF-8 (see
+	// publishRequest).
+	checkedJSON bool
 	contentType string
 	metadata    map[string]string
 }
@@ -400,7 +409,7 @@ func (a *API) bulkPublish(ctx context.Context, name, topic string, entries []bul
 		for k, v := range e.metadata {
 			em[k] = v
 		}
-		m, err := a.message(publishRequest{pubsub: name, topic: topic, data: e.data, contentType: e.contentType, metadata: em, traceParent: traceParent, traceState: traceState})
+		m, err := a.message(publishRequest{pubsub: name, topic: topic, data: e.data, checkedJSON: e.checkedJSON, contentType: e.contentType, metadata: em, traceParent: traceParent, traceState: traceState})
 		if err != nil {
 			return nil, err
 		}

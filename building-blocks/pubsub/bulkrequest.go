@@ -14,31 +14,28 @@ import (
 // entries. It reads what encoding/json reads into []bulkEntry, and fails
 // where it fails (FuzzBulkEntries holds the two side by side), but in one
 // validating pass and a skim: the events are kept as their raw JSON, not
-// scanned again member by member.
-func decodeBulkEntries(body []byte) ([]bulkEntry, error) {
+// scanned again member by member. checked says that every entry's Event is
+// then a JSON value in valid UTF-8, nested at most maxJSONDepth deep (the
+// body passed validJSON as a whole), so it need not be validated again.
+func decodeBulkEntries(body []byte) (entries []bulkEntry, checked bool, err error) {
 	if !utf8.Valid(body) {
 		// encoding/json reads invalid UTF-8 in strings as U+FFFD; gjson
 		// keeps the bytes. Rare enough to leave to encoding/json.
-		var entries []bulkEntry
 		if err := json.Unmarshal(body, &entries); err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return entries, nil
+		return entries, false, nil
 	}
 	if !validJSON(body) {
-		return nil, errors.New("the body is not valid JSON")
+		return nil, false, errors.New("the body is not valid JSON")
 	}
 	top := gjson.ParseBytes(body)
 	switch {
 	case top.Type == gjson.Null:
-		return nil, nil
+		return nil, true, nil
 	case !top.IsArray():
-		return nil, fmt.Errorf("the body is a JSON %s, not an array of entries", jsonKind(top))
+		return nil, false, fmt.Errorf("the body is a JSON %s, not an array of entries", jsonKind(top))
 	}
-	var (
-		entries []bulkEntry
-		err     error
-	)
 	top.ForEach(func(_, v gjson.Result) bool {
 		var e bulkEntry
 		switch {
@@ -52,9 +49,9 @@ func decodeBulkEntries(body []byte) ([]bulkEntry, error) {
 		return err == nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return entries, nil
+	return entries, true, nil
 }
 
 // readBulkEntry fills e from the object v; members are matched to fields

@@ -26,6 +26,7 @@ type eventInput struct {
 	source, topic, pubsub   string
 	contentType             string
 	data                    []byte
+	checkedJSON             bool // see publishRequest
 	traceParent, traceState string
 	metadata                map[string]string
 	// expires, when not zero, is written as the event's expiration.
@@ -95,7 +96,9 @@ func newEnvelope(in eventInput) ([]byte, error) {
 	switch {
 	case isJSON(ct):
 		o.key("data")
-		if data, ok := appendJSONValue(o.buf, in.data); ok {
+		if in.checkedJSON {
+			o.buf = append(o.buf, bytes.TrimSpace(in.data)...)
+		} else if data, ok := appendJSONValue(o.buf, in.data); ok {
 			o.buf = data
 		} else {
 			o.buf = gjson.AppendJSONString(o.buf, string(in.data))
@@ -147,6 +150,11 @@ func newID() string {
 }
 
 func mediaType(ct string) string {
+	if !strings.Contains(ct, ";") {
+		// What mime.ParseMediaType gives when there are no parameters,
+		// valid or not, without its allocations (most content types).
+		return strings.ToLower(strings.TrimSpace(ct))
+	}
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return strings.ToLower(strings.TrimSpace(ct))

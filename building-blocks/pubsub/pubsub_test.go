@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"mime"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 )
@@ -270,7 +272,7 @@ func FuzzBulkEntries(f *testing.F) {
 	f.Add([]byte("[{\"entryId\":\"\xff\",\"metadata\":{\"\xfe\":\"\\ud800\\u00e9\"}}]"))
 	f.Add([]byte(`[{"entryId":"\ud83d\ude00\udc00","event":"\u0000"}]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		got, err := decodeBulkEntries(b)
+		got, checked, err := decodeBulkEntries(b)
 		var want []bulkEntry
 		wantErr := json.Unmarshal(b, &want)
 		if (err == nil) != (wantErr == nil) {
@@ -284,6 +286,9 @@ func FuzzBulkEntries(f *testing.F) {
 		}
 		for i := range got {
 			g, w := got[i], want[i]
+			if checked && len(g.Event) > 0 && (!validJSON(g.Event) || !utf8.Valid(g.Event)) {
+				t.Fatalf("%q: entry %d's event %q passed as checked but is not valid JSON in UTF-8", b, i, g.Event)
+			}
 			if g.EntryID != w.EntryID || g.ContentType != w.ContentType || string(g.Event) != string(w.Event) ||
 				(g.Metadata == nil) != (w.Metadata == nil) || !maps.Equal(g.Metadata, w.Metadata) {
 				t.Fatalf("%q: entry %d read as %+v, encoding/json %+v", b, i, g, w)
@@ -326,4 +331,22 @@ func TestEventOf(t *testing.T) {
 	if _, err := eventOf(&Message{Data: []byte(`{`), ContentType: CloudEventContentType}, sub); err == nil {
 		t.Error("a CloudEvent that is not JSON was read as an event")
 	}
+}
+
+// FuzzMediaType holds mediaType's shortcut for content types without
+// parameters to what mime.ParseMediaType (with the same fallback) gives.
+func FuzzMediaType(f *testing.F) {
+	for _, s := range []string{"", "application/json", " Application/JSON ", "text/plain; charset=utf-8",
+		"foo bar", "application/cloudevents+json", "a/b;", "\t", "x/y\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, ct string) {
+		want, _, err := mime.ParseMediaType(ct)
+		if err != nil {
+			want = strings.ToLower(strings.TrimSpace(ct))
+		}
+		if got := mediaType(ct); got != want {
+			t.Fatalf("mediaType(%q) = %q, want %q", ct, got, want)
+		}
+	})
 }
