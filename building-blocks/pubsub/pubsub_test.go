@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"mime"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -349,4 +350,37 @@ func FuzzMediaType(f *testing.F) {
 			t.Fatalf("mediaType(%q) = %q, want %q", ct, got, want)
 		}
 	})
+}
+
+// TestNewID checks that event IDs are random UUIDs of version 4 in the
+// canonical form, as daprd's are.
+func TestNewID(t *testing.T) {
+	uuid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	seen := map[string]bool{}
+	for range 1000 {
+		id := newID()
+		if !uuid.MatchString(id) {
+			t.Fatalf("newID() = %q, not a version 4 UUID", id)
+		}
+		if seen[id] {
+			t.Fatalf("newID() gave %q twice", id)
+		}
+		seen[id] = true
+	}
+}
+
+// TestValidJSONDepth: the depth limit still applies past the length under
+// which validJSON skips counting.
+func TestValidJSONDepth(t *testing.T) {
+	deep := strings.Repeat("[", maxJSONDepth+1) + strings.Repeat("]", maxJSONDepth+1)
+	if validJSON([]byte(deep)) {
+		t.Fatalf("arrays nested %d deep passed as valid; the limit is %d", maxJSONDepth+1, maxJSONDepth)
+	}
+	ok := strings.Repeat("[", maxJSONDepth) + strings.Repeat("]", maxJSONDepth)
+	if !validJSON([]byte(ok)) {
+		t.Fatalf("arrays nested %d deep refused; the limit is %d", maxJSONDepth, maxJSONDepth)
+	}
+	if !validJSON([]byte(`{"a":[1,{"b":"x"}]}`)) || validJSON([]byte(`{"a":`)) {
+		t.Fatal("short documents judged wrongly")
+	}
 }
