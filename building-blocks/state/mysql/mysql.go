@@ -26,9 +26,7 @@ package mysql
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +37,7 @@ import (
 	"time"
 
 	driver "github.com/go-sql-driver/mysql"
+	"github.com/google/uuid"
 
 	"github.com/outrigger/outrigger/building-blocks/state"
 )
@@ -470,23 +469,7 @@ func checkKey(key string) error {
 }
 
 // newETag returns a random (version 4) UUID.
-func newETag() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var out [36]byte
-	hex.Encode(out[0:8], b[0:4])
-	out[8] = '-'
-	hex.Encode(out[9:13], b[4:6])
-	out[13] = '-'
-	hex.Encode(out[14:18], b[6:8])
-	out[18] = '-'
-	hex.Encode(out[19:23], b[8:10])
-	out[23] = '-'
-	hex.Encode(out[24:], b[10:])
-	return string(out[:])
-}
+func newETag() string { return uuid.NewString() }
 
 // validETag reports whether e has the shape of an ETag the store issues (a
 // lower-case UUID); anything else it could never have issued.
