@@ -74,17 +74,18 @@ func newPeerTransport(protos *http.Protocols, tlsCfg *tls.Config) *http.Transpor
 	}
 }
 
-// meshDialer dials other sidecars' mesh listeners.
-var meshDialer = &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+// meshDialer dials other sidecars' mesh listeners, with raw reads and
+// writes (rawio).
+var meshDialer = &rawio.Dialer{Dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}
 
-// dialCoalescing dials a peer, gathers each message's frames into one
-// write (coalescingConn) and makes that write a raw one (rawio).
+// dialCoalescing dials a peer and gathers each message's frames into one
+// write (coalescingConn).
 func dialCoalescing(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := meshDialer.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
-	return newCoalescingConn(rawio.Wrap(c)), nil
+	return newCoalescingConn(c), nil
 }
 
 // scheme is the URL scheme of requests to peers.

@@ -50,27 +50,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 	for written < len(p) {
 		var errno syscall.Errno
 		err := c.rc.Write(func(fd uintptr) bool {
-			for {
-				n, e := write(fd, p[written:])
-				switch e {
-				case 0:
-					written += n
-					return true
-				case syscall.EINTR:
-					continue
-				case syscall.EAGAIN:
-					return false // wait until writable
-				default:
-					errno = e
-					return true
-				}
-			}
+			n, e, done := attempt(write, fd, p[written:])
+			written += n
+			errno = e
+			return done
 		})
-		if err == nil && errno != 0 {
-			err = errno
-		}
-		if err != nil {
-			return written, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+		if err = orErrno(err, errno); err != nil {
+			return written, c.opError("write", err)
 		}
 	}
 	return written, nil
@@ -87,32 +73,47 @@ func (c *Conn) Read(p []byte) (int, error) {
 		errno syscall.Errno
 	)
 	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			m, e := read(fd, p)
-			switch e {
-			case 0:
-				n = m
-				return true
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait until readable
-			default:
-				errno = e
-				return true
-			}
-		}
+		var done bool
+		n, errno, done = attempt(read, fd, p)
+		return done
 	})
-	if err == nil && errno != 0 {
-		err = errno
-	}
-	if err != nil {
-		return n, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	if err = orErrno(err, errno); err != nil {
+		return n, c.opError("read", err)
 	}
 	if n == 0 {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// attempt makes the system call call on fd and p, again when a signal
+// interrupted it. done is false when the socket is not ready (EAGAIN): the
+// caller's poller waits and calls again.
+func attempt(call func(uintptr, []byte) (int, syscall.Errno), fd uintptr, p []byte) (n int, errno syscall.Errno, done bool) {
+	for {
+		n, e := call(fd, p)
+		switch e {
+		case 0:
+			return n, 0, true
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return 0, 0, false
+		default:
+			return 0, e, true
+		}
+	}
+}
+
+// orErrno is err, or else errno when the system call failed.
+func orErrno(err error, errno syscall.Errno) error {
+	if err == nil && errno != 0 {
+		return errno
+	}
+	return err
+}
+
+func (c *Conn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
 // ReadFrom copies r into the connection with Write (not the kernel's
@@ -135,13 +136,19 @@ func (l Listener) Accept() (net.Conn, error) {
 	return Wrap(c), nil
 }
 
-// Dial is net.Dialer's DialContext with the connection wrapped.
-func Dial(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return Wrap(c), nil
+// Dialer is a net.Dialer whose connections are wrapped with Wrap. Its Dial
+// also serves clients that take a dialer without a context (nats.go's
+// CustomDialer).
+type Dialer struct{ net.Dialer }
+
+func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := d.Dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
 	}
+	return Wrap(c), nil
+}
+
+func (d *Dialer) Dial(network, addr string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, addr)
 }

@@ -182,7 +182,9 @@ func open(m Metadata) (*Broker, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.Timeout(5 * time.Second),
-		nats.SetCustomDialer(rawDialer{&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}),
+		// Raw reads and writes (proxy/rawio): a sidecar's publish is a
+		// write to a loopback socket more often than not.
+		nats.SetCustomDialer(&rawio.Dialer{Dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}),
 		nats.ClosedHandler(func(*nats.Conn) { closedOnce.Do(func() { close(b.closed) }) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -415,18 +417,6 @@ func (b *Broker) streamConfig(name, subject string) jetstream.StreamConfig {
 		Replicas:    max(b.meta.Replicas, 1),
 		AllowMsgTTL: b.serverAtLeast(2, 11),
 	}
-}
-
-// rawDialer dials the NATS server with raw writes (proxy/rawio): a
-// sidecar's publish is a write to a loopback socket more often than not.
-type rawDialer struct{ d *net.Dialer }
-
-func (r rawDialer) Dial(network, addr string) (net.Conn, error) {
-	c, err := r.d.Dial(network, addr)
-	if err != nil {
-		return nil, err
-	}
-	return rawio.Wrap(c), nil
 }
 
 // publishContext bounds a publish: by the caller's deadline or
