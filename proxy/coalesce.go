@@ -3,7 +3,6 @@ package proxy
 import (
 	"net"
 	"sync"
-	"time"
 )
 
 // coalesceMax is how many bytes a coalescing connection holds before a
@@ -34,7 +33,8 @@ const coalesceReadSize = 16 << 10
 // closes the connection (its reader then fails, as HTTP/2 expects of a
 // broken connection) and every later Write returns the error. Close sends
 // what is pending first. At most coalesceMax bytes wait: a Write that would
-// pass it flushes on the writer's own goroutine, in order.
+// pass it flushes on the writer's own goroutine, in order. A write deadline
+// applies to the flusher's writes made after it was set.
 type coalescingConn struct {
 	net.Conn
 
@@ -48,8 +48,7 @@ type coalescingConn struct {
 	pending  []byte
 	spare    []byte
 	err      error
-	woken    bool // the flusher has been woken and not yet taken pending
-	wake     chan struct{}
+	wake     chan struct{} // holds one wake-up while the flusher has one to take
 	stopped  chan struct{}
 	stopOnce sync.Once
 }
@@ -82,14 +81,10 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		return n, err
 	}
 	c.pending = append(c.pending, p...)
-	wake := !c.woken
-	c.woken = true
 	c.mu.Unlock()
-	if wake {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+	select {
+	case c.wake <- struct{}{}:
+	default: // already woken, and it has not yet taken what is pending
 	}
 	return len(p), nil
 }
@@ -139,7 +134,6 @@ func (c *coalescingConn) flushLocked() error {
 	c.mu.Lock()
 	buf := c.pending
 	c.pending, c.spare = c.spare[:0], nil
-	c.woken = false
 	err := c.err
 	c.mu.Unlock()
 	if err == nil && len(buf) > 0 {
@@ -179,11 +173,6 @@ func (c *coalescingConn) Close() error {
 	c.mu.Unlock()
 	return c.Conn.Close()
 }
-
-// SetDeadline and SetWriteDeadline apply to the writes the flusher makes
-// after the call, as they would to the writer's own.
-func (c *coalescingConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(t) }
-func (c *coalescingConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(t) }
 
 // coalescingListener wraps every accepted connection in a coalescingConn.
 type coalescingListener struct{ net.Listener }
