@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"os/signal"
 	"runtime"
@@ -15,18 +16,18 @@ import (
 	"time"
 )
 
-// The minimal target measures the floor under any pair of Go sidecars: this
-// harness's own binary, started twice more as separate processes, each on
-// one thread as an Outrigger sidecar runs by default. The caller takes the
-// client's HTTP/1.1 request on its --dapr-http-port, strips the
-// /v1.0/invoke/callee/method prefix and sends it over h2c (net/http's
-// HTTP/2, one multiplexed connection) to the callee's mesh port; the callee
-// sends it over HTTP/1.1 keep-alive to the app; both stream the body and
-// copy the status and headers back. Nothing else is on the path: no name
-// resolution, routing table, middleware, metrics, resiliency or caller
-// headers. minimal minus direct is what crossing two more processes through
-// Go's standard HTTP stacks costs on this machine; outrigger minus minimal is
-// what Outrigger's own work adds over that.
+// The minimal target puts two plain Go forwarders in the sidecars' place:
+// this harness's own binary, started twice more as separate processes, each
+// on one thread as an Outrigger sidecar runs by default, each an
+// httputil.ReverseProxy. The caller takes the client's HTTP/1.1 request on
+// its --dapr-http-port, strips the /v1.0/invoke/callee/method prefix and
+// sends it over h2c (net/http's HTTP/2, one multiplexed connection) to the
+// callee's mesh port; the callee sends it over HTTP/1.1 keep-alive to the
+// app. Nothing else is on the path: no name resolution, routing table,
+// middleware, metrics, resiliency or caller headers. minimal minus direct is
+// what two forwarders built on Go's standard HTTP stacks as they come cost on
+// this machine (not a floor: Outrigger's own app client and mesh connections
+// do better, docs/benchmarks.md).
 
 // The relay target goes one step further down: two TCP relays that copy
 // bytes between connections (one outgoing connection per incoming one, the
@@ -88,153 +89,87 @@ func parseMinimalPorts(s string) (minimalPorts, error) {
 }
 
 func serveMinimal(role string, ports minimalPorts) error {
+	target := "127.0.0.1:" + strconv.Itoa(ports.target)
 	if role == relayRoleCaller || role == relayRoleCallee {
-		return serveRelay(ports)
+		return serveUntilSignal(ports, nil, func(l net.Listener) error {
+			for {
+				in, err := l.Accept()
+				if err != nil {
+					return err
+				}
+				go relay(in, target)
+			}
+		})
 	}
-	var fwd *minimalForwarder
+	var (
+		transport http.RoundTripper
+		strip     string
+	)
 	switch role {
 	case minimalRoleCaller:
 		var protos http.Protocols
 		protos.SetUnencryptedHTTP2(true)
-		fwd = &minimalForwarder{
-			target: "http://127.0.0.1:" + strconv.Itoa(ports.target),
-			strip:  minimalInvokePrefix,
-			transport: &http.Transport{
-				Protocols:          &protos,
-				DisableCompression: true,
-				HTTP2:              &http.HTTP2Config{MaxConcurrentStreams: 1000},
-			},
+		transport = &http.Transport{
+			Protocols:          &protos,
+			DisableCompression: true,
+			HTTP2:              &http.HTTP2Config{MaxConcurrentStreams: 1000},
 		}
+		strip = minimalInvokePrefix
 	case minimalRoleCallee:
-		fwd = &minimalForwarder{
-			target: "http://127.0.0.1:" + strconv.Itoa(ports.target),
-			transport: &http.Transport{
-				DisableCompression:  true,
-				MaxIdleConnsPerHost: 1024,
-				IdleConnTimeout:     10 * time.Minute,
-			},
+		transport = &http.Transport{
+			DisableCompression:  true,
+			MaxIdleConnsPerHost: 1024,
+			IdleConnTimeout:     10 * time.Minute,
 		}
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
-
-	api := &http.Server{Handler: fwd}
+	fwd := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.Out.URL.Scheme, r.Out.URL.Host = "http", target
+			if strip != "" {
+				r.Out.URL.Path, r.Out.URL.RawPath = strings.TrimPrefix(r.In.URL.Path, strip), ""
+			}
+		},
+		Transport: transport,
+	}
 	var meshProtos http.Protocols
 	meshProtos.SetUnencryptedHTTP2(true)
-	mesh := &http.Server{Handler: fwd, Protocols: &meshProtos,
-		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000}}
-	al, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(ports.http))
+	mesh := &http.Server{Handler: fwd, Protocols: &meshProtos, HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000}}
+	return serveUntilSignal(ports, fwd, mesh.Serve)
+}
+
+// serveUntilSignal serves the harness's readiness probes (and, when api is
+// set, everything else with api) on ports.http, and calls mesh with a
+// listener on ports.mesh, until SIGTERM or SIGINT or until either fails.
+func serveUntilSignal(ports minimalPorts, api http.Handler, mesh func(net.Listener) error) error {
+	hl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(ports.http))
 	if err != nil {
 		return err
 	}
 	ml, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(ports.mesh))
 	if err != nil {
-		al.Close()
-		return err
-	}
-	errc := make(chan error, 2)
-	go func() { errc <- api.Serve(al) }()
-	go func() { errc <- mesh.Serve(ml) }()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-	}
-	_ = api.Close()
-	_ = mesh.Close()
-	return err
-}
-
-// minimalForwarder answers the harness's readiness probes and forwards
-// everything else to target, the path without strip.
-type minimalForwarder struct {
-	target    string
-	strip     string
-	transport http.RoundTripper
-}
-
-func (f *minimalForwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if strings.HasPrefix(r.URL.Path, "/v1.0/healthz") {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	path := r.URL.Path
-	if f.strip != "" {
-		rest, ok := strings.CutPrefix(path, f.strip)
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		path = rest
-	}
-	url := f.target + path
-	if r.URL.RawQuery != "" {
-		url += "?" + r.URL.RawQuery
-	}
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, url, r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	out.ContentLength = r.ContentLength
-	for k, v := range r.Header {
-		if k != "Connection" {
-			out.Header[k] = v
-		}
-	}
-	resp, err := f.transport.RoundTrip(out)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	defer resp.Body.Close()
-	h := w.Header()
-	for k, v := range resp.Header {
-		if k != "Connection" {
-			h[k] = v
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, resp.Body)
-}
-
-// serveRelay answers readiness probes on ports.http and relays every
-// connection to ports.mesh to a new connection to ports.target.
-func serveRelay(ports minimalPorts) error {
-	hl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(ports.http))
-	if err != nil {
-		return err
-	}
-	rl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(ports.mesh))
-	if err != nil {
 		hl.Close()
 		return err
 	}
-	health := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.WriteHeader(http.StatusNoContent)
+	front := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if api == nil || strings.HasPrefix(r.URL.Path, "/v1.0/healthz") {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		api.ServeHTTP(w, r)
 	})}
 	errc := make(chan error, 2)
-	go func() { errc <- health.Serve(hl) }()
-	target := "127.0.0.1:" + strconv.Itoa(ports.target)
-	go func() {
-		for {
-			in, err := rl.Accept()
-			if err != nil {
-				errc <- err
-				return
-			}
-			go relay(in, target)
-		}
-	}()
+	go func() { errc <- front.Serve(hl) }()
+	go func() { errc <- mesh(ml) }()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	_ = health.Close()
-	_ = rl.Close()
+	_ = front.Close()
+	_ = ml.Close()
 	return err
 }
 
