@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,7 +42,9 @@ const (
 	modeSingle = "single"
 )
 
-var modes = []string{modeBulk, modeSingle}
+// allModes are the end-to-end modes a run measures unless Config.Modes
+// names fewer, in the order they run.
+var allModes = []string{modeBulk, modeSingle}
 
 // sidecarOf splits a sidecar target into its sidecar and protocol ("grpc"
 // or "http"); ok is false for direct.
@@ -82,6 +85,9 @@ type Config struct {
 	// E2EWarmup is the number of messages sent, and awaited, through the
 	// same path before an end-to-end run's timed messages.
 	E2EWarmup int `json:"e2e_warmup"`
+	// Modes are the end-to-end modes measured, in allModes's order; empty
+	// means all of them.
+	Modes []string `json:"modes"`
 	// E2EAPI is the publisher sidecar's API the end-to-end runs publish
 	// with: "http" or "grpc".
 	E2EAPI string `json:"e2e_api"`
@@ -144,6 +150,19 @@ func (c *Config) defaults() error {
 	if c.BulkAwait < time.Millisecond {
 		return fmt.Errorf("bulk await %v: want at least 1ms", c.BulkAwait)
 	}
+	want := map[string]bool{}
+	for _, m := range c.Modes {
+		if !slices.Contains(allModes, m) {
+			return fmt.Errorf("mode %q: want %s", m, strings.Join(allModes, " or "))
+		}
+		want[m] = true
+	}
+	c.Modes = nil
+	for _, m := range allModes {
+		if want[m] || len(want) == 0 {
+			c.Modes = append(c.Modes, m)
+		}
+	}
 	switch c.E2EAPI {
 	case "":
 		c.E2EAPI = "http"
@@ -183,7 +202,7 @@ func (c *Config) defaults() error {
 // building.
 func (c *Config) budget() time.Duration {
 	latency := 5 * (c.StartTimeout + time.Duration(c.Warmup+c.Ops)*10*time.Millisecond + 10*time.Second)
-	e2e := 2 * (2*c.StartTimeout + time.Duration(len(modes))*(time.Duration(c.Messages+c.E2EWarmup)*5*time.Millisecond+2*c.DrainTimeout))
+	e2e := 2 * (2*c.StartTimeout + time.Duration(len(c.Modes))*(time.Duration(c.Messages+c.E2EWarmup)*5*time.Millisecond+2*c.DrainTimeout))
 	return time.Duration(c.Rounds)*(latency+e2e) + 5*time.Minute
 }
 
@@ -520,7 +539,7 @@ func (b *bench) runE2E(ctx context.Context, round int, sidecar string) ([]E2ERun
 	topics := map[string]string{}
 	sinks := map[string]*sink{}
 	var subs []subscriptionJSON
-	for _, mode := range modes {
+	for _, mode := range cfg.Modes {
 		t := b.topic(round, "e2e-"+sidecar+"-"+mode)
 		if err := b.broker.createStream(ctx, t); err != nil {
 			return nil, err
@@ -535,7 +554,13 @@ func (b *bench) runE2E(ctx context.Context, round int, sidecar string) ([]E2ERun
 		}
 		subs = append(subs, s)
 	}
-	b.app.serve(subs, sinks[modeBulk], sinks[modeSingle])
+	var topicList []string
+	var sinkList []*sink
+	for _, mode := range cfg.Modes {
+		topicList = append(topicList, topics[mode])
+		sinkList = append(sinkList, sinks[mode])
+	}
+	b.app.serve(subs, sinkList...)
 	defer b.app.serve(nil)
 	b.app.takeUnexpected()
 
@@ -553,7 +578,7 @@ func (b *bench) runE2E(ctx context.Context, round int, sidecar string) ([]E2ERun
 	if err != nil {
 		return nil, err
 	}
-	if err := b.broker.waitConsumers(ctx, sub, cfg.StartTimeout, topics[modeBulk], topics[modeSingle]); err != nil {
+	if err := b.broker.waitConsumers(ctx, sub, cfg.StartTimeout, topicList...); err != nil {
 		return nil, err
 	}
 	var c bulkPublisher
@@ -567,7 +592,7 @@ func (b *bench) runE2E(ctx context.Context, round int, sidecar string) ([]E2ERun
 	defer c.close()
 
 	var runs []E2ERun
-	for _, mode := range modes {
+	for _, mode := range cfg.Modes {
 		e := E2ERun{Sidecar: sidecar, Mode: mode, Topic: topics[mode], Messages: cfg.Messages, PublisherStartUp: pubStart, SubscriberStartUp: subStart}
 		if err := b.e2eMode(ctx, c, &e, sinks[mode], pub, sub); err != nil {
 			return nil, fmt.Errorf("%s: %w", mode, err)

@@ -60,6 +60,10 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.BulkAwait, "bulk-await", 50*time.Millisecond, "the bulk subscription's maxAwaitDurationMs")
 	fs.IntVar(&cfg.Publishers, "publishers", 4, "concurrent publishers of an end-to-end run")
 	fs.IntVar(&cfg.E2EWarmup, "e2e-warmup", 1000, "messages sent and awaited before an end-to-end run's timed ones")
+	fs.Func("modes", "end-to-end modes to measure, comma-separated: bulk, single (default both)", func(v string) error {
+		cfg.Modes = append(cfg.Modes, strings.Split(v, ",")...)
+		return nil
+	})
 	fs.StringVar(&cfg.E2EAPI, "e2e-api", "http", "API the end-to-end runs publish with: http (bulk and single publish routes) or grpc (Go SDK PublishEvents/PublishEvent)")
 	fs.StringVar(&cfg.Outrigger, "outrigger", "", "outrigger binary (default: go build ./cmd/outrigger into the working folder)")
 	fs.StringVar(&cfg.Daprd, "daprd", harness.DefaultDaprd(), "daprd binary (scripts/tools.sh daprd); the daprd targets are skipped when the default is missing")

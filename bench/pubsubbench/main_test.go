@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func TestRunSmall(t *testing.T) {
 		}
 	}
 	for _, sidecar := range sidecars {
-		for _, mode := range modes {
+		for _, mode := range allModes {
 			e := r.e2e(sidecar, mode)
 			if e == nil {
 				t.Errorf("no end-to-end numbers for %s %s", sidecar, mode)
@@ -217,6 +218,21 @@ func TestDeliveryParsing(t *testing.T) {
 	if _, _, _, err := bulkRefs([]byte(`{"entries":[]}`)); err == nil {
 		t.Error("bulkRefs took a delivery without entries")
 	}
+	for name, body := range map[string]string{
+		"entry without entryId": `{"topic":"t1","entries":[{"event":{"data":{"id":"m1"}}}]}`,
+		"event without data":    `{"topic":"t1","entries":[{"entryId":"e1","event":{"topic":"t1"}}]}`,
+		"truncated":             `{"topic":"t1","entries":[{"entryId":"e1","event":{"data":{"id":"m1"}}}`,
+		"entries not an array":  `{"topic":"t1","entries":{"entryId":"e1"}}`,
+	} {
+		if _, _, _, err := bulkRefs([]byte(body)); err == nil {
+			t.Errorf("bulkRefs took a delivery: %s", name)
+		}
+	}
+	// The fast path and encoding/json read the sidecars' shape alike.
+	body := []byte(`{"topic":"t1","entries":[{"entryId":"e1","event":{"topic":"t1","data":{"id":"m1","n":[1,{"id":"no"}]}}},{"entryId":"e\"2","event":{"data":{"x":"}","id":"m2"}}}]}`)
+	if topic, entries, ids, ok := bulkFast(body); !ok || topic != "t1" || strings.Join(entries, ",") != `e1,e"2` || strings.Join(ids, ",") != "m1,m2" {
+		t.Errorf("bulkFast = %q, %q, %q, %v", topic, entries, ids, ok)
+	}
 }
 
 func TestHasJetStream(t *testing.T) {
@@ -270,6 +286,31 @@ func TestPercentile(t *testing.T) {
 	}{{50, 100}, {90, 180}, {99, 198}, {100, 200}, {0.1, 1}} {
 		if got := harness.Percentile(s, c.p); got != c.want {
 			t.Errorf("p%v of 1..200: got %d, want %d", c.p, got, c.want)
+		}
+	}
+}
+
+func TestModes(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want []string
+		bad  bool
+	}{
+		{in: nil, want: []string{modeBulk, modeSingle}},
+		{in: []string{modeSingle}, want: []string{modeSingle}},
+		{in: []string{modeSingle, modeBulk, modeSingle}, want: []string{modeBulk, modeSingle}},
+		{in: []string{"bulky"}, bad: true},
+	} {
+		c := Config{Rounds: 1, Ops: 1, Messages: 1, Modes: tc.in}
+		err := c.defaults()
+		if tc.bad {
+			if err == nil {
+				t.Errorf("modes %q: no error", tc.in)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(c.Modes, tc.want) {
+			t.Errorf("modes %q: got %q, %v; want %q", tc.in, c.Modes, err, tc.want)
 		}
 	}
 }

@@ -100,7 +100,7 @@ func writeReport(w io.Writer, res *Result) {
 	fmt.Fprintln(w, "| sidecar | mode | messages/s | publishing, messages/s | duplicates | per request | at least 20,000 msg/s bulk |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
 	for _, sidecar := range res.Sidecars {
-		for _, mode := range modes {
+		for _, mode := range c.Modes {
 			rate := perRoundE2E(res, sidecar, mode, func(e *E2ERun) float64 { return e.Rate })
 			pubRate := perRoundE2E(res, sidecar, mode, func(e *E2ERun) float64 { return float64(e.Messages) / e.PublishElapsed.Seconds() })
 			dups := perRoundE2E(res, sidecar, mode, func(e *E2ERun) float64 { return float64(e.Duplicates) })
@@ -125,7 +125,7 @@ func writeReport(w io.Writer, res *Result) {
 	fmt.Fprintln(w, "| sidecar | mode | publisher sidecar ms | subscriber sidecar ms | harness ms |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- |")
 	for _, sidecar := range res.Sidecars {
-		for _, mode := range modes {
+		for _, mode := range c.Modes {
 			per := func(f func(*E2ERun) time.Duration) []float64 {
 				return perRoundE2E(res, sidecar, mode, func(e *E2ERun) float64 { return harness.MsOf(f(e)) * 1000 / float64(e.Messages) })
 			}
@@ -143,8 +143,8 @@ func writeReport(w io.Writer, res *Result) {
 	fmt.Fprintln(w, "| --- | --- | --- | --- |")
 	for _, sidecar := range res.Sidecars {
 		lat := perRoundLatency(res, sidecar+"-grpc", func(l *LatencyRun) float64 { return harness.MsOf(l.StartUp) })
-		pub := perRoundE2E(res, sidecar, modeBulk, func(e *E2ERun) float64 { return harness.MsOf(e.PublisherStartUp) })
-		sub := perRoundE2E(res, sidecar, modeBulk, func(e *E2ERun) float64 { return harness.MsOf(e.SubscriberStartUp) })
+		pub := perRoundE2E(res, sidecar, c.Modes[0], func(e *E2ERun) float64 { return harness.MsOf(e.PublisherStartUp) })
+		sub := perRoundE2E(res, sidecar, c.Modes[0], func(e *E2ERun) float64 { return harness.MsOf(e.SubscriberStartUp) })
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", sidecar, cell(lat, "%.0f"), cell(pub, "%.0f"), cell(sub, "%.0f"))
 	}
 	fmt.Fprintln(w)
