@@ -293,7 +293,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.httpBulk(w, r, name, topic, meta)
 		return
 	}
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
 		a.fail(w, errPublish(name, topic, err))
 		return
@@ -308,6 +308,27 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// preallocLimit bounds the buffer readBody allocates on a request's word
+// (its Content-Length) before any of the body arrived.
+const preallocLimit = 8 << 20
+
+// readBody reads r's body into one buffer of its Content-Length when that is
+// known and at most preallocLimit, where io.ReadAll would grow and copy a
+// buffer step by step (a twentieth of a bulk publisher's CPU in a profile).
+// The server ends a body at its Content-Length, and the sidecar's body
+// limit still applies to the reader.
+func readBody(r *http.Request) ([]byte, error) {
+	n := r.ContentLength
+	if n <= 0 || n > preallocLimit {
+		return io.ReadAll(r.Body)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r.Body, b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 func (a *API) fail(w http.ResponseWriter, err error) {
@@ -334,7 +355,7 @@ func (a *API) httpBulk(w http.ResponseWriter, r *http.Request, name, topic strin
 		a.fail(w, err)
 		return
 	}
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
 		a.fail(w, errUnmarshalEvents(name, topic, err))
 		return

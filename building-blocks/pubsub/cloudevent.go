@@ -86,7 +86,7 @@ func newEnvelope(in eventInput) ([]byte, error) {
 	if ct == "" {
 		ct = defaultDataContentType
 	}
-	o := jsonObject{buf: make([]byte, 0, len(in.data)+len(in.traceParent)*2+len(in.traceState)+320)}
+	o := jsonObject{buf: make([]byte, 0, envelopeSize(in, ct))}
 	o.str("id", firstNonEmpty(override("id"), newID()))
 	o.str("specversion", specVersion)
 	o.str("datacontenttype", ct)
@@ -120,6 +120,24 @@ func newEnvelope(in eventInput) ([]byte, error) {
 		o.str("expiration", in.expires.UTC().Format(time.RFC3339))
 	}
 	return o.bytes(), nil
+}
+
+// envelopeSize is the room newEnvelope reserves for the event that wraps
+// in, with data content type ct: enough for every member, so the buffer is
+// not grown and copied as the members go in (a grown buffer was a tenth of
+// a bulk publisher's CPU in a profile). The names and fixed values take
+// about 260 bytes, a generated ID 36 and the time 20; only strings that
+// need escaping may outgrow it.
+func envelopeSize(in eventInput, ct string) int {
+	n := len(in.data) + len(in.source) + len(in.topic) + len(in.pubsub) + len(ct) +
+		len(in.traceParent)*2 + len(in.traceState) + 360
+	for _, v := range in.metadata {
+		n += len(v)
+	}
+	if isBinary(ct) {
+		n += base64.StdEncoding.EncodedLen(len(in.data))
+	}
+	return n
 }
 
 // appendJSONValue appends data, one JSON value in valid UTF-8, to buf as it

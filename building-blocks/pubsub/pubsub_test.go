@@ -3,9 +3,13 @@ package pubsub
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"mime"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -382,5 +386,59 @@ func TestValidJSONDepth(t *testing.T) {
 	}
 	if !validJSON([]byte(`{"a":[1,{"b":"x"}]}`)) || validJSON([]byte(`{"a":`)) {
 		t.Fatal("short documents judged wrongly")
+	}
+}
+
+// TestEnvelopeSize holds newEnvelope to the room it reserves: the envelope
+// of a publish with long names, trace context, an expiry and every override
+// fits without growing its buffer.
+func TestEnvelopeSize(t *testing.T) {
+	long := strings.Repeat("x", 200)
+	data := []byte(`{"id":"m1","payload":"` + strings.Repeat("p", 1000) + `"}`)
+	for _, in := range []eventInput{
+		{source: "publisher-" + long, topic: "topic-" + long, pubsub: "pubsub-" + long, contentType: "application/json", data: data,
+			traceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", traceState: "congo=t61rcWkgMzE," + long, expires: time.Now()},
+		{topic: "t", pubsub: "p", contentType: "text/plain;charset=utf-8", data: data, metadata: map[string]string{
+			"cloudevent.id": long, "cloudevent.source": long, "cloudevent.type": long, "cloudevent.subject": long}},
+		{topic: "t", pubsub: "p", contentType: "application/octet-stream", data: data},
+		{topic: "t", pubsub: "p", data: data},
+	} {
+		b, err := newEnvelope(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct := in.contentType
+		if ct == "" {
+			ct = defaultDataContentType
+		}
+		if n := envelopeSize(in, ct); len(b) > n {
+			t.Errorf("%q: an envelope of %d bytes, %d reserved", in.contentType, len(b), n)
+		}
+	}
+}
+
+func TestReadBody(t *testing.T) {
+	body := strings.Repeat("b", 3000)
+	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+	if got, err := readBody(r); err != nil || string(got) != body {
+		t.Errorf("with a Content-Length: %d bytes, %v", len(got), err)
+	}
+	r = httptest.NewRequest(http.MethodPost, "/", io.MultiReader(strings.NewReader(body)))
+	r.ContentLength = -1
+	if got, err := readBody(r); err != nil || string(got) != body {
+		t.Errorf("without a Content-Length: %d bytes, %v", len(got), err)
+	}
+	// The sidecar's limit still holds with the buffer sized up front.
+	r = httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+	r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, 1000)
+	var tooLarge *http.MaxBytesError
+	if _, err := readBody(r); !errors.As(err, &tooLarge) {
+		t.Errorf("over the limit: %v", err)
+	}
+	// A body that ends before its Content-Length is an error.
+	r = httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+	r.ContentLength = 4000
+	if _, err := readBody(r); err == nil {
+		t.Error("a short body was taken")
 	}
 }
