@@ -360,6 +360,16 @@ func sidecarCommand(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopParts()
+	// Once serving, the process lets go of the pages of its binary that
+	// start-up faulted in (pages_linux.go).
+	cfg.Background = append(cfg.Background, func(context.Context, *proxy.Sidecar) {
+		n, err := releaseStartupPages()
+		if err != nil {
+			logger.Warn("releasing the binary's start-up pages failed", "err", err)
+			return
+		}
+		logger.Debug("released the binary's start-up pages", "mapped_bytes", n)
+	})
 	sc, err := proxy.New(cfg)
 	if err != nil {
 		return err
