@@ -17,7 +17,7 @@ import (
 // binary (most of them package initialisers and the runtime's first pass
 // over its type tables, which never run again), and the kernel maps the
 // neighbours of every page it faults in, so an idle sidecar held about
-// 33 MB of its binary resident when its own heap and stacks were under
+// 33 MB of its binary resident when its own heap and stacks were about
 // 7 MB. The pages stay in the page cache, shared with every process that
 // maps the binary; the ones the sidecar goes on using fault back in from
 // there, without reading the disk.

@@ -360,12 +360,17 @@ func sidecarCommand(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopParts()
-	// Once serving, the process lets go of the pages of its binary that
-	// start-up faulted in (pages_linux.go). A collection first: the one
-	// start-up's allocations call for reads the type information of every
-	// object on the heap, scattered over the read-only data, and would
-	// fault most of it back in right after the release.
-	cfg.Background = append(cfg.Background, func(context.Context, *proxy.Sidecar) {
+	// Once serving, and once its app answers (the app channel's first
+	// connections are start-up too), the process lets go of the pages of
+	// its binary that start-up faulted in (pages_linux.go). A collection
+	// first: the one start-up's allocations call for reads the type
+	// information of every object on the heap, scattered over the
+	// read-only data, and would fault most of it back in right after the
+	// release.
+	cfg.Background = append(cfg.Background, func(ctx context.Context, sc *proxy.Sidecar) {
+		if app := sc.App(); app != nil && app.WaitReady(ctx) != nil {
+			return // stopped before the app answered
+		}
 		runtime.GC()
 		n, err := releaseStartupPages()
 		if err != nil {
