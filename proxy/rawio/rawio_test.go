@@ -185,3 +185,63 @@ func TestReadEOFAndDeadline(t *testing.T) {
 		t.Fatalf("Read after EOF = %d, %v; want 0, io.EOF", n, err)
 	}
 }
+
+// TestNoAllocations holds a read and a write to no allocation: their
+// system calls' callbacks are bound once per connection.
+func TestNoAllocations(t *testing.T) {
+	if !supported {
+		t.Skip("raw system calls are Linux-only")
+	}
+	s, c := pair(t)
+	if _, ok := s.(*Conn); !ok {
+		t.Fatalf("accepted %T, want *Conn", s)
+	}
+	msg := []byte("ping")
+	buf := make([]byte, 16)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := s.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(s, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per write and read", allocs)
+	}
+}
+
+// TestConcurrentReads has two goroutines read one connection at once, as
+// net.Conn allows: every byte arrives once, to one of them.
+func TestConcurrentReads(t *testing.T) {
+	s, c := pair(t)
+	const total = 1 << 16
+	got := make(chan int, 2)
+	for range 2 {
+		go func() {
+			buf := make([]byte, 512)
+			n := 0
+			for {
+				k, err := s.Read(buf)
+				n += k
+				if err != nil {
+					got <- n
+					return
+				}
+			}
+		}()
+	}
+	if _, err := c.Write(bytes.Repeat([]byte("x"), total)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if n := <-got + <-got; n != total {
+		t.Errorf("read %d bytes in all, wrote %d", n, total)
+	}
+}
