@@ -210,22 +210,27 @@ func TestMetricsIngress(t *testing.T) {
 
 	m := pubsub.NewMetrics("app", "ns")
 	c := newComponent(t, func(b *inmemory.Broker) pubsub.Broker { return b })
+	subscribed := make(chan struct{})
 	sub := &pubsub.Subscriber{
 		Lookup: func(name string) (*pubsub.Component, bool) { return c, name == "ps" },
 		App:    httpApp{u.Host}, AppID: "app",
-		Retry:   pubsub.RetryPolicy{Attempts: 3, Initial: time.Millisecond},
-		Ingress: m,
+		Retry:      pubsub.RetryPolicy{Attempts: 3, Initial: time.Millisecond},
+		Ingress:    m,
+		Subscribed: func() { close(subscribed) },
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = sub.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	deadline := time.Now().Add(30 * time.Second)
-	for len(sub.Active()) < 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("subscriptions: %v", sub.Active())
-		}
-		time.Sleep(10 * time.Millisecond)
+	// Subscribed says the first subscriptions are in place, all of them.
+	select {
+	case <-subscribed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Subscribed was not called")
+	}
+	if n := len(sub.Active()); n != 4 {
+		t.Fatalf("%d subscriptions when Subscribed was called, want 4: %v", n, sub.Active())
 	}
 	api := &pubsub.API{AppID: "app", Lookup: func(string) (*pubsub.Component, bool) { return c, true }}
 	for _, topic := range []string{"orders", "orders", "flaky", "unwanted", "batch", "batch"} {

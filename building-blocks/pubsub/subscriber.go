@@ -142,6 +142,10 @@ type Subscriber struct {
 	// Ingress, when set, learns how each delivery to the app ended (the
 	// metrics); nil records nothing.
 	Ingress IngressRecorder
+	// Subscribed, when set, is called once Run has made the subscriptions
+	// it first gathered (the app's own and the declarative ones): the end
+	// of the subscriber's start-up.
+	Subscribed func()
 
 	mu     sync.Mutex
 	active map[subKey]*activeSub
@@ -267,6 +271,9 @@ func (sub *Subscriber) Run(ctx context.Context) error {
 		prog[i].Kind = KindProgrammatic
 	}
 	sub.sync(ctx, prog)
+	if sub.Subscribed != nil {
+		sub.Subscribed()
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -554,7 +554,9 @@ func (x *xdsSource) start(ctx context.Context, set *components.Set, routes *tran
 // folders so an edit is live within a second, and mounts the building
 // blocks' APIs on cfg. A component that fails at start fails the sidecar
 // unless it sets spec.ignoreErrors, as in daprd.
-func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configuration, xds *xdsSource, logger *slog.Logger) (stop func(), err error) {
+// subscribed, when not nil, is called once the pub/sub subscriber has made
+// its first subscriptions.
+func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configuration, xds *xdsSource, subscribed func(), logger *slog.Logger) (stop func(), err error) {
 	stop = func() {}
 	reg, err := componentTypes()
 	if err != nil {
@@ -651,6 +653,7 @@ func startComponents(ctx context.Context, cfg *proxy.Config, doc *config.Configu
 		Ingress:     metrics.pubsub,
 		Tracer:      cfg.Tracer,
 		Logger:      logger.With("component", "subscriber"),
+		Subscribed:  subscribed,
 	}
 	cfg.Background = append(cfg.Background, func(ctx context.Context, sc *proxy.Sidecar) {
 		app := sc.App()

@@ -130,7 +130,7 @@ func (f *sidecarFlags) startSidecarParts(ctx context.Context, cfg *proxy.Config,
 		}
 
 	}
-	stopComponents, err := startComponents(ctx, cfg, doc, fromXDS, logger)
+	stopComponents, err := startComponents(ctx, cfg, doc, fromXDS, f.subscribed, logger)
 	if err != nil {
 		stopSecurity()
 		stopTracing()

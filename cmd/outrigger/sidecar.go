@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/outrigger/outrigger/devmode"
@@ -25,6 +26,9 @@ import (
 // `outrigger run`, which passes them on to the sidecar it starts.
 type sidecarFlags struct {
 	cfg proxy.Config
+	// subscribed, when not nil, is called once the pub/sub subscriber has
+	// made its first subscriptions (set by sidecarCommand, not a flag).
+	subscribed func()
 
 	resourcesPaths  stringsFlag
 	logLevel        string
@@ -355,21 +359,39 @@ func sidecarCommand(ctx context.Context, args []string) error {
 	cfg.Resolver = resolver
 	cfg.Announcer = announcer
 	home, _ := devmode.DefaultHome()
+	subscribed := make(chan struct{})
+	var once sync.Once
+	f.subscribed = func() { once.Do(func() { close(subscribed) }) }
 	stopParts, err := f.startSidecarParts(ctx, &cfg, home, logger)
 	if err != nil {
 		return err
 	}
 	defer stopParts()
-	// Once serving, and once its app answers (the app channel's first
-	// connections are start-up too), the process lets go of the pages of
-	// its binary that start-up faulted in (pages_linux.go). A collection
+	// Once serving, and once its app answers and the subscriber has read
+	// the app's subscriptions and subscribed (the app channel's first
+	// exchanges are start-up too), the process lets go of the pages of its
+	// binary that start-up faulted in (pages_linux.go). A collection
 	// first: the one start-up's allocations call for reads the type
 	// information of every object on the heap, scattered over the
 	// read-only data, and would fault most of it back in right after the
 	// release.
 	cfg.Background = append(cfg.Background, func(ctx context.Context, sc *proxy.Sidecar) {
-		if app := sc.App(); app != nil && app.WaitReady(ctx) != nil {
-			return // stopped before the app answered
+		if app := sc.App(); app != nil {
+			if app.WaitReady(ctx) != nil {
+				return // stopped before the app answered
+			}
+			// The subscriber starts once the app answers; a broker that
+			// is slow to take the subscriptions does not hold the
+			// release back for long.
+			t := time.NewTimer(5 * time.Second)
+			select {
+			case <-subscribed:
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+			t.Stop()
 		}
 		runtime.GC()
 		n, err := releaseStartupPages()
