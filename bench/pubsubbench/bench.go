@@ -538,7 +538,11 @@ func (b *bench) runE2E(ctx context.Context, round int, sidecar string) ([]E2ERun
 	dir := filepath.Join(b.workdir, fmt.Sprintf("r%d-e2e-%s", round, sidecar))
 	topics := map[string]string{}
 	sinks := map[string]*sink{}
-	var subs []subscriptionJSON
+	var (
+		subs      []subscriptionJSON
+		topicList []string
+		sinkList  []*sink
+	)
 	for _, mode := range cfg.Modes {
 		t := b.topic(round, "e2e-"+sidecar+"-"+mode)
 		if err := b.broker.createStream(ctx, t); err != nil {
@@ -547,18 +551,13 @@ func (b *bench) runE2E(ctx context.Context, round int, sidecar string) ([]E2ERun
 		defer b.broker.deleteStream(t)
 		topics[mode] = t
 		sinks[mode] = newSink(t, cfg.E2EWarmup, cfg.Messages)
+		topicList, sinkList = append(topicList, t), append(sinkList, sinks[mode])
 		s := subscriptionJSON{PubsubName: pubsubName, Topic: t, Route: routeSingle}
 		if mode == modeBulk {
 			s.Route = routeBulk
 			s.BulkSubscribe = &bulkSubscribeJSON{Enabled: true, MaxMessagesCount: cfg.Batch, MaxAwaitDurationMs: int(cfg.BulkAwait / time.Millisecond)}
 		}
 		subs = append(subs, s)
-	}
-	var topicList []string
-	var sinkList []*sink
-	for _, mode := range cfg.Modes {
-		topicList = append(topicList, topics[mode])
-		sinkList = append(sinkList, sinks[mode])
 	}
 	b.app.serve(subs, sinkList...)
 	defer b.app.serve(nil)

@@ -63,12 +63,12 @@ func releasable(m mapping, exe string) bool {
 }
 
 // mapping is one entry of /proc/self/smaps: the address range, the
-// permissions, the mapped file, and the kilobytes of it that are dirty
-// (Private_Dirty) and that are anonymous copies (Anonymous).
+// permissions, the mapped file, and the kilobytes of it that are anonymous
+// copies (Anonymous).
 type mapping struct {
-	start, end       uintptr
-	perms, path      string
-	dirty, anonymous int64
+	start, end  uintptr
+	perms, path string
+	anonymous   int64
 }
 
 // readSmaps reads /proc/self/smaps.
@@ -96,17 +96,14 @@ func parseSmaps(b []byte) ([]mapping, error) {
 			if len(out) == 0 || len(f) < 2 {
 				continue
 			}
+			if k != "Anonymous" {
+				continue
+			}
 			n, err := strconv.ParseInt(f[1], 10, 64)
 			if err != nil {
-				continue // VmFlags and other non-numeric lines
+				return nil, fmt.Errorf("smaps: unexpected line %q", line)
 			}
-			m := &out[len(out)-1]
-			switch k {
-			case "Private_Dirty":
-				m.dirty += n
-			case "Anonymous":
-				m.anonymous += n
-			}
+			out[len(out)-1].anonymous += n
 			continue
 		}
 		if len(f) < 5 {

@@ -383,15 +383,12 @@ func sidecarCommand(ctx context.Context, args []string) error {
 			// The subscriber starts once the app answers; a broker that
 			// is slow to take the subscriptions does not hold the
 			// release back for long.
-			t := time.NewTimer(5 * time.Second)
 			select {
 			case <-subscribed:
-			case <-t.C:
+			case <-time.After(5 * time.Second):
 			case <-ctx.Done():
-				t.Stop()
 				return
 			}
-			t.Stop()
 		}
 		runtime.GC()
 		n, err := releaseStartupPages()

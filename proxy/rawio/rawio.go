@@ -76,18 +76,16 @@ func Wrap(c net.Conn) net.Conn {
 func (c *Conn) Write(p []byte) (int, error) {
 	o := &c.wr
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	defer func() { o.p = nil; o.mu.Unlock() }() // p is not kept past the call
 	written := 0
 	for written < len(p) {
 		o.p, o.n, o.errno = p[written:], 0, 0
 		err := c.rc.Write(o.fn)
 		written += o.n
 		if err = orErrno(err, o.errno); err != nil {
-			o.p = nil
 			return written, c.opError("write", err)
 		}
 	}
-	o.p = nil // not kept past the call
 	return written, nil
 }
 
