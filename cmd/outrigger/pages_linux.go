@@ -28,13 +28,6 @@ import (
 // unchanged on the next access. A mapping the process wrote (a relocated
 // read-only segment of a position-independent build) is left alone. It
 // returns the bytes of the mappings it released.
-//
-// The mappings are marked MADV_NOHUGEPAGE first. A binary the page cache
-// holds in large folios (one just written, by the linker or a copy, is)
-// is otherwise mapped back 2 MB at a time (FilePmdMapped in smaps): one
-// touch of a handler's code after the release brought a whole folio back,
-// and an idle sidecar of a freshly built binary measured 23 MB instead of
-// 13. Marked, a fault maps only the kernel's fault-around window.
 func releaseStartupPages() (int64, error) {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
@@ -49,12 +42,10 @@ func releaseStartupPages() (int64, error) {
 		if !releasable(m, exe) {
 			continue
 		}
-		// The raw calls, since the range is an address of the process's
-		// own image, not a Go slice.
-		for _, advice := range []uintptr{unix.MADV_NOHUGEPAGE, unix.MADV_DONTNEED} {
-			if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, advice); errno != 0 {
-				return released, fmt.Errorf("madvise(%d) %x-%x: %w", advice, m.start, m.end, errno)
-			}
+		// The raw call, since the range is an address of the process's own
+		// image, not a Go slice.
+		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_DONTNEED); errno != 0 {
+			return released, fmt.Errorf("madvise %x-%x: %w", m.start, m.end, errno)
 		}
 		released += int64(m.end - m.start)
 	}
