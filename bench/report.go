@@ -309,7 +309,7 @@ func renderReport(cfg *config, env environment, res []roundResult, skipped []str
 	for _, t := range skipped {
 		p("- Target %s skipped: its binary was not found\n", t)
 	}
-	p("- Setup: %d interleaved round(s) (%s), fresh sidecars each round, %v warm-up per target per round; "+
+	p("- Setup: %d interleaved round(s) (%s), fresh sidecars each round (the Outrigger binaries' page cache dropped before the first), %v warm-up per target per round; "+
 		"%d connections, %d-byte POST bodies echoed by the app; all processes in one network namespace on loopback; "+
 		"load from fortio (periodic + fhttp) in the harness process; exact per-request percentiles\n\n",
 		cfg.rounds, strings.Join(cfg.targets, ", "), cfg.warmup, cfg.connections, cfg.bodySize)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/outrigger/outrigger/bench/harness"
 )
 
@@ -238,6 +240,15 @@ func inside(cfg *config, h *handoff) int {
 		cfg.outriggerB = h.OutriggerB
 	}
 	cfg.targets = h.Targets
+	for _, bin := range []string{cfg.outrigger, cfg.outriggerB} {
+		if bin == "" {
+			continue
+		}
+		if err := dropPageCache(bin); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			return exitFailed
+		}
+	}
 
 	b := &bench{cfg: cfg, workdir: h.Workdir, verbose: cfg.verbose}
 	res, err := b.measure(ctx)
@@ -271,4 +282,26 @@ func inside(cfg *config, h *handoff) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// dropPageCache writes back and drops what the page cache holds of file,
+// so that every binary of a run is read from disk the same way before its
+// first sidecar starts. A file written moments before (by the linker, or a
+// copy) can sit in large folios that the kernel maps whole on a fault,
+// which moved the idle RSS of one and the same binary between 12 and 23 MB
+// (docs/benchmarks.md); read back from disk it measures like any other.
+// Pages a running process maps stay.
+func dropPageCache(file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("writing back %s: %w", file, err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("dropping the page cache of %s: %w", file, err)
+	}
+	return nil
 }
