@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -96,7 +97,6 @@ func TestRunSmall(t *testing.T) {
 		"### Publish latency", "| target | p50 ms | p90 ms | p99 ms |",
 		"### Latency a sidecar adds to a publish",
 		"a publish through the sidecar is at most 0.2 ms above a direct publish at p50",
-		"| outrigger-grpc | +", "| outrigger-http | +",
 		"### End-to-end throughput",
 		"at least 20,000 messages/s bulk end to end",
 		"| outrigger | bulk | ", "| outrigger | single | ",
@@ -109,6 +109,13 @@ func TestRunSmall(t *testing.T) {
 	for _, s := range want {
 		if !strings.Contains(report, s) {
 			t.Errorf("report lacks %q", s)
+		}
+	}
+	// The latency a sidecar adds is signed: over 20 publishes a direct
+	// publish can come out slower than one through the sidecar.
+	for _, target := range []string{"outrigger-grpc", "outrigger-http"} {
+		if !regexp.MustCompile(`(?m)^\| ` + target + ` \| [+-][0-9]`).MatchString(report) {
+			t.Errorf("report lacks the latency %s adds", target)
 		}
 	}
 	if t.Failed() {
