@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -49,15 +48,18 @@ func newInlineTransport(addr string, fallback http.RoundTripper, dial func(ctx c
 	}
 }
 
-func (t *inlineTransport) simple(req *http.Request) bool {
+// simple reports whether the inline client carries req. incoming says req
+// is a server's request, whose ContentLength 0 means an empty body; on a
+// client's request with a body it means a length not known.
+func (t *inlineTransport) simple(req *http.Request, incoming bool) bool {
 	if req.Method == http.MethodConnect || req.ContentLength < 0 || req.ContentLength > inlineMaxBody {
 		return false
 	}
-	if req.Body != nil && req.Body != http.NoBody && req.ContentLength == 0 {
+	if !incoming && req.Body != nil && req.Body != http.NoBody && req.ContentLength == 0 {
 		return false // a body of unknown length
 	}
 	h := req.Header
-	if len(h["Upgrade"]) > 0 || len(h["Expect"]) > 0 || len(req.TransferEncoding) > 0 {
+	if len(h["Upgrade"]) > 0 || len(h["Expect"]) > 0 || len(req.TransferEncoding) > 0 || len(req.Trailer) > 0 {
 		return false
 	}
 	return true
@@ -65,25 +67,32 @@ func (t *inlineTransport) simple(req *http.Request) bool {
 
 // RoundTrip implements http.RoundTripper.
 func (t *inlineTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !t.simple(req) {
+	if !t.simple(req, false) {
 		return t.fallback.RoundTrip(req)
 	}
+	return t.roundTrip(req, "", false)
+}
+
+// roundTrip carries a simple call (see simple): writeAppRequest says what
+// token and direct mean.
+func (t *inlineTransport) roundTrip(req *http.Request, token string, direct bool) (*http.Response, error) {
 	var body []byte
 	if req.Body != nil && req.Body != http.NoBody {
-		buf := make([]byte, req.ContentLength)
-		if _, err := io.ReadFull(req.Body, buf); err != nil {
-			_ = req.Body.Close()
-			return nil, err
+		if req.ContentLength > 0 {
+			body = make([]byte, req.ContentLength)
+			if _, err := io.ReadFull(req.Body, body); err != nil {
+				_ = req.Body.Close()
+				return nil, err
+			}
 		}
 		_ = req.Body.Close()
-		body = buf
 	}
 	for attempt := 0; ; attempt++ {
 		c, reused, err := t.get(req.Context())
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(c, req, body)
+		resp, err := t.exchange(c, req, body, token, direct)
 		if err == nil {
 			return resp, nil
 		}
@@ -114,14 +123,10 @@ func idempotent(method string) bool {
 	return false
 }
 
-func (t *inlineTransport) exchange(c *inlineConn, req *http.Request, body []byte) (*http.Response, error) {
-	out := *req
-	if body != nil {
-		out.Body = io.NopCloser(bytes.NewReader(body))
-	}
+func (t *inlineTransport) exchange(c *inlineConn, req *http.Request, body []byte, token string, direct bool) (*http.Response, error) {
 	// A cancelled caller unblocks the read by expiring the deadline.
 	stop := context.AfterFunc(req.Context(), func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
-	if err := out.Write(c.bw); err != nil {
+	if err := writeAppRequest(c.bw, req, t.addr, body, token, direct); err != nil {
 		stop()
 		return nil, err
 	}

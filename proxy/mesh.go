@@ -108,7 +108,9 @@ func (s *Sidecar) serveMesh(w http.ResponseWriter, r *http.Request) {
 		s.invokeGRPCApp(&sw, r)
 	default:
 		delete(h, hdrDataTypeURL)
-		s.app.proxy.ServeHTTP(&sw, r)
+		if !s.app.forward(&sw, r) {
+			s.app.proxy.ServeHTTP(&sw, r)
+		}
 		s.stats.inbound.WithLabelValues(caller, statusLabel(sw.code())).Inc()
 	}
 	code := sw.code()
