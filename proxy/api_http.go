@@ -6,13 +6,17 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/outrigger/outrigger/nameresolution"
 	"github.com/outrigger/outrigger/proxy/route"
@@ -251,7 +255,7 @@ func (s *Sidecar) invokeOnce(w http.ResponseWriter, r *http.Request, target, nam
 	}
 	r = r.WithContext(context.WithValue(r.Context(), invocationKey{}, inv))
 	start := time.Now()
-	s.peerProxy().ServeHTTP(w, r)
+	s.forwardToPeer(w, r)
 	if inv.ep != nil {
 		inv.ep.Done(nil) // never sent
 	}
@@ -297,8 +301,12 @@ func (s *Sidecar) peerProxy() *httputil.ReverseProxy {
 }
 
 func (s *Sidecar) rewriteToPeer(pr *httputil.ProxyRequest) {
-	inv := pr.In.Context().Value(invocationKey{}).(*invocation)
-	out := pr.Out
+	s.addressPeer(pr.Out, pr.In.Context().Value(invocationKey{}).(*invocation))
+}
+
+// addressPeer points out at the callee's sidecar and adds the invocation's
+// headers.
+func (s *Sidecar) addressPeer(out *http.Request, inv *invocation) {
 	out.URL.Scheme = s.peers.scheme()
 	out.URL.Host = inv.ep.Address()
 	out.Host = out.URL.Host
@@ -310,8 +318,89 @@ func (s *Sidecar) rewriteToPeer(pr *httputil.ProxyRequest) {
 	h[hdrCallerNamespace] = []string{s.cfg.Namespace}
 	delete(h, hdrGRPCProxy)
 	if s.tracer != nil {
-		telemetry.ToHTTP(pr.In.Context(), h)
+		telemetry.ToHTTP(out.Context(), h)
 	}
+}
+
+// forwardToPeer sends an invocation (its *invocation in r's context) to the
+// callee's sidecar and writes the answer to w. It does what the reverse
+// proxy (peerProxy) does with a call, without its copy of the request's
+// headers and its per-call header maps: hop-by-hop headers (and those
+// Connection names) dropped but "Te: trailers", X-Forwarded-* and
+// Forwarded dropped, no User-Agent added, the body streamed, informational
+// answers passed on, the answer's status, headers, body and trailers
+// copied (copyResponse), failures to peerError. An upgrade, or a query the
+// reverse proxy would re-encode, goes to the reverse proxy.
+func (s *Sidecar) forwardToPeer(w http.ResponseWriter, r *http.Request) {
+	if len(r.Header["Upgrade"]) > 0 || !cleanQuery(r.URL.RawQuery) {
+		s.peerProxy().ServeHTTP(w, r)
+		return
+	}
+	inv := r.Context().Value(invocationKey{}).(*invocation)
+	h := make(http.Header, len(r.Header)+4)
+	for k, vv := range r.Header {
+		switch k {
+		case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+			continue
+		}
+		if !hopByHop(k) {
+			h[k] = vv
+		}
+	}
+	for _, v := range r.Header["Connection"] {
+		for _, tok := range strings.Split(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" {
+				delete(h, http.CanonicalHeaderKey(tok))
+			}
+		}
+	}
+	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
+		h["Te"] = []string{"trailers"}
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""} // net/http adds none then
+	}
+	u := *r.URL
+	out := new(http.Request)
+	*out = *r // the context too
+	out.URL, out.Header, out.Close = &u, h, false
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	s.addressPeer(out, inv)
+	out = out.WithContext(httptrace.WithClientTrace(r.Context(), informational(w)))
+	resp, err := peerRoundTripper{s}.RoundTrip(out)
+	if err != nil {
+		s.peerError(w, out, err)
+		return
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		_ = resp.Body.Close()
+		s.peerError(w, out, errors.New("the callee switched protocols on a call that did not ask to"))
+		return
+	}
+	if err := s.countOutbound(resp); err != nil {
+		_ = resp.Body.Close()
+		s.peerError(w, out, err)
+		return
+	}
+	if err := copyResponse(w, resp); err != nil {
+		panic(http.ErrAbortHandler) // a broken answer is not passed on as a whole one
+	}
+}
+
+// informational passes the callee's 1xx answers (103 Early Hints and the
+// like) on to the caller, as the reverse proxy does.
+func informational(w http.ResponseWriter) *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
+		h := w.Header()
+		for k, vv := range header {
+			h[k] = vv
+		}
+		w.WriteHeader(code)
+		clear(h)
+		return nil
+	}}
 }
 
 func setEscapedPath(u *url.URL, escaped string) {

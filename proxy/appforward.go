@@ -35,48 +35,82 @@ func (a *appChannel) forward(w http.ResponseWriter, r *http.Request) bool {
 		a.proxyError(w, r, err)
 		return true
 	}
-	defer resp.Body.Close()
-	h := w.Header()
-	for k, vv := range resp.Header {
-		if hopByHop(k) {
-			continue
-		}
-		h[k] = vv
-	}
-	if c := resp.Header["Connection"]; len(c) > 0 {
-		for _, v := range c {
-			for _, tok := range strings.Split(v, ",") {
-				delete(h, http.CanonicalHeaderKey(strings.TrimSpace(tok)))
-			}
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	if err := copyAppBody(w, resp); err != nil {
+	if err := copyResponse(w, resp); err != nil {
 		// The app's answer broke off: reset the stream rather than
 		// pass a truncated body as a complete one (as the reverse
 		// proxy does).
 		panic(http.ErrAbortHandler)
 	}
-	_ = resp.Body.Close() // fills resp.Trailer
-	for k, vv := range resp.Trailer {
-		h[http.TrailerPrefix+k] = vv
-	}
 	return true
 }
 
-// copyAppBody copies the app's answer to w; a body of unknown length (or
-// an event stream) is flushed after every read, so streamed answers are
-// not held back.
-func copyAppBody(w http.ResponseWriter, resp *http.Response) error {
-	if resp.Body == http.NoBody {
-		return nil
+// copyResponse writes resp to w as net/http's reverse proxy does: the
+// headers but the hop-by-hop ones (and those Connection names), trailers
+// announced and then sent, the body flushed after every read when its
+// length is not known or it is an event stream. It closes resp's body. An
+// error is one reading the body; a failed write to w (the caller gone)
+// ends the copy quietly.
+func copyResponse(w http.ResponseWriter, resp *http.Response) error {
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, vv := range resp.Header {
+		if !hopByHop(k) {
+			h[k] = vv
+		}
 	}
-	flush := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	for _, v := range resp.Header["Connection"] {
+		for _, tok := range strings.Split(v, ",") {
+			if tok = textproto.TrimString(tok); tok != "" {
+				delete(h, http.CanonicalHeaderKey(tok))
+			}
+		}
+	}
+	announced := len(resp.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		h["Trailer"] = []string{strings.Join(keys, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+	if resp.Body != http.NoBody {
+		flush := resp.ContentLength < 0 || eventStream(resp.Header.Get("Content-Type"))
+		if err := copyBody(w, resp.Body, flush); err != nil {
+			return err
+		}
+	}
+	_ = resp.Body.Close() // fills resp.Trailer
+	if len(resp.Trailer) > 0 {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush() // an HTTP/1.1 answer goes chunked, so trailers can follow
+		}
+		for k, vv := range resp.Trailer {
+			if announced == len(resp.Trailer) {
+				h[k] = vv
+			} else {
+				h[http.TrailerPrefix+k] = vv
+			}
+		}
+	}
+	return nil
+}
+
+// eventStream reports whether a Content-Type is text/event-stream.
+func eventStream(ct string) bool {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.EqualFold(textproto.TrimString(ct), "text/event-stream")
+}
+
+// copyBody copies body to w, flushing after every read when flush is set.
+func copyBody(w http.ResponseWriter, body io.Reader, flush bool) error {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	buf := *bp
 	for {
-		n, rerr := resp.Body.Read(buf)
+		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return nil // the caller went away; nobody reads the rest
@@ -96,10 +130,9 @@ func copyAppBody(w http.ResponseWriter, resp *http.Response) error {
 	}
 }
 
-// directable reports whether forward may carry r: no header the reverse
-// proxy would rewrite beyond dropping it (Connection and what it names,
-// trailers announced by the caller), and a query string the reverse proxy
-// would pass unchanged.
+// directable reports whether forward may carry r: no Connection header
+// (an HTTP/2 request has none), no trailers announced by the caller, and a
+// query string the reverse proxy would pass unchanged.
 func directable(r *http.Request) bool {
 	if len(r.Header["Connection"]) > 0 || len(r.Trailer) > 0 {
 		return false
@@ -158,7 +191,7 @@ func hopByHop(k string) bool {
 func writeAppRequest(bw *bufio.Writer, req *http.Request, host string, body []byte, token string, direct bool) error {
 	bw.WriteString(req.Method)
 	bw.WriteByte(' ')
-	bw.WriteString(req.URL.RequestURI())
+	writeRequestURI(bw, req.URL.RequestURI())
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(host)
 	bw.WriteString("\r\n")
@@ -206,6 +239,28 @@ func writeAppRequest(bw *bufio.Writer, req *http.Request, host string, body []by
 	bw.WriteString("\r\n")
 	_, err := bw.Write(body)
 	return err
+}
+
+// writeRequestURI writes a request line's target with spaces and control
+// bytes percent-encoded: a query can hold a raw space (url.ParseRequestURI
+// takes one), which written as it is would end the target early and leave
+// the app a request line it cannot read.
+func writeRequestURI(bw *bufio.Writer, uri string) {
+	for i := 0; i < len(uri); i++ {
+		if c := uri[i]; c <= ' ' || c == 0x7f {
+			const hex = "0123456789ABCDEF"
+			bw.WriteString(uri[:i])
+			for ; i < len(uri); i++ {
+				if c := uri[i]; c <= ' ' || c == 0x7f {
+					bw.Write([]byte{'%', hex[c>>4], hex[c&15]})
+				} else {
+					bw.WriteByte(c)
+				}
+			}
+			return
+		}
+	}
+	bw.WriteString(uri)
 }
 
 // writeHeaderLine writes "k: v\r\n", line breaks in v as spaces and

@@ -7,11 +7,14 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // scriptedApp is an HTTP/1.1 app on a real socket that records each
@@ -293,4 +296,119 @@ func TestCleanQuery(t *testing.T) {
 			t.Errorf("cleanQuery(%q) = %v, want %v", q, got, want)
 		}
 	}
+}
+
+// TestForwardToPeer checks what a caller's sidecar passes on of an
+// invocation and of its answer, end to end through both sidecars: the
+// client writes its request by hand so that its headers are exactly
+// these.
+func TestForwardToPeer(t *testing.T) {
+	app := startScriptedApp(t, func(path string, c net.Conn, bw *bufio.Writer) {
+		switch path {
+		case "/trailers":
+			bw.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nX-Kept: yes\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 3\r\n\r\n")
+		default:
+			bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	res := &mapResolver{}
+	callee := startSidecar(t, Config{AppID: "callee", AppPort: app.port(), Resolver: res})
+	res.set("callee", "default", "127.0.0.1:"+strconv.Itoa(callee.Ports().Internal))
+	caller := startSidecar(t, Config{AppID: "caller", Resolver: res})
+	waitHealthy(t, callee)
+
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(caller.Ports().HTTP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	send := func(raw string) *http.Response {
+		t.Helper()
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+
+	resp := send("POST /v1.0/invoke/callee/method/echo?x=1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n" +
+		"Connection: keep-alive, X-Custom\r\nX-Custom: 1\r\nKeep-Alive: timeout=5\r\nTe: trailers, deflate\r\n" +
+		"Proxy-Authorization: Basic c2VjcmV0\r\nX-Forwarded-For: 10.0.0.1\r\nX-Kept: yes\r\n\r\nhello")
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	head := app.lastHead()
+	if !strings.HasPrefix(head, "POST /echo?x=1 HTTP/1.1\n") {
+		t.Errorf("request line in\n%s", head)
+	}
+	for _, w := range []string{"X-Kept: yes", "Te: trailers", "Dapr-Caller-App-Id: caller", "Dapr-Callee-App-Id: callee", "Content-Length: 5"} {
+		if !strings.Contains(head, w+"\n") {
+			t.Errorf("the app did not get %q in\n%s", w, head)
+		}
+	}
+	for _, gone := range []string{"X-Custom", "Keep-Alive", "Proxy-Authorization", "X-Forwarded-For", "deflate", "User-Agent"} {
+		if strings.Contains(head, gone) {
+			t.Errorf("the app got %q in\n%s", gone, head)
+		}
+	}
+
+	resp = send("GET /v1.0/invoke/callee/method/trailers HTTP/1.1\r\nHost: localhost\r\nTe: trailers\r\n\r\n")
+	body, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != "abc" || resp.Header.Get("X-Kept") != "yes" || resp.Trailer.Get("X-Sum") != "3" {
+		t.Errorf("trailers: got %q (%v), header %v, trailer %v", body, err, resp.Header, resp.Trailer)
+	}
+}
+
+// FuzzWriteAppRequest checks that whatever the headers, the app reads
+// exactly one request, with no header the caller did not send and the body
+// intact.
+func FuzzWriteAppRequest(f *testing.F) {
+	f.Add(uint8(0), "/p?q=1", "X-A", "v", []byte("body"), true)
+	f.Add(uint8(1), "/", "X-A", "a\r\nInjected: 1", []byte{}, true)
+	f.Add(uint8(2), "/%2F?x=%20", "Dapr-Api-Token", "t", []byte("x"), false)
+	f.Add(uint8(3), "/", "Te", "trailers", []byte(nil), true)
+	f.Fuzz(func(t *testing.T, m uint8, uri, name, value string, body []byte, direct bool) {
+		methods := []string{"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}
+		method := methods[int(m)%len(methods)]
+		u, err := url.ParseRequestURI(uri)
+		if err != nil || u.Scheme != "" || u.Opaque != "" || !strings.HasPrefix(uri, "/") {
+			return // a mesh request's path is absolute
+		}
+		req := &http.Request{Method: method, URL: u, Header: http.Header{name: {value}}}
+		var buf bytes.Buffer
+		bw := bufio.NewWriter(&buf)
+		if err := writeAppRequest(bw, req, "app:1", body, "tok", direct); err != nil {
+			t.Fatal(err)
+		}
+		bw.Flush()
+		got, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(buf.Bytes())))
+		sanitized := textproto.TrimString(strings.NewReplacer("\r", " ", "\n", " ").Replace(value))
+		if err != nil {
+			if httpguts.ValidHeaderFieldValue(sanitized) && httpguts.ValidHeaderFieldName(name) {
+				t.Fatalf("the app cannot read %q: %v", buf.String(), err)
+			}
+			return
+		}
+		if got.Method != method || got.Host != "app:1" || got.URL.Path != u.Path || got.URL.Query().Encode() != u.Query().Encode() {
+			t.Fatalf("read %s %s (host %s) from %q", got.Method, got.URL.RequestURI(), got.Host, buf.String())
+		}
+		allowed := map[string]bool{"Content-Length": true, "User-Agent": true, "Te": true, "Dapr-Api-Token": true, http.CanonicalHeaderKey(name): true}
+		for k := range got.Header {
+			if !allowed[k] {
+				t.Fatalf("the app read header %q the caller never sent, from %q", k, buf.String())
+			}
+		}
+		b, err := io.ReadAll(got.Body)
+		if err != nil || !bytes.Equal(b, body) && len(body) > 0 {
+			t.Fatalf("body %q (%v), sent %q", b, err, body)
+		}
+	})
 }
