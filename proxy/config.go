@@ -158,6 +158,10 @@ type Config struct {
 	ReadBufferSize   int64 // bytes of request headers accepted (default 4 KiB as daprd)
 	EnableAPILogging bool
 
+	// MeshServer is the HTTP/2 server of the mesh port: MeshServerNetHTTP
+	// (empty: the default) or MeshServerLean (experimental, see leanH2).
+	MeshServer string
+
 	// MeshTLS, when set, puts mutual TLS under the mesh: the mesh port then
 	// accepts only TLS 1.3 connections with a certificate of the trust
 	// domain, and calls to another app accept only that app's identity.
@@ -268,6 +272,11 @@ func (c *Config) Validate() error {
 		if p.v < 0 || p.v > 65535 {
 			errs = append(errs, fmt.Errorf("%s %d: want a port between 0 and 65535", p.name, p.v))
 		}
+	}
+	switch c.MeshServer {
+	case "", MeshServerNetHTTP, MeshServerLean:
+	default:
+		errs = append(errs, fmt.Errorf("--mesh-server %q: want %s or %s", c.MeshServer, MeshServerNetHTTP, MeshServerLean))
 	}
 	if c.MaxBodySize < 0 {
 		errs = append(errs, fmt.Errorf("--max-body-size %d: must not be negative", c.MaxBodySize))

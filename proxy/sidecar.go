@@ -77,6 +77,7 @@ type Sidecar struct {
 
 	apiServer  *http.Server
 	meshServer *http.Server
+	leanMesh   *leanH2 // the mesh's server when Config.MeshServer is MeshServerLean
 	metrics    *http.Server
 	grpcServer *grpc.Server
 
@@ -168,6 +169,9 @@ func New(cfg Config) (*Sidecar, error) {
 			MaxReceiveBufferPerStream:     1 << 20,
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	if cfg.MeshServer == MeshServerLean {
+		s.leanMesh = newLeanH2(http.HandlerFunc(s.serveMesh), s.meshServer, s.log)
 	}
 	if !cfg.MetricsDisabled {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -310,7 +314,16 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	serve("HTTP API", func() error { return s.apiServer.Serve(httpL) })
 	serve("gRPC API", func() error { return s.grpcServer.Serve(grpcL) })
-	serve("mesh", func() error { return s.meshServer.Serve(meshServeL) })
+	if s.leanMesh != nil {
+		leanL := net.Listener(rawio.Listener{Listener: meshL})
+		if s.cfg.MeshTLS != nil {
+			leanL = s.newMeshListener(leanL)
+		}
+		serve("mesh", func() error { return s.leanMesh.Serve(leanL) })
+		go func() { <-runCtx.Done(); _ = meshL.Close() }()
+	} else {
+		serve("mesh", func() error { return s.meshServer.Serve(meshServeL) })
+	}
 	if metricsL != nil {
 		serve("metrics", func() error { return s.metrics.Serve(metricsL) })
 	}
@@ -372,7 +385,12 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	shCtx, shCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer shCancel()
 	var swg sync.WaitGroup
-	for _, srv := range []*http.Server{s.apiServer, s.meshServer, s.metrics, s.proxyServer, s.interceptServer} {
+	mesh := s.meshServer
+	if s.leanMesh != nil {
+		mesh = nil // leanH2 shuts its fallback down itself
+		swg.Go(func() { _ = s.leanMesh.Shutdown(shCtx) })
+	}
+	for _, srv := range []*http.Server{s.apiServer, mesh, s.metrics, s.proxyServer, s.interceptServer} {
 		if srv == nil {
 			continue
 		}

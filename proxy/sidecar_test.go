@@ -51,6 +51,10 @@ func startSidecar(t testing.TB, cfg Config) *Sidecar {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	cfg.MetricsDisabled = true
+	if cfg.MeshServer == "" {
+		// scripts/test.sh runs the package again against the lean mesh server.
+		cfg.MeshServer = os.Getenv("OUTRIGGER_TEST_MESH_SERVER")
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,9 @@ if [ "$status" -ne 0 ]; then
 fi
 rm -f /tmp/outrigger-test.$$.log
 
+echo "== go test -race ./proxy against the lean mesh server (--mesh-server lean)"
+OUTRIGGER_TEST_MESH_SERVER=lean go test -race -count=1 -timeout 10m ./proxy
+
 echo "== fuzz (bounded)"
 # A count of executions, not a duration: a duration-based -fuzztime races the
 # fuzz coordinator's own deadline on a loaded machine and fails with a bare
