@@ -195,6 +195,14 @@ func (s *Sidecar) Ready() <-chan struct{} { return s.ready }
 // Ports returns the bound ports; valid after Ready is closed.
 func (s *Sidecar) Ports() Ports { return s.ports }
 
+// meshServerName is the mesh port's HTTP/2 server, as --mesh-server names it.
+func (s *Sidecar) meshServerName() string {
+	if s.leanMesh != nil {
+		return MeshServerLean
+	}
+	return MeshServerNetHTTP
+}
+
 // Shutdown asks a running sidecar to stop, as /v1.0/shutdown does.
 func (s *Sidecar) Shutdown() {
 	s.shutdownOnce.Do(func() { close(s.shutdownCh) })
@@ -358,7 +366,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.log.Info("sidecar is up", "namespace", s.cfg.Namespace,
 		"http_port", s.ports.HTTP, "grpc_port", s.ports.GRPC, "internal_grpc_port", s.ports.Internal,
 		"metrics_port", s.ports.Metrics, "proxy_port", s.ports.Proxy, "transparent_port", s.ports.Transparent, "app_port", s.cfg.AppPort, "app_protocol", s.cfg.AppProtocol,
-		"threads", runtime.GOMAXPROCS(0), "startup", time.Since(start).String())
+		"mesh_server", s.meshServerName(), "threads", runtime.GOMAXPROCS(0), "startup", time.Since(start).String())
 	if s.cfg.Announcer != nil {
 		wg.Go(func() {
 			select {

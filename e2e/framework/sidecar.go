@@ -167,6 +167,10 @@ func StartSidecar(t testing.TB, o SidecarOptions) *Sidecar {
 		args = append(args, "--enable-mtls", "--sentry-address", cp.Addr, "--trust-anchors-file", cp.TrustAnchors())
 		env = append(append([]string(nil), env...), "OUTRIGGER_JOIN_TOKEN="+cp.Token(t, o.AppID, s.Namespace))
 	}
+	if m := os.Getenv("OUTRIGGER_TEST_MESH_SERVER"); m != "" {
+		// scripts/test.sh runs the suite again against the lean mesh server.
+		args = append(args, "--mesh-server", m)
+	}
 	args = append(args, o.Args...)
 
 	s.cmd = command(Binary(t), home, args)
@@ -200,6 +204,16 @@ func StartSidecar(t testing.TB, o SidecarOptions) *Sidecar {
 			s.waitReady(t, "/v1.0/healthz")
 		} else {
 			s.waitReady(t, "/v1.0/healthz/outbound")
+		}
+	}
+	if m := os.Getenv("OUTRIGGER_TEST_MESH_SERVER"); m != "" && o.Wait != ReadyNone {
+		// The run against another mesh server must be one.
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(s.Logs(), "mesh_server="+m) {
+			if time.Now().After(deadline) {
+				t.Fatalf("e2e: sidecar %s does not say it serves the mesh with %s:\n%s", o.AppID, m, s.Logs())
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	return s
