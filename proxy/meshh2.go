@@ -106,16 +106,29 @@ func (s *leanH2) sniff(c net.Conn) {
 		}
 	}
 	br := bufio.NewReaderSize(c, 32<<10)
-	head, err := br.Peek(len(http2.ClientPreface))
-	if err != nil && len(head) == 0 {
-		_ = c.Close()
-		return
+	// Read no more than it takes to tell: a short HTTP/1.1 request must not
+	// wait for bytes that will not come.
+	want := len(http2.ClientPreface)
+	for {
+		head, err := br.Peek(min(max(br.Buffered(), 1), want))
+		if err != nil {
+			_ = c.Close()
+			return
+		}
+		if !strings.HasPrefix(http2.ClientPreface, string(head)) {
+			_ = c.SetReadDeadline(time.Time{})
+			s.fallL.put(&peekedConn{Conn: c, r: br})
+			return
+		}
+		if len(head) == want {
+			break
+		}
+		if _, err := br.Peek(len(head) + 1); err != nil { // wait for more
+			_ = c.Close()
+			return
+		}
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	if string(head) != http2.ClientPreface {
-		s.fallL.put(&peekedConn{Conn: c, r: br})
-		return
-	}
 	_, _ = br.Discard(len(http2.ClientPreface))
 	hc := newH2Conn(c, br, s.handler, s.log)
 	s.mu.Lock()

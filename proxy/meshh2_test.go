@@ -306,3 +306,29 @@ func TestLeanH2EarlyAnswer(t *testing.T) {
 		t.Errorf("after the refused calls: %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestLeanH2ShortHTTP1 checks that an HTTP/1.x request shorter than the
+// HTTP/2 preface goes to the HTTP/1.1 server at once.
+func TestLeanH2ShortHTTP1(t *testing.T) {
+	base, _ := startLean(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "one")
+	}))
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Well under the 30 s the server gives a preface.
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n\r\n"); err != nil { // 18 bytes
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "one" {
+		t.Errorf("got %d %q", resp.StatusCode, body)
+	}
+}
