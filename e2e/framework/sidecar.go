@@ -209,7 +209,7 @@ func StartSidecar(t testing.TB, o SidecarOptions) *Sidecar {
 	if m := os.Getenv("OUTRIGGER_TEST_MESH_SERVER"); m != "" && o.Wait != ReadyNone {
 		// The run against another mesh server must be one.
 		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(s.Logs(), "mesh_server="+m) {
+		for logs := s.Logs(); !strings.Contains(logs, "mesh_server="+m) && !strings.Contains(logs, `"mesh_server":"`+m+`"`); logs = s.Logs() {
 			if time.Now().After(deadline) {
 				t.Fatalf("e2e: sidecar %s does not say it serves the mesh with %s:\n%s", o.AppID, m, s.Logs())
 			}
