@@ -40,13 +40,12 @@ const (
 // on the h2c port), or a TLS connection that did not negotiate h2, goes to
 // the fallback server unchanged.
 //
-// Not done (so it is not the default yet): server pushes (never used),
-// priorities (ignored), Content-Type sniffing and the Date header net/http
-// adds, an idle timeout.
+// Not done: server pushes (never used) and priorities (ignored).
 type leanH2 struct {
 	handler  http.Handler
 	fallback *http.Server
 	log      *slog.Logger
+	idle     time.Duration // a connection without streams this long is closed
 
 	mu       sync.Mutex
 	conns    map[*h2Conn]struct{}
@@ -60,10 +59,11 @@ const (
 	h2MaxFrame       = 16 << 10
 	h2MaxStreams     = 1000
 	h2PrefaceTimeout = 30 * time.Second
+	h2IdleTimeout    = 10 * time.Minute // as net/http's mesh server had it
 )
 
 func newLeanH2(h http.Handler, fallback *http.Server, log *slog.Logger) *leanH2 {
-	return &leanH2{handler: h, fallback: fallback, log: log, conns: map[*h2Conn]struct{}{}}
+	return &leanH2{handler: h, fallback: fallback, log: log, idle: h2IdleTimeout, conns: map[*h2Conn]struct{}{}}
 }
 
 // Serve accepts connections on l until it fails or Shutdown.
@@ -131,6 +131,7 @@ func (s *leanH2) sniff(c net.Conn) {
 	_ = c.SetReadDeadline(time.Time{})
 	_, _ = br.Discard(len(http2.ClientPreface))
 	hc := newH2Conn(c, br, s.handler, s.log)
+	hc.idleTimeout = s.idle
 	s.mu.Lock()
 	if s.shutting {
 		s.mu.Unlock()
@@ -223,11 +224,12 @@ func (l *chanListener) Close() error {
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
 type h2Conn struct {
-	nc      net.Conn
-	handler http.Handler
-	log     *slog.Logger
-	tls     *tls.ConnectionState
-	fr      *http2.Framer // reads on the serving goroutine, writes under wmu
+	nc          net.Conn
+	handler     http.Handler
+	log         *slog.Logger
+	idleTimeout time.Duration // 0: none
+	tls         *tls.ConnectionState
+	fr          *http2.Framer // reads on the serving goroutine, writes under wmu
 
 	wmu  sync.Mutex
 	bw   *bufio.Writer
@@ -284,9 +286,25 @@ func (c *h2Conn) serve() {
 	if err != nil {
 		return
 	}
+	idleDeadline := false
 	for {
+		// A connection with no stream open for idleTimeout is closed.
+		c.mu.Lock()
+		idle := len(c.streams) == 0 && c.idleTimeout > 0
+		c.mu.Unlock()
+		if idle {
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.idleTimeout))
+			idleDeadline = true
+		} else if idleDeadline {
+			_ = c.nc.SetReadDeadline(time.Time{})
+			idleDeadline = false
+		}
 		f, err := c.fr.ReadFrame()
 		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				c.goAway(http2.ErrCodeNo)
+				return
+			}
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				c.resetID(se.StreamID, se.Code)
@@ -879,6 +897,14 @@ func (w *h2Writer) sendLocked(end bool) error {
 				}
 			}
 		}
+		// As net/http's server: a Content-Type sniffed from the body when
+		// the handler set none, and a Date.
+		if _, ok := w.header["Content-Type"]; !ok && len(data) > 0 && bodyAllowed(w.code) {
+			w.header["Content-Type"] = []string{http.DetectContentType(data[:min(len(data), 512)])}
+		}
+		if _, ok := w.header["Date"]; !ok {
+			w.header["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
+		}
 		c.hbuf.Reset()
 		_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(w.code)})
 		for k, vv := range w.header {
@@ -925,6 +951,11 @@ func (w *h2Writer) sendLocked(end bool) error {
 		}
 	}
 	return c.bw.Flush()
+}
+
+// bodyAllowed reports whether an answer with this status may have a body.
+func bodyAllowed(code int) bool {
+	return code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
 }
 
 func (w *h2Writer) announced(k string) bool {

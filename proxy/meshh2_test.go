@@ -332,3 +332,63 @@ func TestLeanH2ShortHTTP1(t *testing.T) {
 		t.Errorf("got %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestLeanH2Defaults checks what net/http's server adds to an answer (a
+// sniffed Content-Type, a Date) and that an idle connection is closed.
+func TestLeanH2Defaults(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "<html><body>hi</body></html>")
+	})
+	srv := newLeanH2(h, &http.Server{Handler: h}, slog.New(slog.DiscardHandler))
+	srv.idle = 200 * time.Millisecond
+	go func() { _ = srv.Serve(ln) }()
+	defer ln.Close()
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	var mu sync.Mutex
+	write := func(fn func()) { go func() { mu.Lock(); defer mu.Unlock(); fn() }() }
+	write(func() {
+		_ = fr.WriteSettings()
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headerBlock(":method", "GET", ":scheme", "http", ":path", "/", ":authority", "x"), EndHeaders: true, EndStream: true})
+	})
+	var ctype, date string
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("the connection ended without a GOAWAY: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				write(func() { _ = fr.WriteSettingsAck() })
+			}
+		case *http2.MetaHeadersFrame:
+			for _, hf := range f.RegularFields() {
+				switch hf.Name {
+				case "content-type":
+					ctype = hf.Value
+				case "date":
+					date = hf.Value
+				}
+			}
+		case *http2.GoAwayFrame:
+			// The idle timeout, after the answer.
+			if _, err := http.ParseTime(date); err != nil || ctype != "text/html; charset=utf-8" {
+				t.Errorf("Content-Type %q, Date %q", ctype, date)
+			}
+			return
+		}
+	}
+}
