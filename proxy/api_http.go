@@ -347,13 +347,7 @@ func (s *Sidecar) forwardToPeer(w http.ResponseWriter, r *http.Request) {
 			h[k] = vv
 		}
 	}
-	for _, v := range r.Header["Connection"] {
-		for _, tok := range strings.Split(v, ",") {
-			if tok = strings.TrimSpace(tok); tok != "" {
-				delete(h, http.CanonicalHeaderKey(tok))
-			}
-		}
-	}
+	dropConnectionNamed(h, r.Header["Connection"])
 	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
 		h["Te"] = []string{"trailers"}
 	}

@@ -1,12 +1,12 @@
-//go:build unix && !linux
+//go:build unix
 
 package proxy
 
 import "syscall"
 
 // alive reports whether the app has not closed (or written on) an idle
-// connection: one non-blocking peek at the socket, so a connection the app
-// dropped while idle is never used for a call.
+// connection: one non-blocking peek at the socket (peek), so a connection
+// the app dropped while idle is never used for a call.
 func (c *inlineConn) alive() bool {
 	if c.br.Buffered() > 0 {
 		return false // bytes nobody asked for: the connection is out of step
@@ -20,17 +20,15 @@ func (c *inlineConn) alive() bool {
 		return false
 	}
 	alive := true
-	var buf [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	err = rc.Control(func(fd uintptr) {
+		n, errno := peek(fd)
 		switch {
-		case rerr == syscall.EAGAIN:
-		case rerr != nil, n == 0:
+		case errno == syscall.EAGAIN:
+		case errno != nil, n == 0:
 			alive = false // closed or reset
 		default:
 			alive = false // unexpected bytes
 		}
-		return true
 	})
 	return err == nil && alive
 }

@@ -58,13 +58,7 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) error {
 			h[k] = vv
 		}
 	}
-	for _, v := range resp.Header["Connection"] {
-		for _, tok := range strings.Split(v, ",") {
-			if tok = textproto.TrimString(tok); tok != "" {
-				delete(h, http.CanonicalHeaderKey(tok))
-			}
-		}
-	}
+	dropConnectionNamed(h, resp.Header["Connection"])
 	announced := len(resp.Trailer)
 	if announced > 0 {
 		keys := make([]string, 0, announced)
@@ -94,6 +88,18 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) error {
 		}
 	}
 	return nil
+}
+
+// dropConnectionNamed deletes from h the headers a Connection header's
+// values name (they belong to that connection only).
+func dropConnectionNamed(h http.Header, connection []string) {
+	for _, v := range connection {
+		for _, tok := range strings.Split(v, ",") {
+			if tok = textproto.TrimString(tok); tok != "" {
+				delete(h, http.CanonicalHeaderKey(tok))
+			}
+		}
+	}
 }
 
 // eventStream reports whether a Content-Type is text/event-stream.

@@ -43,7 +43,8 @@ type interceptedConn struct {
 
 func (c *interceptedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// connQueue is a net.Listener of intercepted connections.
+// connQueue is a net.Listener of connections accepted elsewhere (the
+// intercepted ones; the mesh's HTTP/1.1 ones under the lean server).
 type connQueue struct {
 	ch   chan net.Conn
 	done chan struct{}

@@ -50,7 +50,7 @@ type leanH2 struct {
 	mu       sync.Mutex
 	conns    map[*h2Conn]struct{}
 	shutting bool
-	fallL    *chanListener
+	fallL    *connQueue // connections for the fallback server
 }
 
 const (
@@ -69,7 +69,7 @@ func newLeanH2(h http.Handler, fallback *http.Server, log *slog.Logger) *leanH2 
 // Serve accepts connections on l until it fails or Shutdown.
 func (s *leanH2) Serve(l net.Listener) error {
 	s.mu.Lock()
-	s.fallL = newChanListener(l.Addr())
+	s.fallL = newConnQueue()
 	fallL := s.fallL
 	s.mu.Unlock()
 	go func() { _ = s.fallback.Serve(fallL) }()
@@ -101,7 +101,7 @@ func (s *leanH2) sniff(c net.Conn) {
 		}
 		if tc.ConnectionState().NegotiatedProtocol != "h2" {
 			_ = c.SetReadDeadline(time.Time{})
-			s.fallL.put(c)
+			s.fallL.push(c)
 			return
 		}
 	}
@@ -117,7 +117,7 @@ func (s *leanH2) sniff(c net.Conn) {
 		}
 		if !strings.HasPrefix(http2.ClientPreface, string(head)) {
 			_ = c.SetReadDeadline(time.Time{})
-			s.fallL.put(&peekedConn{Conn: c, r: br})
+			s.fallL.push(&peekedConn{Conn: c, r: br})
 			return
 		}
 		if len(head) == want {
@@ -187,47 +187,12 @@ type peekedConn struct {
 
 func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// chanListener hands connections accepted elsewhere to a server.
-type chanListener struct {
-	addr net.Addr
-	ch   chan net.Conn
-	once sync.Once
-	done chan struct{}
-}
-
-func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *chanListener) put(c net.Conn) {
-	select {
-	case l.ch <- c:
-	case <-l.done:
-		_ = c.Close()
-	}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return l.addr }
-
 type h2Conn struct {
 	nc          net.Conn
 	handler     http.Handler
 	log         *slog.Logger
 	idleTimeout time.Duration // 0: none
+	idleArmed   bool          // the idle read deadline is set (under mu)
 	tls         *tls.ConnectionState
 	fr          *http2.Framer // reads on the serving goroutine, writes under wmu
 
@@ -286,22 +251,14 @@ func (c *h2Conn) serve() {
 	if err != nil {
 		return
 	}
-	idleDeadline := false
+	c.mu.Lock()
+	c.armIdleLocked()
+	c.mu.Unlock()
 	for {
-		// A connection with no stream open for idleTimeout is closed.
-		c.mu.Lock()
-		idle := len(c.streams) == 0 && c.idleTimeout > 0
-		c.mu.Unlock()
-		if idle {
-			_ = c.nc.SetReadDeadline(time.Now().Add(c.idleTimeout))
-			idleDeadline = true
-		} else if idleDeadline {
-			_ = c.nc.SetReadDeadline(time.Time{})
-			idleDeadline = false
-		}
 		f, err := c.fr.ReadFrame()
 		if err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				// Only armed while no stream is open (armIdleLocked).
 				c.goAway(http2.ErrCodeNo)
 				return
 			}
@@ -408,6 +365,7 @@ func (c *h2Conn) frame(f http2.Frame) bool {
 		if st != nil {
 			st.reset = true
 			delete(c.streams, f.StreamID)
+			c.armIdleLocked()
 		}
 		c.cond.Broadcast()
 		c.mu.Unlock()
@@ -433,6 +391,24 @@ func (c *h2Conn) frame(f http2.Frame) bool {
 		return false
 	}
 	return true
+}
+
+// armIdleLocked keeps the read deadline of an idle connection: with no
+// stream open it is idleTimeout from now, otherwise none. It is called
+// with mu held whenever the streams change, from whichever goroutine
+// changed them, so a reader blocked in a read gets it too.
+func (c *h2Conn) armIdleLocked() {
+	if c.idleTimeout <= 0 || c.closed {
+		return
+	}
+	switch {
+	case len(c.streams) == 0:
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.idleTimeout))
+		c.idleArmed = true
+	case c.idleArmed:
+		_ = c.nc.SetReadDeadline(time.Time{})
+		c.idleArmed = false
+	}
 }
 
 // grant gives back flow-control credit for n bytes consumed on stream id
@@ -572,6 +548,7 @@ func (c *h2Conn) startStream(f *http2.MetaHeadersFrame) bool {
 	c.mu.Lock()
 	st.window = c.peerWindow
 	c.streams[id] = st
+	c.armIdleLocked()
 	c.running++
 	c.mu.Unlock()
 	go c.run(st, req)
@@ -621,6 +598,7 @@ func (c *h2Conn) reset(st *h2Stream, code http2.ErrCode) {
 	c.mu.Lock()
 	if c.streams[st.id] == st {
 		delete(c.streams, st.id)
+		c.armIdleLocked()
 	}
 	st.reset = true
 	c.cond.Broadcast()
@@ -838,6 +816,7 @@ func (w *h2Writer) finish() {
 	c.mu.Lock()
 	if c.streams[w.st.id] == w.st {
 		delete(c.streams, w.st.id)
+		c.armIdleLocked()
 	}
 	c.mu.Unlock()
 	if w.st.body != nil && w.st.body.release() && err == nil {
