@@ -339,11 +339,7 @@ func (s *Sidecar) forwardToPeer(w http.ResponseWriter, r *http.Request) {
 	inv := r.Context().Value(invocationKey{}).(*invocation)
 	h := make(http.Header, len(r.Header)+4)
 	for k, vv := range r.Header {
-		switch k {
-		case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
-			continue
-		}
-		if !hopByHop(k) {
+		if !hopByHop(k) && !forwardedFor(k) {
 			h[k] = vv
 		}
 	}

@@ -79,12 +79,12 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) error {
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush() // an HTTP/1.1 answer goes chunked, so trailers can follow
 		}
+		prefix := http.TrailerPrefix // trailers not announced
+		if announced == len(resp.Trailer) {
+			prefix = ""
+		}
 		for k, vv := range resp.Trailer {
-			if announced == len(resp.Trailer) {
-				h[k] = vv
-			} else {
-				h[http.TrailerPrefix+k] = vv
-			}
+			h[prefix+k] = vv
 		}
 	}
 	return nil
@@ -186,6 +186,16 @@ func hopByHop(k string) bool {
 	return false
 }
 
+// forwardedFor reports the headers a reverse proxy set with Rewrite drops
+// (X-Forwarded-* and Forwarded): they describe the connection it received.
+func forwardedFor(k string) bool {
+	switch k {
+	case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		return true
+	}
+	return false
+}
+
 // writeAppRequest writes req to the app as HTTP/1.1 with body (len(body)
 // is the length announced), Host the app's address. With direct set, req
 // is the mesh's own request, and the headers a proxy does not pass on
@@ -208,16 +218,12 @@ func writeAppRequest(bw *bufio.Writer, req *http.Request, host string, body []by
 		switch k {
 		case "Host", "Content-Length", "User-Agent":
 			continue
-		case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
-			if direct {
-				continue
-			}
 		case apiTokenHeaderCanonical:
 			if direct {
 				continue
 			}
 		default:
-			if hopByHop(k) && (direct || k == "Transfer-Encoding" || k == "Trailer") {
+			if direct && (hopByHop(k) || forwardedFor(k)) || k == "Transfer-Encoding" || k == "Trailer" {
 				continue
 			}
 		}

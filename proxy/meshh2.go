@@ -60,6 +60,7 @@ const (
 	h2MaxStreams     = 1000
 	h2PrefaceTimeout = 30 * time.Second
 	h2IdleTimeout    = 10 * time.Minute // as net/http's mesh server had it
+	h2MinRefresh     = 4 << 10          // smallest WINDOW_UPDATE sent (x/net/http2's inflowMinRefresh)
 )
 
 func newLeanH2(h http.Handler, fallback *http.Server, log *slog.Logger) *leanH2 {
@@ -194,12 +195,14 @@ type h2Conn struct {
 	idleTimeout time.Duration // 0: none
 	idleArmed   bool          // the idle read deadline is set (under mu)
 	tls         *tls.ConnectionState
+	remote      string        // the peer's address, for every request's RemoteAddr
 	fr          *http2.Framer // reads on the serving goroutine, writes under wmu
 
-	wmu  sync.Mutex
-	bw   *bufio.Writer
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
+	wmu        sync.Mutex
+	bw         *bufio.Writer
+	henc       *hpack.Encoder
+	hbuf       bytes.Buffer
+	connUnsent int64 // connection credit owed to the peer, not yet sent (under wmu)
 
 	mu         sync.Mutex
 	cond       *sync.Cond
@@ -228,6 +231,7 @@ func newH2Conn(nc net.Conn, br *bufio.Reader, h http.Handler, log *slog.Logger) 
 		cs := tc.ConnectionState()
 		c.tls = &cs
 	}
+	c.remote = nc.RemoteAddr().String()
 	c.cond = sync.NewCond(&c.mu)
 	c.bw = bufio.NewWriterSize(nc, 32<<10)
 	c.fr = http2.NewFramer(c.bw, br)
@@ -257,7 +261,7 @@ func (c *h2Conn) serve() {
 	for {
 		f, err := c.fr.ReadFrame()
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 				// Only armed while no stream is open (armIdleLocked).
 				c.goAway(http2.ErrCodeNo)
 				return
@@ -339,17 +343,19 @@ func (c *h2Conn) frame(f http2.Frame) bool {
 		c.mu.Unlock()
 		n := int64(f.Length)
 		if st == nil || st.body == nil {
-			c.grant(0, n) // the stream is gone; the connection's credit comes back
+			c.credit(0, 0, n) // the stream is gone; the connection's credit comes back
 			if f.StreamID > c.lastID {
 				c.goAway(http2.ErrCodeProtocol)
 				return false
 			}
 			return true
 		}
-		if !st.body.put(f.Data(), f.StreamEnded(), n) {
-			c.grant(0, n)
+		ok, streamBack, connBack := st.body.put(f.Data(), f.StreamEnded(), n)
+		if !ok {
+			c.credit(0, 0, n)
 			c.reset(st, http2.ErrCodeFlowControl)
 		}
+		c.credit(st.id, streamBack, connBack)
 	case *http2.WindowUpdateFrame:
 		c.mu.Lock()
 		if f.StreamID == 0 {
@@ -411,19 +417,29 @@ func (c *h2Conn) armIdleLocked() {
 	}
 }
 
-// grant gives back flow-control credit for n bytes consumed on stream id
-// (0: the connection's only).
-func (c *h2Conn) grant(id uint32, n int64) {
-	if n <= 0 {
+// credit gives back flow-control credit: connN bytes to the connection
+// and streamN to stream id. As x/net/http2 does, a WINDOW_UPDATE goes only
+// once h2MinRefresh bytes are owed, so a small body costs no frame (and
+// no write) of its own; the peer's windows are far larger than what is
+// held back.
+func (c *h2Conn) credit(id uint32, streamN, connN int64) {
+	if streamN <= 0 && connN <= 0 {
 		return
 	}
 	c.wmu.Lock()
-	_ = c.fr.WriteWindowUpdate(0, uint32(n))
-	if id != 0 {
-		_ = c.fr.WriteWindowUpdate(id, uint32(n))
+	defer c.wmu.Unlock()
+	wrote := false
+	if c.connUnsent += connN; c.connUnsent >= h2MinRefresh {
+		_ = c.fr.WriteWindowUpdate(0, uint32(c.connUnsent))
+		c.connUnsent, wrote = 0, true
 	}
-	_ = c.bw.Flush()
-	c.wmu.Unlock()
+	if id != 0 && streamN > 0 {
+		_ = c.fr.WriteWindowUpdate(id, uint32(streamN))
+		wrote = true
+	}
+	if wrote {
+		_ = c.bw.Flush()
+	}
 }
 
 func (c *h2Conn) goAway(code http2.ErrCode) {
@@ -481,7 +497,7 @@ func (c *h2Conn) startStream(f *http2.MetaHeadersFrame) bool {
 		c.resetID(id, http2.ErrCodeRefusedStream)
 		return true
 	}
-	req := &http.Request{Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, len(f.Fields)), RemoteAddr: c.nc.RemoteAddr().String(), TLS: c.tls}
+	req := &http.Request{Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, len(f.Fields)), RemoteAddr: c.remote, TLS: c.tls}
 	var path, scheme string
 	for _, hf := range f.Fields {
 		switch hf.Name {
@@ -616,15 +632,16 @@ func (c *h2Conn) resetID(id uint32, code http2.ErrCode) {
 // h2Body is a stream's request body: DATA frames queued by the reader, at
 // most the stream's window of them.
 type h2Body struct {
-	st   *h2Stream
-	req  *http.Request
-	mu   sync.Mutex
-	cond *sync.Cond
-	buf  []byte
-	held int64 // bytes received, not yet granted back
-	eof  bool
-	err  error
-	gone bool // nobody reads any more: what arrives is granted back at once
+	st     *h2Stream
+	req    *http.Request
+	mu     sync.Mutex
+	cond   *sync.Cond
+	buf    []byte
+	held   int64 // bytes received, not yet read
+	unsent int64 // stream credit for bytes read, not yet sent
+	eof    bool
+	err    error
+	gone   bool // nobody reads any more: what arrives is granted back at once
 }
 
 func newH2Body(st *h2Stream) *h2Body {
@@ -633,28 +650,27 @@ func newH2Body(st *h2Stream) *h2Body {
 	return b
 }
 
-// put queues a DATA frame's payload (n counts its padding too); false
-// when the caller sent more than the window allowed.
-func (b *h2Body) put(p []byte, end bool, n int64) bool {
+// put queues a DATA frame's payload (n counts its padding too). ok is
+// false when the caller sent more than the window allowed; streamBack and
+// connBack are credit to give back at once (padding, and what arrives
+// once nobody reads).
+func (b *h2Body) put(p []byte, end bool, n int64) (ok bool, streamBack, connBack int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.eof || b.held+n > h2InitialWindow {
-		return false
-	}
-	if b.gone {
-		go b.st.c.grant(0, n)
-		b.eof = end
-		return true
-	}
-	b.held += n
-	b.buf = append(b.buf, p...)
-	if pad := n - int64(len(p)); pad > 0 {
-		b.held -= pad
-		go b.st.c.grant(b.st.id, pad)
+		return false, 0, 0
 	}
 	b.eof = end
+	if b.gone {
+		return true, 0, n
+	}
+	b.held += int64(len(p))
+	b.buf = append(b.buf, p...)
 	b.cond.Broadcast()
-	return true
+	if pad := n - int64(len(p)); pad > 0 {
+		return true, pad, pad
+	}
+	return true, 0, 0
 }
 
 // end takes the request's trailers and ends the body.
@@ -699,13 +715,14 @@ func (b *h2Body) Read(p []byte) (int, error) {
 		b.buf = nil
 	}
 	b.held -= int64(n)
-	more := !b.eof
-	b.mu.Unlock()
-	if more {
-		b.st.c.grant(b.st.id, int64(n))
-	} else {
-		b.st.c.grant(0, int64(n))
+	var streamBack int64
+	if !b.eof { // the stream's credit matters only while the caller sends
+		if b.unsent += int64(n); b.unsent >= h2MinRefresh {
+			streamBack, b.unsent = b.unsent, 0
+		}
 	}
+	b.mu.Unlock()
+	b.st.c.credit(b.st.id, streamBack, int64(n))
 	return n, nil
 }
 
@@ -724,7 +741,7 @@ func (b *h2Body) release() (sending bool) {
 	b.held, b.buf, b.gone = 0, nil, true
 	sending = !b.eof
 	b.mu.Unlock()
-	b.st.c.grant(0, held)
+	b.st.c.credit(0, 0, held)
 	return sending
 }
 
@@ -762,13 +779,8 @@ func (w *h2Writer) WriteHeader(code int) {
 	c.hbuf.Reset()
 	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(code)})
 	for k, vv := range w.header {
-		if hopByHop(k) || !httpguts.ValidHeaderFieldName(k) {
-			continue
-		}
-		for _, v := range vv {
-			if httpguts.ValidHeaderFieldValue(v) {
-				_ = c.henc.WriteField(hpack.HeaderField{Name: strings.ToLower(k), Value: v})
-			}
+		if !hopByHop(k) {
+			c.encodeField(k, vv)
 		}
 	}
 	err := c.writeHeaderBlock(w.st.id, false)
@@ -841,18 +853,32 @@ func (w *h2Writer) send(end bool) error {
 
 func (w *h2Writer) sendLocked(end bool) error {
 	c := w.st.c
-	var trailers []hpack.HeaderField
+	if !w.sentHeaders {
+		// The trailers the head announces.
+		for _, v := range w.header["Trailer"] {
+			for _, k := range strings.Split(v, ",") {
+				if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
+					w.trailers = append(w.trailers, k)
+				}
+			}
+		}
+	}
+	var trailers http.Header
 	if end {
 		for _, k := range w.trailers {
-			for _, v := range w.header[k] {
-				trailers = append(trailers, hpack.HeaderField{Name: strings.ToLower(k), Value: v})
+			if vv, ok := w.header[k]; ok {
+				if trailers == nil {
+					trailers = http.Header{}
+				}
+				trailers[k] = vv
 			}
 		}
 		for k, vv := range w.header {
 			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
-				for _, v := range vv {
-					trailers = append(trailers, hpack.HeaderField{Name: strings.ToLower(name), Value: v})
+				if trailers == nil {
+					trailers = http.Header{}
 				}
+				trailers[name] = vv
 			}
 		}
 	}
@@ -861,21 +887,6 @@ func (w *h2Writer) sendLocked(end bool) error {
 	defer c.wmu.Unlock()
 	if !w.sentHeaders {
 		w.sentHeaders = true
-		for _, v := range w.header["Trailer"] {
-			for _, k := range strings.Split(v, ",") {
-				if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
-					w.trailers = append(w.trailers, k)
-				}
-			}
-		}
-		if end {
-			// Trailers announced but set before the end go as trailers too.
-			for _, k := range w.trailers {
-				for _, v := range w.header[k] {
-					trailers = append(trailers, hpack.HeaderField{Name: strings.ToLower(k), Value: v})
-				}
-			}
-		}
 		// As net/http's server: a Content-Type sniffed from the body when
 		// the handler set none, and a Date.
 		if _, ok := w.header["Content-Type"]; !ok && len(data) > 0 && bodyAllowed(w.code) {
@@ -887,14 +898,8 @@ func (w *h2Writer) sendLocked(end bool) error {
 		c.hbuf.Reset()
 		_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(w.code)})
 		for k, vv := range w.header {
-			if k == "Trailer" || strings.HasPrefix(k, http.TrailerPrefix) || hopByHop(k) || w.announced(k) || !httpguts.ValidHeaderFieldName(k) {
-				continue
-			}
-			lk := strings.ToLower(k)
-			for _, v := range vv {
-				if httpguts.ValidHeaderFieldValue(v) {
-					_ = c.henc.WriteField(hpack.HeaderField{Name: lk, Value: v})
-				}
+			if !strings.HasPrefix(k, http.TrailerPrefix) && !hopByHop(k) && !w.announced(k) {
+				c.encodeField(k, vv)
 			}
 		}
 		endHeaders := end && len(data) == 0 && len(trailers) == 0
@@ -922,14 +927,28 @@ func (w *h2Writer) sendLocked(end bool) error {
 	w.buf = w.buf[:0]
 	if len(trailers) > 0 {
 		c.hbuf.Reset()
-		for _, hf := range trailers {
-			_ = c.henc.WriteField(hf)
+		for k, vv := range trailers {
+			c.encodeField(k, vv)
 		}
 		if err := c.writeHeaderBlock(w.st.id, true); err != nil {
 			return err
 		}
 	}
 	return c.bw.Flush()
+}
+
+// encodeField adds a header's values to the block in hbuf (wmu held),
+// leaving out what HTTP/2 cannot carry: an invalid name or value.
+func (c *h2Conn) encodeField(k string, vv []string) {
+	if !httpguts.ValidHeaderFieldName(k) {
+		return
+	}
+	lk := strings.ToLower(k)
+	for _, v := range vv {
+		if httpguts.ValidHeaderFieldValue(v) {
+			_ = c.henc.WriteField(hpack.HeaderField{Name: lk, Value: v})
+		}
+	}
 }
 
 // bodyAllowed reports whether an answer with this status may have a body.
