@@ -158,8 +158,8 @@ type Config struct {
 	ReadBufferSize   int64 // bytes of request headers accepted (default 4 KiB as daprd)
 	EnableAPILogging bool
 
-	// MeshServer is the HTTP/2 server of the mesh port: MeshServerNetHTTP
-	// (empty: the default) or MeshServerLean (experimental, see leanH2).
+	// MeshServer is the HTTP/2 server of the mesh port: MeshServerLean
+	// (empty: the default, see leanH2) or MeshServerNetHTTP.
 	MeshServer string
 
 	// MeshTLS, when set, puts mutual TLS under the mesh: the mesh port then

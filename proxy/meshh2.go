@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -24,8 +23,8 @@ import (
 
 // Mesh servers (Config.MeshServer).
 const (
-	MeshServerNetHTTP = "net/http" // net/http's HTTP/2 server (the default)
-	MeshServerLean    = "lean"     // leanH2 (experimental)
+	MeshServerLean    = "lean"     // leanH2 (the default)
+	MeshServerNetHTTP = "net/http" // net/http's HTTP/2 server
 )
 
 // leanH2 serves the mesh's HTTP/2 with fewer hand-offs than net/http's
@@ -54,13 +53,9 @@ type leanH2 struct {
 }
 
 const (
-	h2InitialWindow  = 1 << 20 // per stream, both ways
-	h2ConnWindow     = 8 << 20
-	h2MaxFrame       = 16 << 10
 	h2MaxStreams     = 1000
 	h2PrefaceTimeout = 30 * time.Second
 	h2IdleTimeout    = 10 * time.Minute // as net/http's mesh server had it
-	h2MinRefresh     = 4 << 10          // smallest WINDOW_UPDATE sent (x/net/http2's inflowMinRefresh)
 )
 
 func newLeanH2(h http.Handler, fallback *http.Server, log *slog.Logger) *leanH2 {
@@ -188,68 +183,46 @@ type peekedConn struct {
 
 func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
+// h2Conn is one connection of the lean server.
 type h2Conn struct {
-	nc          net.Conn
+	h2Link
 	handler     http.Handler
 	log         *slog.Logger
 	idleTimeout time.Duration // 0: none
 	idleArmed   bool          // the idle read deadline is set (under mu)
 	tls         *tls.ConnectionState
-	remote      string        // the peer's address, for every request's RemoteAddr
-	fr          *http2.Framer // reads on the serving goroutine, writes under wmu
+	remote      string // the peer's address, for every request's RemoteAddr
 
-	wmu        sync.Mutex
-	bw         *bufio.Writer
-	henc       *hpack.Encoder
-	hbuf       bytes.Buffer
-	connUnsent int64 // connection credit owed to the peer, not yet sent (under wmu)
-
-	mu         sync.Mutex
-	cond       *sync.Cond
-	streams    map[uint32]*h2Stream
-	lastID     uint32
-	sendWindow int64 // the connection's, towards the peer
-	peerWindow int64 // the initial stream window the peer gave
-	peerFrame  uint32
-	closed     bool
-	goingAway  bool
-	running    int // handlers not yet returned (a reset stream's may still run)
+	// Under mu.
+	streams   map[uint32]*h2Stream
+	lastID    uint32
+	goingAway bool
+	running   int // handlers not yet returned (a reset stream's may still run)
 }
 
 type h2Stream struct {
+	h2Flow
 	c      *h2Conn
 	id     uint32
 	cancel context.CancelFunc
-	window int64 // send window
-	reset  bool
 	body   *h2Body
 }
 
 func newH2Conn(nc net.Conn, br *bufio.Reader, h http.Handler, log *slog.Logger) *h2Conn {
-	c := &h2Conn{nc: nc, handler: h, log: log, streams: map[uint32]*h2Stream{}, sendWindow: 65535, peerWindow: 65535, peerFrame: 16384}
+	c := &h2Conn{handler: h, log: log, streams: map[uint32]*h2Stream{}}
+	c.init(nc, br)
 	if tc, ok := nc.(*tls.Conn); ok {
 		cs := tc.ConnectionState()
 		c.tls = &cs
 	}
 	c.remote = nc.RemoteAddr().String()
-	c.cond = sync.NewCond(&c.mu)
-	c.bw = bufio.NewWriterSize(nc, 32<<10)
-	c.fr = http2.NewFramer(c.bw, br)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = 1 << 20
-	c.henc = hpack.NewEncoder(&c.hbuf)
 	return c
 }
 
 func (c *h2Conn) serve() {
 	defer c.close()
 	c.wmu.Lock()
-	_ = c.fr.WriteSettings(
-		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams},
-		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2InitialWindow},
-		http2.Setting{ID: http2.SettingMaxFrameSize, Val: h2MaxFrame},
-	)
-	_ = c.fr.WriteWindowUpdate(0, h2ConnWindow-65535)
+	c.writeOurSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams})
 	err := c.bw.Flush()
 	c.wmu.Unlock()
 	if err != nil {
@@ -290,39 +263,14 @@ func (c *h2Conn) frame(f http2.Frame) bool {
 		if f.IsAck() {
 			return true
 		}
-		tableSize := int64(-1)
-		c.mu.Lock()
-		bad := f.ForeachSetting(func(s http2.Setting) error {
-			if err := s.Valid(); err != nil {
-				return err
+		if err := c.settings(f, func(d int64) {
+			for _, st := range c.streams {
+				st.window += d
 			}
-			switch s.ID {
-			case http2.SettingInitialWindowSize:
-				d := int64(s.Val) - c.peerWindow
-				c.peerWindow = int64(s.Val)
-				for _, st := range c.streams {
-					st.window += d
-				}
-			case http2.SettingMaxFrameSize:
-				c.peerFrame = s.Val
-			case http2.SettingHeaderTableSize:
-				tableSize = int64(s.Val)
-			}
-			return nil
-		})
-		c.cond.Broadcast()
-		c.mu.Unlock()
-		if bad != nil {
+		}, nil); err != nil {
 			c.goAway(http2.ErrCodeProtocol)
 			return false
 		}
-		c.wmu.Lock()
-		if tableSize >= 0 {
-			c.henc.SetMaxDynamicTableSizeLimit(uint32(tableSize))
-		}
-		_ = c.fr.WriteSettingsAck()
-		_ = c.bw.Flush()
-		c.wmu.Unlock()
 	case *http2.MetaHeadersFrame:
 		c.mu.Lock()
 		st := c.streams[f.StreamID]
@@ -357,14 +305,12 @@ func (c *h2Conn) frame(f http2.Frame) bool {
 		}
 		c.credit(st.id, streamBack, connBack)
 	case *http2.WindowUpdateFrame:
-		c.mu.Lock()
-		if f.StreamID == 0 {
-			c.sendWindow += int64(f.Increment)
-		} else if st := c.streams[f.StreamID]; st != nil {
-			st.window += int64(f.Increment)
-		}
-		c.cond.Broadcast()
-		c.mu.Unlock()
+		c.windowUpdate(f, func(id uint32) *h2Flow {
+			if st := c.streams[id]; st != nil {
+				return &st.h2Flow
+			}
+			return nil
+		})
 	case *http2.RSTStreamFrame:
 		c.mu.Lock()
 		st := c.streams[f.StreamID]
@@ -383,10 +329,7 @@ func (c *h2Conn) frame(f http2.Frame) bool {
 		}
 	case *http2.PingFrame:
 		if !f.IsAck() {
-			c.wmu.Lock()
-			_ = c.fr.WritePing(true, f.Data)
-			_ = c.bw.Flush()
-			c.wmu.Unlock()
+			c.pong(f)
 		}
 	case *http2.GoAwayFrame:
 		c.mu.Lock()
@@ -414,31 +357,6 @@ func (c *h2Conn) armIdleLocked() {
 	case c.idleArmed:
 		_ = c.nc.SetReadDeadline(time.Time{})
 		c.idleArmed = false
-	}
-}
-
-// credit gives back flow-control credit: connN bytes to the connection
-// and streamN to stream id. As x/net/http2 does, a WINDOW_UPDATE goes only
-// once h2MinRefresh bytes are owed, so a small body costs no frame (and
-// no write) of its own; the peer's windows are far larger than what is
-// held back.
-func (c *h2Conn) credit(id uint32, streamN, connN int64) {
-	if streamN <= 0 && connN <= 0 {
-		return
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	wrote := false
-	if c.connUnsent += connN; c.connUnsent >= h2MinRefresh {
-		_ = c.fr.WriteWindowUpdate(0, uint32(c.connUnsent))
-		c.connUnsent, wrote = 0, true
-	}
-	if id != 0 && streamN > 0 {
-		_ = c.fr.WriteWindowUpdate(id, uint32(streamN))
-		wrote = true
-	}
-	if wrote {
-		_ = c.bw.Flush()
 	}
 }
 
@@ -537,7 +455,7 @@ func (c *h2Conn) startStream(f *http2.MetaHeadersFrame) bool {
 	if f.StreamEnded() {
 		req.Body, req.ContentLength = http.NoBody, 0
 	} else {
-		st.body = newH2Body(st)
+		st.body = newH2Body(&c.h2Link, id)
 		req.Body = st.body
 		req.ContentLength = -1
 		if cl := req.Header["Content-Length"]; len(cl) == 1 {
@@ -559,7 +477,7 @@ func (c *h2Conn) startStream(f *http2.MetaHeadersFrame) bool {
 	}
 	req = req.WithContext(ctx)
 	if st.body != nil {
-		st.body.req = req
+		st.body.trailerTo = &req.Trailer
 	}
 	c.mu.Lock()
 	st.window = c.peerWindow
@@ -620,129 +538,6 @@ func (c *h2Conn) reset(st *h2Stream, code http2.ErrCode) {
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	c.resetID(st.id, code)
-}
-
-func (c *h2Conn) resetID(id uint32, code http2.ErrCode) {
-	c.wmu.Lock()
-	_ = c.fr.WriteRSTStream(id, code)
-	_ = c.bw.Flush()
-	c.wmu.Unlock()
-}
-
-// h2Body is a stream's request body: DATA frames queued by the reader, at
-// most the stream's window of them.
-type h2Body struct {
-	st     *h2Stream
-	req    *http.Request
-	mu     sync.Mutex
-	cond   *sync.Cond
-	buf    []byte
-	held   int64 // bytes received, not yet read
-	unsent int64 // stream credit for bytes read, not yet sent
-	eof    bool
-	err    error
-	gone   bool // nobody reads any more: what arrives is granted back at once
-}
-
-func newH2Body(st *h2Stream) *h2Body {
-	b := &h2Body{st: st}
-	b.cond = sync.NewCond(&b.mu)
-	return b
-}
-
-// put queues a DATA frame's payload (n counts its padding too). ok is
-// false when the caller sent more than the window allowed; streamBack and
-// connBack are credit to give back at once (padding, and what arrives
-// once nobody reads).
-func (b *h2Body) put(p []byte, end bool, n int64) (ok bool, streamBack, connBack int64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.eof || b.held+n > h2InitialWindow {
-		return false, 0, 0
-	}
-	b.eof = end
-	if b.gone {
-		return true, 0, n
-	}
-	b.held += int64(len(p))
-	b.buf = append(b.buf, p...)
-	b.cond.Broadcast()
-	if pad := n - int64(len(p)); pad > 0 {
-		return true, pad, pad
-	}
-	return true, 0, 0
-}
-
-// end takes the request's trailers and ends the body.
-func (b *h2Body) end(f *http2.MetaHeadersFrame) {
-	b.mu.Lock()
-	for _, hf := range f.RegularFields() {
-		k := http.CanonicalHeaderKey(hf.Name)
-		if _, declared := b.req.Trailer[k]; declared {
-			b.req.Trailer[k] = append(b.req.Trailer[k], hf.Value)
-		}
-	}
-	b.eof = true
-	b.cond.Broadcast()
-	b.mu.Unlock()
-}
-
-func (b *h2Body) fail(err error) {
-	b.mu.Lock()
-	if b.err == nil {
-		b.err = err
-	}
-	b.cond.Broadcast()
-	b.mu.Unlock()
-}
-
-func (b *h2Body) Read(p []byte) (int, error) {
-	b.mu.Lock()
-	for len(b.buf) == 0 && !b.eof && b.err == nil {
-		b.cond.Wait()
-	}
-	if len(b.buf) == 0 {
-		err := b.err
-		if err == nil {
-			err = io.EOF
-		}
-		b.mu.Unlock()
-		return 0, err
-	}
-	n := copy(p, b.buf)
-	b.buf = b.buf[n:]
-	if len(b.buf) == 0 {
-		b.buf = nil
-	}
-	b.held -= int64(n)
-	var streamBack int64
-	if !b.eof { // the stream's credit matters only while the caller sends
-		if b.unsent += int64(n); b.unsent >= h2MinRefresh {
-			streamBack, b.unsent = b.unsent, 0
-		}
-	}
-	b.mu.Unlock()
-	b.st.c.credit(b.st.id, streamBack, int64(n))
-	return n, nil
-}
-
-func (b *h2Body) Close() error {
-	b.fail(errors.New("http2: request body closed"))
-	b.release()
-	return nil
-}
-
-// release gives the connection back its credit for what was received and
-// will not be read, now and from now on; it reports whether the caller was
-// still sending.
-func (b *h2Body) release() (sending bool) {
-	b.mu.Lock()
-	held := b.held
-	b.held, b.buf, b.gone = 0, nil, true
-	sending = !b.eof
-	b.mu.Unlock()
-	b.st.c.credit(0, 0, held)
-	return sending
 }
 
 // h2Writer is a stream's http.ResponseWriter: it holds the answer's head
@@ -910,19 +705,8 @@ func (w *h2Writer) sendLocked(end bool) error {
 			return c.bw.Flush()
 		}
 	}
-	for len(data) > 0 || (end && len(trailers) == 0) {
-		n, err := c.take(w.st, len(data))
-		if err != nil {
-			return err
-		}
-		last := end && len(trailers) == 0 && n == len(data)
-		if err := c.fr.WriteData(w.st.id, last, data[:n]); err != nil {
-			return err
-		}
-		data = data[n:]
-		if last {
-			break
-		}
+	if err := c.writeData(w.st.id, &w.st.h2Flow, data, end && len(trailers) == 0); err != nil {
+		return err
 	}
 	w.buf = w.buf[:0]
 	if len(trailers) > 0 {
@@ -937,20 +721,6 @@ func (w *h2Writer) sendLocked(end bool) error {
 	return c.bw.Flush()
 }
 
-// encodeField adds a header's values to the block in hbuf (wmu held),
-// leaving out what HTTP/2 cannot carry: an invalid name or value.
-func (c *h2Conn) encodeField(k string, vv []string) {
-	if !httpguts.ValidHeaderFieldName(k) {
-		return
-	}
-	lk := strings.ToLower(k)
-	for _, v := range vv {
-		if httpguts.ValidHeaderFieldValue(v) {
-			_ = c.henc.WriteField(hpack.HeaderField{Name: lk, Value: v})
-		}
-	}
-}
-
 // bodyAllowed reports whether an answer with this status may have a body.
 func bodyAllowed(code int) bool {
 	return code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
@@ -963,59 +733,4 @@ func (w *h2Writer) announced(k string) bool {
 		}
 	}
 	return false
-}
-
-// writeHeaderBlock writes the block in hbuf as HEADERS and, past the
-// peer's frame size, CONTINUATION frames (wmu held).
-func (c *h2Conn) writeHeaderBlock(id uint32, endStream bool) error {
-	c.mu.Lock()
-	max := int(c.peerFrame)
-	c.mu.Unlock()
-	block := c.hbuf.Bytes()
-	first := block[:min(len(block), max)]
-	block = block[len(first):]
-	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: endStream, EndHeaders: len(block) == 0}); err != nil {
-		return err
-	}
-	for len(block) > 0 {
-		frag := block[:min(len(block), max)]
-		block = block[len(frag):]
-		if err := c.fr.WriteContinuation(id, len(block) == 0, frag); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// take waits for send credit for up to want bytes of the stream. It is
-// called with wmu held; while it waits it flushes and lets go of wmu, so
-// the reader can answer pings and take window updates.
-func (c *h2Conn) take(st *h2Stream, want int) (int, error) {
-	if want == 0 {
-		return 0, nil
-	}
-	for {
-		c.mu.Lock()
-		if c.closed || st.reset {
-			c.mu.Unlock()
-			return 0, errors.New("http2: stream closed")
-		}
-		if n := min(int64(want), c.sendWindow, st.window, int64(c.peerFrame)); n > 0 {
-			c.sendWindow -= n
-			st.window -= n
-			c.mu.Unlock()
-			return int(n), nil
-		}
-		c.mu.Unlock()
-		if err := c.bw.Flush(); err != nil {
-			return 0, err
-		}
-		c.wmu.Unlock()
-		c.mu.Lock()
-		for !c.closed && !st.reset && (c.sendWindow <= 0 || st.window <= 0) {
-			c.cond.Wait()
-		}
-		c.mu.Unlock()
-		c.wmu.Lock()
-	}
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"net"
 	"net/http"
@@ -15,20 +14,21 @@ import (
 	"github.com/outrigger/outrigger/proxy/rawio"
 )
 
-// peers holds the connections to other sidecars' mesh listeners. In plain
-// mode (no MeshTLS) one h2c transport serves every peer, keyed by address.
-// With mutual TLS there is one transport per peer identity, whose TLS
-// configuration accepts only that identity, so a connection can never be
-// reused for another app; each keeps one multiplexed HTTP/2 connection per
-// address, and TLS sessions resume from a cache shared by all of them.
+// peers holds the connections to other sidecars' mesh listeners, made by
+// the lean HTTP/2 client (h2Client). In plain mode (no MeshTLS) one h2c
+// client serves every peer, keyed by address. With mutual TLS there is one
+// client per peer identity, whose TLS configuration accepts only that
+// identity, so a connection can never be reused for another app; each
+// keeps one multiplexed HTTP/2 connection per address, and TLS sessions
+// resume from a cache shared by all of them.
 // gRPC proxying has one client connection per peer address and identity.
 type peers struct {
 	meshTLS  MeshTLS // nil: h2c
 	sessions tls.ClientSessionCache
 	maxMsg   int
 
-	plain *http.Transport // h2c
-	byApp sync.Map        // peerKey -> *http.Transport
+	plain *h2Client // h2c
+	byApp sync.Map  // peerKey -> *h2Client
 	mu    sync.Mutex
 	conns map[grpcPeer]*grpc.ClientConn
 }
@@ -47,46 +47,16 @@ func newPeers(maxBody int64, meshTLS MeshTLS) *peers {
 		conns:   map[grpcPeer]*grpc.ClientConn{},
 	}
 	if meshTLS == nil {
-		var protos http.Protocols
-		protos.SetUnencryptedHTTP2(true)
-		p.plain = newPeerTransport(&protos, nil)
+		p.plain = newH2Client(nil, meshDialer.DialContext)
 	} else {
 		p.sessions = tls.NewLRUClientSessionCache(256)
 	}
 	return p
 }
 
-func newPeerTransport(protos *http.Protocols, tlsCfg *tls.Config) *http.Transport {
-	return &http.Transport{
-		Protocols:           protos,
-		TLSClientConfig:     tlsCfg,
-		DialContext:         dialCoalescing,
-		DisableCompression:  true,
-		IdleConnTimeout:     10 * time.Minute,
-		TLSHandshakeTimeout: 10 * time.Second,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams:          1000,
-			MaxReceiveBufferPerConnection: 8 << 20,
-			MaxReceiveBufferPerStream:     1 << 20,
-			PingTimeout:                   15 * time.Second,
-			SendPingTimeout:               30 * time.Second,
-		},
-	}
-}
-
 // meshDialer dials other sidecars' mesh listeners, with raw reads and
 // writes (rawio).
 var meshDialer = &rawio.Dialer{Dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}
-
-// dialCoalescing dials a peer and gathers each message's frames into one
-// write (coalescingConn).
-func dialCoalescing(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := meshDialer.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	return newCoalescingConn(c), nil
-}
 
 // scheme is the URL scheme of requests to peers.
 func (p *peers) scheme() string {
@@ -96,20 +66,18 @@ func (p *peers) scheme() string {
 	return "https"
 }
 
-// transport is the transport towards the sidecar of appID in namespace.
-func (p *peers) transport(appID, namespace string) *http.Transport {
+// transport is the client towards the sidecar of appID in namespace.
+func (p *peers) transport(appID, namespace string) *h2Client {
 	if p.meshTLS == nil {
 		return p.plain
 	}
 	key := peerKey{appID, namespace}
 	if t, ok := p.byApp.Load(key); ok {
-		return t.(*http.Transport)
+		return t.(*h2Client)
 	}
-	var protos http.Protocols
-	protos.SetHTTP2(true)
-	t := newPeerTransport(&protos, p.meshTLS.ClientConfig(appID, namespace, p.sessions))
+	t := newH2Client(p.meshTLS.ClientConfig(appID, namespace, p.sessions), meshDialer.DialContext)
 	actual, _ := p.byApp.LoadOrStore(key, t)
-	return actual.(*http.Transport)
+	return actual.(*h2Client)
 }
 
 // RoundTrip sends an invocation (carried in the request's context) to its peer.
@@ -153,7 +121,7 @@ func (p *peers) close() {
 		p.plain.CloseIdleConnections()
 	}
 	p.byApp.Range(func(_, t any) bool {
-		t.(*http.Transport).CloseIdleConnections()
+		t.(*h2Client).CloseIdleConnections()
 		return true
 	})
 	p.mu.Lock()

@@ -170,7 +170,7 @@ func New(cfg Config) (*Sidecar, error) {
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	if cfg.MeshServer == MeshServerLean {
+	if cfg.MeshServer != MeshServerNetHTTP {
 		s.leanMesh = newLeanH2(http.HandlerFunc(s.serveMesh), s.meshServer, s.log)
 	}
 	if !cfg.MetricsDisabled {
