@@ -258,6 +258,8 @@ type h2Out struct {
 	// it), 2k+1 once it has.
 	owner    atomic.Int64
 	trailers string // the Trailer header announced (from req.Trailer)
+
+	host, path, method string // pseudo-headers (check)
 }
 
 func (o *h2Out) prepare() error {
@@ -379,6 +381,15 @@ func (cc *h2ClientConn) roundTrip(out *h2Out) (*http.Response, error) {
 		cs.trace = tr
 	}
 	endWithHead := !out.hasBody && out.trailers == ""
+	if err := out.check(); err != nil {
+		// Before any encoding: the header compression's state is the
+		// connection's, and a request given up half-encoded would corrupt it.
+		cc.mu.Lock()
+		cc.reserved--
+		cc.mu.Unlock()
+		out.closeBody()
+		return nil, err
+	}
 
 	cc.wmu.Lock()
 	cc.mu.Lock()
@@ -444,24 +455,35 @@ func (cc *h2ClientConn) roundTrip(out *h2Out) (*http.Response, error) {
 	return nil, err
 }
 
+// check takes the request's pseudo-headers, refusing what HTTP/2 cannot
+// carry.
+func (o *h2Out) check() error {
+	req := o.req
+	o.host = req.Host
+	if o.host == "" {
+		o.host = req.URL.Host
+	}
+	if !httpguts.ValidHostHeader(o.host) {
+		return fmt.Errorf("http2: invalid Host %q", o.host)
+	}
+	o.path = req.URL.RequestURI()
+	if !validPseudoPath(o.path) {
+		return fmt.Errorf("http2: invalid request path %q", o.path)
+	}
+	o.method = req.Method
+	if o.method == "" {
+		o.method = http.MethodGet
+	}
+	if !httpguts.ValidHeaderFieldValue(o.method) || strings.ContainsAny(o.method, " /") {
+		return fmt.Errorf("http2: invalid method %q", o.method)
+	}
+	return nil
+}
+
 // encodeRequest puts the request's head in hbuf (wmu held).
 func (cc *h2ClientConn) encodeRequest(req *http.Request, out *h2Out) error {
 	cc.hbuf.Reset()
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
-	}
-	if !httpguts.ValidHostHeader(host) {
-		return fmt.Errorf("http2: invalid Host %q", host)
-	}
-	path := req.URL.RequestURI()
-	if !validPseudoPath(path) {
-		return fmt.Errorf("http2: invalid request path %q", path)
-	}
-	method := req.Method
-	if method == "" {
-		method = http.MethodGet
-	}
+	host, path, method := out.host, out.path, out.method
 	scheme := "http"
 	if cc.tls != nil {
 		scheme = "https"
@@ -685,12 +707,6 @@ func (cc *h2ClientConn) streamError(id uint32, err error) {
 	cc.resetID(id, code)
 }
 
-func (cc *h2ClientConn) stream(id uint32) *h2ClientStream {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	return cc.streams[id]
-}
-
 // frame handles one frame read; an error ends the connection.
 func (cc *h2ClientConn) frame(f http2.Frame) error {
 	switch f := f.(type) {
@@ -711,13 +727,13 @@ func (cc *h2ClientConn) frame(f http2.Frame) error {
 		return cc.headers(f)
 	case *http2.DataFrame:
 		n := int64(f.Length)
-		cs := cc.stream(f.StreamID)
 		var body *h2Body
+		cc.mu.Lock()
+		cs := cc.streams[f.StreamID]
 		if cs != nil {
-			cc.mu.Lock()
 			body = cs.body
-			cc.mu.Unlock()
 		}
+		cc.mu.Unlock()
 		if body == nil {
 			cc.credit(0, 0, n) // the stream is gone: the connection's credit comes back
 			if cs != nil {
@@ -789,11 +805,12 @@ func (cc *h2ClientConn) frame(f http2.Frame) error {
 // headers takes an answer's head (or an informational one) or its
 // trailers.
 func (cc *h2ClientConn) headers(f *http2.MetaHeadersFrame) error {
-	cs := cc.stream(f.StreamID)
+	cc.mu.Lock()
+	cs := cc.streams[f.StreamID]
 	if cs == nil {
+		cc.mu.Unlock()
 		return nil // a stream given up: its frames are dropped
 	}
-	cc.mu.Lock()
 	haveHead, body := cs.resp != nil, cs.body
 	cc.mu.Unlock()
 	if haveHead {

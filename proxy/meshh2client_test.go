@@ -182,6 +182,16 @@ func TestH2ClientRoundTrip(t *testing.T) {
 				}()
 			}
 			wg.Wait()
+
+			// A request HTTP/2 cannot carry fails alone: the connection
+			// (and its header compression) goes on serving.
+			bad, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+			bad.Host = "bad host\n"
+			if _, err := c.RoundTrip(bad); err == nil || !strings.Contains(err.Error(), "invalid Host") {
+				t.Errorf("a bad Host: %v", err)
+			}
+			resp, got = call(context.Background(), http.MethodPost, "/after", bytes.NewReader(short), int64(len(short)), nil)
+			check("the call after a bad one", resp, got, short, "1024")
 			if n := dials.Load(); n != 1 {
 				t.Errorf("%d connections dialled, want 1", n)
 			}
