@@ -469,3 +469,51 @@ func FuzzH2Client(f *testing.F) {
 		resp.Body.Close()
 	})
 }
+
+// writeCounter counts a connection's writes.
+type writeCounter struct {
+	net.Conn
+	n *atomic.Int32
+}
+
+func (c writeCounter) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestH2CreditRidesAlong: connection credit for small answers leaves with
+// the next request instead of in a write of its own, so each call costs
+// the client one write.
+func TestH2CreditRidesAlong(t *testing.T) {
+	addr := serveLeanH2(t, clientEcho)
+	var writes atomic.Int32
+	c := newH2Client(nil, func(ctx context.Context, network, a string) (net.Conn, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, network, a)
+		return writeCounter{nc, &writes}, err
+	})
+	t.Cleanup(c.CloseIdleConnections)
+	body := bytes.Repeat([]byte("b"), 1024)
+	call := func() {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", bytes.NewReader(body))
+		resp, err := c.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("%d bytes back: %v", len(got), err)
+		}
+	}
+	call() // the connection's preface and SETTINGS exchange
+	time.Sleep(50 * time.Millisecond)
+	before := writes.Load()
+	const calls = 32 // 32 KiB of answers: eight WINDOW_UPDATEs' worth
+	for i := 0; i < calls; i++ {
+		call()
+	}
+	if n := writes.Load() - before; n != calls {
+		t.Errorf("%d writes for %d calls, want one each", n, calls)
+	}
+}

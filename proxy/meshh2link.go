@@ -28,7 +28,8 @@ type h2Link struct {
 	bw         *bufio.Writer
 	henc       *hpack.Encoder
 	hbuf       bytes.Buffer
-	connUnsent int64 // connection credit owed to the peer, not yet sent (under wmu)
+	connUnsent int64 // connection credit owed to the peer, not yet written (under wmu)
+	connHeld   int64 // connection credit written into bw, not yet flushed (under wmu)
 
 	mu         sync.Mutex
 	cond       *sync.Cond // signalled when windows grow, streams end or the link closes
@@ -50,13 +51,17 @@ const (
 	h2ConnWindow    = 8 << 20
 	h2MaxFrame      = 16 << 10
 	h2MinRefresh    = 4 << 10 // smallest WINDOW_UPDATE sent (x/net/http2's inflowMinRefresh)
+	// h2CreditFlush is how much connection credit may wait in the write
+	// buffer for the next message to carry it: the peer keeps at least
+	// h2ConnWindow-h2CreditFlush to send with meanwhile.
+	h2CreditFlush = 1 << 20
 )
 
 func (l *h2Link) init(nc net.Conn, r io.Reader) {
 	l.nc = nc
 	l.sendWindow, l.peerWindow, l.peerFrame = 65535, 65535, 16384
 	l.cond = sync.NewCond(&l.mu)
-	l.bw = bufio.NewWriterSize(nc, 32<<10)
+	l.bw = bufio.NewWriterSize(linkWriter{l}, 32<<10)
 	l.fr = http2.NewFramer(l.bw, r)
 	l.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	l.fr.MaxHeaderListSize = 1 << 20
@@ -137,27 +142,40 @@ func (l *h2Link) pong(f *http2.PingFrame) {
 	l.wmu.Unlock()
 }
 
+// linkWriter is what a link's write buffer flushes into: the connection,
+// noting that the credit held in the buffer went with it.
+type linkWriter struct{ l *h2Link }
+
+func (w linkWriter) Write(p []byte) (int, error) {
+	w.l.connHeld = 0 // under wmu, as every write to bw
+	return w.l.nc.Write(p)
+}
+
 // credit gives back flow-control credit: connN bytes to the connection
-// and streamN to stream id. As x/net/http2 does, a WINDOW_UPDATE goes only
-// once h2MinRefresh bytes are owed, so a small body costs no frame (and
-// no write) of its own; the peer's windows are far larger than what is
-// held back.
+// and streamN to stream id. As x/net/http2 does, a WINDOW_UPDATE is made
+// only once h2MinRefresh bytes are owed. The connection's goes into the
+// write buffer and leaves with the next message written, unless
+// h2CreditFlush of it waits there: with small bodies, a write of its own
+// for every few messages cost as much as a message's. A stream's credit
+// is flushed at once (its sender may be waiting for it).
 func (l *h2Link) credit(id uint32, streamN, connN int64) {
 	if streamN <= 0 && connN <= 0 {
 		return
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	wrote := false
+	flush := false
 	if l.connUnsent += connN; l.connUnsent >= h2MinRefresh {
 		_ = l.fr.WriteWindowUpdate(0, uint32(l.connUnsent))
-		l.connUnsent, wrote = 0, true
+		l.connHeld += l.connUnsent
+		l.connUnsent = 0
+		flush = l.connHeld >= h2CreditFlush
 	}
 	if id != 0 && streamN > 0 {
 		_ = l.fr.WriteWindowUpdate(id, uint32(streamN))
-		wrote = true
+		flush = true
 	}
-	if wrote {
+	if flush {
 		_ = l.bw.Flush()
 	}
 }
