@@ -640,6 +640,9 @@ func (w *h2Writer) send(end bool) error {
 		return w.failed
 	}
 	err := w.sendLocked(end)
+	if err == nil && end {
+		err = w.st.c.flushSoon()
+	}
 	if err != nil {
 		w.failed = err
 	}
@@ -702,7 +705,7 @@ func (w *h2Writer) sendLocked(end bool) error {
 			return err
 		}
 		if endHeaders {
-			return c.bw.Flush()
+			return nil // flushed by send
 		}
 	}
 	if err := c.writeData(w.st.id, &w.st.h2Flow, data, end && len(trailers) == 0); err != nil {
@@ -717,6 +720,9 @@ func (w *h2Writer) sendLocked(end bool) error {
 		if err := c.writeHeaderBlock(w.st.id, true); err != nil {
 			return err
 		}
+	}
+	if end {
+		return nil // flushed by send
 	}
 	return c.bw.Flush()
 }

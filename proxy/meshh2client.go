@@ -429,14 +429,14 @@ func (cc *h2ClientConn) roundTrip(out *h2Out) (*http.Response, error) {
 			cc.mu.Unlock()
 		}
 	}
+	cc.wmu.Unlock()
 	if err == nil || errors.Is(err, errStreamClosed) {
 		// A stream reset while its body waited for credit has its
 		// outcome already; the frames of others may be in the buffer.
-		if ferr := cc.bw.Flush(); err == nil {
+		if ferr := cc.flushSoon(); err == nil {
 			err = ferr
 		}
 	}
-	cc.wmu.Unlock()
 	if err != nil && !errors.Is(err, errStreamClosed) {
 		cc.closeWith(err)
 		out.closeBody()

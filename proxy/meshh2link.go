@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -149,6 +150,24 @@ type linkWriter struct{ l *h2Link }
 func (w linkWriter) Write(p []byte) (int, error) {
 	w.l.connHeld = 0 // under wmu, as every write to bw
 	return w.l.nc.Write(p)
+}
+
+// flushSoon writes out what the buffer holds once the goroutines ready to
+// run have had their turn (wmu not held): the other calls or answers of the
+// connection that are ready add their frames first, and one write carries
+// them all; whichever comes back first flushes, the others find the buffer
+// empty. With the sidecar's one thread, a write of its own for every
+// message under load cost three times the system-call time (profiles at
+// maximum throughput: 0.77-0.87 s against 0.23-0.29 s of the caller's
+// samples in its mesh writes).
+func (l *h2Link) flushSoon() error {
+	runtime.Gosched()
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.bw.Buffered() == 0 {
+		return nil
+	}
+	return l.bw.Flush()
 }
 
 // credit gives back flow-control credit: connN bytes to the connection
