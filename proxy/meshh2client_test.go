@@ -401,7 +401,7 @@ func TestH2ClientHealth(t *testing.T) {
 
 	live := rawH2(t, nil)
 	c2, _ := countedClient(t)
-	c2.pingAfter, c2.idleAfter = 50*time.Millisecond, 100*time.Millisecond
+	c2.pingAfter, c2.pingTimeout, c2.idleAfter = 50*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond
 	req, _ = http.NewRequest(http.MethodGet, "http://"+live+"/", nil)
 	resp, err := c2.RoundTrip(req)
 	if err != nil {

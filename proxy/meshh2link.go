@@ -332,7 +332,9 @@ type h2Body struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond
-	buf      []byte
+	chunks   []*h2Chunk // what was received and not yet read, from rpos in the first to wpos in the last
+	rpos     int
+	wpos     int
 	held     int64 // bytes received, not yet read
 	unsent   int64 // stream credit for bytes read, not yet sent
 	eof      bool
@@ -341,6 +343,15 @@ type h2Body struct {
 	trailers []hpack.HeaderField
 	applied  bool // trailers put in *trailerTo
 }
+
+// h2Chunk is a piece of an incoming body's buffer. Chunks come from a
+// pool and go back once read, so a long body streams through a few of
+// them, bounded by the stream's window, instead of through a slice that
+// grows and is copied (whose garbage made a sidecar's memory swell under a
+// 64 MiB stream each way).
+type h2Chunk [16 << 10]byte
+
+var h2Chunks = sync.Pool{New: func() any { return new(h2Chunk) }}
 
 func newH2Body(l *h2Link, id uint32) *h2Body {
 	b := &h2Body{link: l, id: id}
@@ -362,10 +373,19 @@ func (b *h2Body) put(p []byte, end bool, n int64) (ok bool, streamBack, connBack
 	if b.gone {
 		return true, 0, n
 	}
+	pad := n - int64(len(p))
 	b.held += int64(len(p))
-	b.buf = append(b.buf, p...)
+	for len(p) > 0 {
+		if len(b.chunks) == 0 || b.wpos == len(h2Chunk{}) {
+			b.chunks = append(b.chunks, h2Chunks.Get().(*h2Chunk))
+			b.wpos = 0
+		}
+		n := copy(b.chunks[len(b.chunks)-1][b.wpos:], p)
+		b.wpos += n
+		p = p[n:]
+	}
 	b.cond.Broadcast()
-	if pad := n - int64(len(p)); pad > 0 {
+	if pad > 0 {
 		return true, pad, pad
 	}
 	return true, 0, 0
@@ -400,10 +420,10 @@ func (b *h2Body) fail(err error) {
 
 func (b *h2Body) Read(p []byte) (int, error) {
 	b.mu.Lock()
-	for len(b.buf) == 0 && !b.eof && b.err == nil {
+	for b.held == 0 && !b.eof && b.err == nil {
 		b.cond.Wait()
 	}
-	if len(b.buf) == 0 {
+	if b.held == 0 {
 		err := b.err
 		if err == nil {
 			err = io.EOF
@@ -412,12 +432,7 @@ func (b *h2Body) Read(p []byte) (int, error) {
 		b.mu.Unlock()
 		return 0, err
 	}
-	n := copy(p, b.buf)
-	b.buf = b.buf[n:]
-	if len(b.buf) == 0 {
-		b.buf = nil
-	}
-	b.held -= int64(n)
+	n := b.take(p)
 	var streamBack int64
 	if !b.eof { // the stream's credit matters only while the peer sends
 		if b.unsent += int64(n); b.unsent >= h2MinRefresh {
@@ -427,6 +442,39 @@ func (b *h2Body) Read(p []byte) (int, error) {
 	b.mu.Unlock()
 	b.link.credit(b.id, streamBack, int64(n))
 	return n, nil
+}
+
+// take copies what is buffered into p (mu held), giving each chunk read
+// to the end back to the pool.
+func (b *h2Body) take(p []byte) int {
+	n := 0
+	for n < len(p) && b.held > 0 {
+		c := b.chunks[0]
+		end := len(c)
+		if len(b.chunks) == 1 {
+			end = b.wpos
+		}
+		m := copy(p[n:], c[b.rpos:end])
+		n += m
+		b.rpos += m
+		b.held -= int64(m)
+		if b.rpos == end {
+			b.dropFirst()
+		}
+	}
+	return n
+}
+
+// dropFirst gives the first chunk back (mu held).
+func (b *h2Body) dropFirst() {
+	h2Chunks.Put(b.chunks[0])
+	copy(b.chunks, b.chunks[1:])
+	b.chunks[len(b.chunks)-1] = nil
+	b.chunks = b.chunks[:len(b.chunks)-1]
+	b.rpos = 0
+	if len(b.chunks) == 0 {
+		b.wpos = 0
+	}
 }
 
 // applyTrailersLocked puts the trailers where they go, once, on the
@@ -466,7 +514,10 @@ var errBodyClosed = errors.New("http2: body closed")
 func (b *h2Body) release() (sending bool) {
 	b.mu.Lock()
 	held := b.held
-	b.held, b.buf, b.gone = 0, nil, true
+	for len(b.chunks) > 0 {
+		b.dropFirst()
+	}
+	b.held, b.gone = 0, true
 	sending = !b.eof
 	b.mu.Unlock()
 	b.link.credit(0, 0, held)
