@@ -91,7 +91,7 @@ func (b *bench) logf(format string, a ...any) {
 
 // measure starts the app (and, for the outrigger-mtls target, the control
 // plane; for the outrigger-traced target, the span sink), then runs every
-// round: each target once per round, in the order of allTargets.
+// round: each target once per round, in the order roundOrder gives.
 func (b *bench) measure(ctx context.Context) ([]roundResult, error) {
 	b.body = bytes.Repeat([]byte("x"), b.cfg.bodySize)
 	if err := b.startApp(ctx); err != nil {
@@ -129,7 +129,7 @@ func (b *bench) measure(ctx context.Context) ([]roundResult, error) {
 
 	var results []roundResult
 	for round := 1; round <= b.cfg.rounds; round++ {
-		for _, t := range b.cfg.targets {
+		for _, t := range roundOrder(b.cfg.targets, round) {
 			var (
 				r   roundResult
 				err error
@@ -664,4 +664,18 @@ func (b *bench) startProfiles(ctx context.Context, name string) func() error {
 	return func() error {
 		return errors.Join(<-errs, <-errs)
 	}
+}
+
+// roundOrder is the order of the targets in a round: the chosen order,
+// started one target later each round, so that over as many rounds as
+// there are targets each takes every place once. The place in a round
+// matters on a small machine: with a fixed order, whichever Outrigger
+// binary ran first after direct came out slower in four rounds of five,
+// more than the difference between the binaries (docs/benchmarks.md).
+func roundOrder(targets []string, round int) []string {
+	if len(targets) == 0 {
+		return nil
+	}
+	k := (round - 1) % len(targets)
+	return append(slices.Clone(targets[k:]), targets[:k]...)
 }

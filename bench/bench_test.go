@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -645,5 +646,32 @@ func TestSmokeMinimalAndB(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("report lacks %q\nreport:\n%s\nstderr:\n%s", want, stdout, stderr)
 		}
+	}
+}
+
+// TestRoundOrder: over as many rounds as targets, each target takes each
+// place in a round once, and every round has every target.
+func TestRoundOrder(t *testing.T) {
+	targets := []string{"direct", "outrigger", "outrigger-b", "daprd"}
+	seen := map[string]map[int]bool{}
+	for round := 1; round <= len(targets); round++ {
+		order := roundOrder(targets, round)
+		if len(order) != len(targets) {
+			t.Fatalf("round %d: %v", round, order)
+		}
+		for place, target := range order {
+			if seen[target] == nil {
+				seen[target] = map[int]bool{}
+			}
+			seen[target][place] = true
+		}
+	}
+	for _, target := range targets {
+		if len(seen[target]) != len(targets) {
+			t.Errorf("%s took places %v, want each of %d", target, seen[target], len(targets))
+		}
+	}
+	if got := roundOrder(targets, 1); !slices.Equal(got, targets) {
+		t.Errorf("round 1: %v, want the chosen order", got)
 	}
 }

@@ -130,7 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		fs.PrintDefaults()
 	}
 	targets := fs.String("targets", strings.Join(defaultTargets(), ","), "comma-separated targets to measure: "+strings.Join(allTargets, ", ")+" (leave one out to skip it)")
-	fs.IntVar(&c.rounds, "rounds", 5, "interleaved rounds (each target once per round)")
+	fs.IntVar(&c.rounds, "rounds", 5, "interleaved rounds (each target once per round, each round starting one target later)")
 	fs.Float64Var(&c.qps, "qps", 1000, "request rate of the fixed-rate scenario, requests/s over all connections")
 	fs.DurationVar(&c.fixedDuration, "fixed-duration", 15*time.Second, "length of the fixed-rate scenario per round (0 skips it)")
 	fs.DurationVar(&c.maxDuration, "max-duration", 10*time.Second, "length of the maximum-throughput scenario per round (0 skips it)")
