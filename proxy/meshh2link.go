@@ -380,9 +380,9 @@ func (b *h2Body) put(p []byte, end bool, n int64) (ok bool, streamBack, connBack
 			b.chunks = append(b.chunks, h2Chunks.Get().(*h2Chunk))
 			b.wpos = 0
 		}
-		n := copy(b.chunks[len(b.chunks)-1][b.wpos:], p)
-		b.wpos += n
-		p = p[n:]
+		m := copy(b.chunks[len(b.chunks)-1][b.wpos:], p)
+		b.wpos += m
+		p = p[m:]
 	}
 	b.cond.Broadcast()
 	if pad > 0 {
