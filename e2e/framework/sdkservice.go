@@ -53,7 +53,13 @@ func StartSDKService(t testing.TB, build func(addr string) (common.Service, erro
 }
 
 // waitListening waits until port accepts connections (true) or the app's
-// Start returned (false, its error).
+// Start returned (false, its error). A connection accepted is not proof
+// enough: between FreePort and the app's bind another process (a sidecar
+// of a parallel test) may have taken the port, and then the connection
+// reached it while the app's Start fails with EADDRINUSE a moment later.
+// So the app's Start gets startGrace to fail after the port answers.
+const startGrace = 200 * time.Millisecond
+
 func waitListening(port int, started <-chan error) (bool, error) {
 	deadline := time.Now().Add(WaitTimeout)
 	for {
@@ -64,7 +70,13 @@ func waitListening(port int, started <-chan error) (bool, error) {
 		}
 		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
 		if err == nil {
-			return true, c.Close()
+			_ = c.Close()
+			select {
+			case err := <-started:
+				return false, err // someone else's listener answered
+			case <-time.After(startGrace):
+				return true, nil
+			}
 		}
 		if time.Now().After(deadline) {
 			return true, fmt.Errorf("not listening after %v: %w", WaitTimeout, err)
