@@ -389,6 +389,13 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	s.outbound.Store(false)
 	s.log.Info("sidecar stopping")
+	// A stop that hangs says where: every goroutine's stack in the log.
+	hung := time.AfterFunc(stopStackAfter, func() {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		s.log.Error("the sidecar has not stopped yet; its goroutines follow", "after", stopStackAfter.String(), "stacks", string(buf))
+	})
+	defer hung.Stop()
 	cancel()
 	shCtx, shCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer shCancel()
@@ -428,6 +435,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	return runErr
 }
+
+// stopStackAfter is how long a stop may take before the sidecar logs its
+// goroutines' stacks (its servers get 5 s; components' Close comes after).
+const stopStackAfter = 20 * time.Second
 
 func portOf(l net.Listener) int {
 	if a, ok := l.Addr().(*net.TCPAddr); ok {
