@@ -333,7 +333,6 @@ type h2ClientConn struct {
 	reserved   int    // streams open or about to be
 	maxStreams uint32 // the peer's limit
 	goingAway  bool
-	lastGood   uint32 // GOAWAY's last stream
 	idleSince  time.Time
 	seen       uint64 // frames at the last health check
 	pinged     bool
@@ -784,7 +783,6 @@ func (cc *h2ClientConn) frame(f http2.Frame) error {
 	case *http2.GoAwayFrame:
 		cc.mu.Lock()
 		cc.goingAway = true
-		cc.lastGood = f.LastStreamID
 		for id, cs := range cc.streams {
 			if id > f.LastStreamID {
 				cs.failLocked(errH2Refused{why: "GOAWAY before the stream"})
@@ -914,9 +912,7 @@ func (b *h2RespBody) Close() error {
 	if !b.ended() {
 		b.cs.abort(errBodyClosed)
 	}
-	b.h2Body.fail(errBodyClosed)
-	b.release()
-	return nil
+	return b.h2Body.Close()
 }
 
 // checkHealth runs every pingAfter: a connection that read nothing since

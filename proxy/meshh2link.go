@@ -331,7 +331,7 @@ type h2Body struct {
 	anyTrailer bool
 
 	mu       sync.Mutex
-	cond     *sync.Cond
+	cond     sync.Cond  // L is &mu
 	chunks   []*h2Chunk // what was received and not yet read, from rpos in the first to wpos in the last
 	rpos     int
 	wpos     int
@@ -355,7 +355,7 @@ var h2Chunks = sync.Pool{New: func() any { return new(h2Chunk) }}
 
 func newH2Body(l *h2Link, id uint32) *h2Body {
 	b := &h2Body{link: l, id: id}
-	b.cond = sync.NewCond(&b.mu)
+	b.cond.L = &b.mu
 	return b
 }
 
