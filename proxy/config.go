@@ -161,6 +161,9 @@ type Config struct {
 	// MeshServer is the HTTP/2 server of the mesh port: MeshServerLean
 	// (empty: the default, see leanH2) or MeshServerNetHTTP.
 	MeshServer string
+	// APIServer is the HTTP/1.1 server of the HTTP API port: APIServerLean
+	// (empty: the default, see leanH1) or APIServerNetHTTP.
+	APIServer string
 
 	// MeshTLS, when set, puts mutual TLS under the mesh: the mesh port then
 	// accepts only TLS 1.3 connections with a certificate of the trust
@@ -277,6 +280,11 @@ func (c *Config) Validate() error {
 	case "", MeshServerNetHTTP, MeshServerLean:
 	default:
 		errs = append(errs, fmt.Errorf("--mesh-server %q: want %s or %s", c.MeshServer, MeshServerNetHTTP, MeshServerLean))
+	}
+	switch c.APIServer {
+	case "", APIServerNetHTTP, APIServerLean:
+	default:
+		errs = append(errs, fmt.Errorf("--api-server %q: want %s or %s", c.APIServer, APIServerNetHTTP, APIServerLean))
 	}
 	if c.MaxBodySize < 0 {
 		errs = append(errs, fmt.Errorf("--max-body-size %d: must not be negative", c.MaxBodySize))

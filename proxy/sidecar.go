@@ -77,7 +77,8 @@ type Sidecar struct {
 
 	apiServer  *http.Server
 	meshServer *http.Server
-	leanMesh   *leanH2 // the mesh's server when Config.MeshServer is MeshServerLean
+	leanMesh   *leanH2   // the mesh's server when Config.MeshServer is MeshServerLean
+	api        apiServer // apiServer, or leanH1 in front of it (Config.APIServer)
 	metrics    *http.Server
 	grpcServer *grpc.Server
 
@@ -153,6 +154,10 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.ReadBufferSize > 0 {
 		s.apiServer.MaxHeaderBytes = int(cfg.ReadBufferSize)
 	}
+	s.api = s.apiServer
+	if cfg.APIServer != APIServerNetHTTP {
+		s.api = newLeanH1(s.apiServer.Handler, s.apiServer, s.log)
+	}
 	meshProtocols := h1AndH2C()
 	if cfg.MeshTLS != nil {
 		meshProtocols = new(http.Protocols)
@@ -189,11 +194,25 @@ func h1AndH2C() *http.Protocols {
 	return &p
 }
 
+// apiServer serves the HTTP API on a listener (*http.Server or leanH1).
+type apiServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+}
+
 // Ready is closed once every listener is up (Ports is then valid).
 func (s *Sidecar) Ready() <-chan struct{} { return s.ready }
 
 // Ports returns the bound ports; valid after Ready is closed.
 func (s *Sidecar) Ports() Ports { return s.ports }
+
+// apiServerName is the HTTP API port's server, as --api-server names it.
+func (s *Sidecar) apiServerName() string {
+	if _, ok := s.api.(*leanH1); ok {
+		return APIServerLean
+	}
+	return APIServerNetHTTP
+}
 
 // meshServerName is the mesh port's HTTP/2 server, as --mesh-server names it.
 func (s *Sidecar) meshServerName() string {
@@ -320,7 +339,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			}
 		})
 	}
-	serve("HTTP API", func() error { return s.apiServer.Serve(httpL) })
+	serve("HTTP API", func() error { return s.api.Serve(httpL) })
 	serve("gRPC API", func() error { return s.grpcServer.Serve(grpcL) })
 	if s.leanMesh != nil {
 		leanL := net.Listener(rawio.Listener{Listener: meshL})
@@ -341,7 +360,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	if transparentL != nil {
 		serve("transparent", func() error { return s.serveTransparent(transparentL) })
-		serve("HTTP API (app namespace)", func() error { return s.apiServer.Serve(s.ownAPI) })
+		serve("HTTP API (app namespace)", func() error { return s.api.Serve(s.ownAPI) })
 		serve("gRPC API (app namespace)", func() error { return s.grpcServer.Serve(s.ownGRPC) })
 	}
 	// Other sidecars learn of this one only once its app answers, as daprd
@@ -366,7 +385,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.log.Info("sidecar is up", "namespace", s.cfg.Namespace,
 		"http_port", s.ports.HTTP, "grpc_port", s.ports.GRPC, "internal_grpc_port", s.ports.Internal,
 		"metrics_port", s.ports.Metrics, "proxy_port", s.ports.Proxy, "transparent_port", s.ports.Transparent, "app_port", s.cfg.AppPort, "app_protocol", s.cfg.AppProtocol,
-		"mesh_server", s.meshServerName(), "threads", runtime.GOMAXPROCS(0), "startup", time.Since(start).String())
+		"mesh_server", s.meshServerName(), "api_server", s.apiServerName(), "threads", runtime.GOMAXPROCS(0), "startup", time.Since(start).String())
 	if s.cfg.Announcer != nil {
 		wg.Go(func() {
 			select {
@@ -405,7 +424,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		mesh = nil // leanH2 shuts its fallback down itself
 		swg.Go(func() { _ = s.leanMesh.Shutdown(shCtx) })
 	}
-	for _, srv := range []*http.Server{s.apiServer, mesh, s.metrics, s.proxyServer, s.interceptServer} {
+	swg.Go(func() { _ = s.api.Shutdown(shCtx) }) // leanH1 shuts its fallback down itself
+	for _, srv := range []*http.Server{mesh, s.metrics, s.proxyServer, s.interceptServer} {
 		if srv == nil {
 			continue
 		}

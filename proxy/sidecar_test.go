@@ -55,6 +55,10 @@ func startSidecar(t testing.TB, cfg Config) *Sidecar {
 		// scripts/test.sh runs the package again against the lean mesh server.
 		cfg.MeshServer = os.Getenv("OUTRIGGER_TEST_MESH_SERVER")
 	}
+	if cfg.APIServer == "" {
+		// scripts/test.sh runs the package again against net/http's API server.
+		cfg.APIServer = os.Getenv("OUTRIGGER_TEST_API_SERVER")
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

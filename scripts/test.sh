@@ -29,8 +29,8 @@ if [ "$status" -ne 0 ]; then
 fi
 rm -f /tmp/outrigger-test.$$.log
 
-echo "== go test -race ./proxy ./e2e against net/http's mesh server (--mesh-server net/http)"
-OUTRIGGER_TEST_MESH_SERVER=net/http go test -race -count=1 -timeout 20m ./proxy ./e2e
+echo "== go test -race ./proxy ./e2e against net/http's mesh and API servers (--mesh-server net/http --api-server net/http)"
+OUTRIGGER_TEST_MESH_SERVER=net/http OUTRIGGER_TEST_API_SERVER=net/http go test -race -count=1 -timeout 20m ./proxy ./e2e
 
 echo "== fuzz (bounded)"
 # A count of executions, not a duration: a duration-based -fuzztime races the

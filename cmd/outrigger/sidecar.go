@@ -105,6 +105,7 @@ func newSidecarFlags(fs *flag.FlagSet) *sidecarFlags {
 	fs.StringVar(&f.tcpPorts, "intercept-tcp-ports", "", "comma-separated ports at which an intercepted connection to an app is carried as TCP to the app's port over the mesh, not served as HTTP (a database protocol, say)")
 	fs.Var(&f.concurrency, "concurrency", "threads that run the sidecar's Go code at once (GOMAXPROCS); 0 leaves Go's default, every CPU the process may use. outrigger sidecar takes 1 unless the GOMAXPROCS environment variable is set; outrigger run, whose one process serves every app's sidecar, takes Go's default unless the flag is given")
 	fs.StringVar(&c.MeshServer, "mesh-server", proxy.MeshServerLean, "HTTP/2 server of the mesh port: "+proxy.MeshServerLean+" (frames read on one goroutine per connection, answers written by their handlers; see docs/architecture.md) or "+proxy.MeshServerNetHTTP+" (net/http's)")
+	fs.StringVar(&c.APIServer, "api-server", proxy.APIServerLean, "HTTP/1.1 server of the HTTP API port: "+proxy.APIServerLean+" (a request read, served and answered on its connection's goroutine; what it does not serve goes to net/http's; see docs/architecture.md) or "+proxy.APIServerNetHTTP+" (net/http's alone)")
 	f.maxBody = quantityFlag{bytes: &c.MaxBodySize}
 	c.MaxBodySize = proxy.DefaultMaxBodySize
 	fs.Var(&f.maxBody, "max-body-size", "largest request body accepted, e.g. 4Mi (default 4Mi)")

@@ -171,6 +171,10 @@ func StartSidecar(t testing.TB, o SidecarOptions) *Sidecar {
 		// scripts/test.sh runs the suite again against the lean mesh server.
 		args = append(args, "--mesh-server", m)
 	}
+	if m := os.Getenv("OUTRIGGER_TEST_API_SERVER"); m != "" {
+		// and against net/http's API server.
+		args = append(args, "--api-server", m)
+	}
 	args = append(args, o.Args...)
 
 	s.cmd = command(Binary(t), home, args)
@@ -206,12 +210,16 @@ func StartSidecar(t testing.TB, o SidecarOptions) *Sidecar {
 			s.waitReady(t, "/v1.0/healthz/outbound")
 		}
 	}
-	if m := os.Getenv("OUTRIGGER_TEST_MESH_SERVER"); m != "" && o.Wait != ReadyNone {
-		// The run against another mesh server must be one.
+	for _, v := range []struct{ env, key string }{{"OUTRIGGER_TEST_MESH_SERVER", "mesh_server"}, {"OUTRIGGER_TEST_API_SERVER", "api_server"}} {
+		m := os.Getenv(v.env)
+		if m == "" || o.Wait == ReadyNone {
+			continue
+		}
+		// The run against another server must be one.
 		deadline := time.Now().Add(10 * time.Second)
-		for logs := s.Logs(); !strings.Contains(logs, "mesh_server="+m) && !strings.Contains(logs, `"mesh_server":"`+m+`"`); logs = s.Logs() {
+		for logs := s.Logs(); !strings.Contains(logs, v.key+"="+m) && !strings.Contains(logs, `"`+v.key+`":"`+m+`"`); logs = s.Logs() {
 			if time.Now().After(deadline) {
-				t.Fatalf("e2e: sidecar %s does not say it serves the mesh with %s:\n%s", o.AppID, m, s.Logs())
+				t.Fatalf("e2e: sidecar %s does not say %s=%s:\n%s", o.AppID, v.key, m, s.Logs())
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
