@@ -67,6 +67,8 @@ const (
 	h1HoldBody     = 4 << 10   // an answer of unknown length up to this goes with a Content-Length
 	h1DiscardLimit = 256 << 10 // unread request body discarded after the handler (net/http's limit)
 	h1WatchAfter   = 20 * time.Millisecond
+	// h1LingerAfterFIN is net/http's rstAvoidanceDelay.
+	h1LingerAfterFIN = 500 * time.Millisecond
 )
 
 func newLeanH1(h http.Handler, fallback *http.Server, log *slog.Logger) *leanH1 {
@@ -252,7 +254,11 @@ func (c *h1Conn) serve() {
 			return
 		}
 		_, _ = c.br.Discard(len(head))
-		if !c.serveOne(req) {
+		keep, unread := c.serveOne(req)
+		if !keep {
+			if unread {
+				c.closeWriteAndWait()
+			}
 			c.close()
 			return
 		}
@@ -441,9 +447,22 @@ func validMethod(m string) bool {
 	return true
 }
 
-// serveOne runs the handler on one request and writes its answer; false
-// means the connection must close.
-func (c *h1Conn) serveOne(h *h1Head) (keep bool) {
+// closeWriteAndWait ends the answers with a FIN and waits a while before
+// the connection closes, as net/http's server does when a request's body
+// was left unread: closing at once with unread bytes would send a reset,
+// and the caller, still writing its body, could lose the answer (a 413 for
+// a body over the limit, say) to it.
+func (c *h1Conn) closeWriteAndWait() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	time.Sleep(h1LingerAfterFIN)
+}
+
+// serveOne runs the handler on one request and writes its answer; keep
+// false means the connection must close, unread that part of the
+// request's body was not read.
+func (c *h1Conn) serveOne(h *h1Head) (keep, unread bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var body io.ReadCloser = http.NoBody
@@ -477,7 +496,7 @@ func (c *h1Conn) serveOne(h *h1Head) (keep bool) {
 	panicked := c.runHandler(w, r)
 	c.unwatch()
 	if panicked {
-		return false
+		return false, false
 	}
 	w.finish()
 	if rb != nil {
@@ -487,7 +506,7 @@ func (c *h1Conn) serveOne(h *h1Head) (keep bool) {
 		rb.closed = true
 		if rb.err == nil && rb.remain > 0 {
 			if rb.remain > h1DiscardLimit {
-				w.closeAfter = true
+				w.closeAfter, unread = true, true
 			} else if _, err := c.br.Discard(int(rb.remain)); err != nil {
 				w.closeAfter = true
 			}
@@ -496,7 +515,7 @@ func (c *h1Conn) serveOne(h *h1Head) (keep bool) {
 		}
 		rb.mu.Unlock()
 	}
-	return !w.closeAfter && w.err == nil && !c.gone && !c.s.shutting.Load()
+	return !w.closeAfter && w.err == nil && !c.gone && !c.s.shutting.Load(), unread && w.err == nil && !c.gone
 }
 
 // runHandler runs the handler; a panic is logged (as net/http's server

@@ -586,3 +586,25 @@ func FuzzH1Head(f *testing.F) {
 		}
 	})
 }
+
+// An answer that comes before a large body was read (a 413, say) reaches
+// the caller still writing that body: the connection half-closes and
+// lingers rather than resetting under it.
+func TestLeanH1EarlyAnswer(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	})
+	_, addr := startLeanH1(t, h, nil)
+	body := bytes.Repeat([]byte("b"), 4<<20)
+	for i := range 5 {
+		resp, err := http.Post("http://"+addr+"/big", "application/octet-stream", bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		_, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
+			t.Errorf("call %d: %d, Connection: close %v", i, resp.StatusCode, resp.Close)
+		}
+	}
+}
