@@ -11,6 +11,16 @@ var (
 	given   = map[int]bool{}
 )
 
+// reservePort keeps FreePort from handing out port (0: none).
+func reservePort(port int) {
+	if port == 0 {
+		return
+	}
+	portsMu.Lock()
+	given[port] = true
+	portsMu.Unlock()
+}
+
 // FreePort returns a loopback TCP port that was free a moment ago and that
 // this process has not handed out before.
 func FreePort(t testing.TB) int {

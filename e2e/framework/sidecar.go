@@ -105,6 +105,9 @@ func StartSidecar(t testing.TB, o SidecarOptions) *Sidecar {
 	if o.AppID == "" {
 		t.Fatal("e2e: SidecarOptions.AppID is required")
 	}
+	// An app listening in a namespace of its own got its port there, where
+	// FreePort does not look: the sidecar's own ports must not take it.
+	reservePort(o.AppPort)
 	s := &Sidecar{
 		AppID:        o.AppID,
 		Namespace:    o.Namespace,
