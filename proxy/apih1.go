@@ -177,12 +177,14 @@ func (s *leanH1) Shutdown(ctx context.Context) error {
 
 // h1Conn is one connection of the lean server.
 type h1Conn struct {
-	s      *leanH1
-	nc     net.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	remote string
-	hold   []byte // an answer's body held until its length is known
+	s        *leanH1
+	nc       net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	remote   string
+	hold     []byte // an answer's body held until its length is known
+	served   bool   // a request was served on this connection
+	lastPOST bool   // the last one was a POST
 
 	mu     sync.Mutex
 	idle   bool // waiting for a request (Shutdown closes it then)
@@ -254,6 +256,7 @@ func (c *h1Conn) serve() {
 			return
 		}
 		_, _ = c.br.Discard(len(head))
+		c.served, c.lastPOST = true, req.method == http.MethodPost
 		keep, unread := c.serveOne(req)
 		if !keep {
 			if unread {
@@ -305,6 +308,23 @@ func (c *h1Conn) readHead() ([]byte, error) {
 	if c.s.headerTimeout > 0 {
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.headerTimeout))
 	}
+	if c.served {
+		// As net/http's server: 4 bytes before every request but the
+		// first (the connection closes quietly when they do not come),
+		// and after a POST up to 4 CR or LF bytes skipped (RFC 7230,
+		// section 3.5, for clients that end a POST body with CRLF).
+		if _, err := c.br.Peek(4); err != nil {
+			return nil, err
+		}
+		if c.lastPOST {
+			b, _ := c.br.Peek(4)
+			skip := 0
+			for skip < len(b) && (b[skip] == '\r' || b[skip] == '\n') {
+				skip++
+			}
+			_, _ = c.br.Discard(skip)
+		}
+	}
 	searched := 0
 	for {
 		n := c.br.Buffered()
@@ -319,6 +339,11 @@ func (c *h1Conn) readHead() ([]byte, error) {
 			return b, nil
 		}
 		if _, err := c.br.Peek(n + 1); err != nil {
+			// Part of a head and then an error: net/http's server answers
+			// that as it would have (400 for a head cut short).
+			if n > 0 {
+				return b, nil
+			}
 			return nil, err
 		}
 	}

@@ -608,3 +608,89 @@ func TestLeanH1EarlyAnswer(t *testing.T) {
 		}
 	}
 }
+
+// FuzzLeanH1 sends arbitrary bytes to the lean server and to net/http's
+// alone, each serving the same handler on a connection of its own: the
+// answers (status, body, and the headers the handler set) must be the
+// same, in the same order, and the lean server must neither panic nor
+// hang.
+func FuzzLeanH1(f *testing.F) {
+	for _, s := range []string{
+		"GET /a?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+		"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: y\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /a HTTP/1.0\r\n\r\n",
+		"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /big HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcdGET /c HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ignore":
+		case "/big":
+			_, _ = w.Write(bytes.Repeat([]byte("z"), 9000))
+		default:
+			b, err := io.ReadAll(r.Body)
+			w.Header().Set("X-Got", fmt.Sprintf("%s %s %s %q %d %v", r.Method, r.URL.RequestURI(), r.Host, r.Header["X-A"], r.ContentLength, err))
+			_, _ = w.Write(b)
+		}
+	})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	newServer := func(lean bool) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			f.Fatal(err)
+		}
+		fb := &http.Server{Handler: h, ErrorLog: slog.NewLogLogger(quiet.Handler(), slog.LevelDebug)}
+		if lean {
+			go func() { _ = newLeanH1(h, fb, quiet).Serve(l) }()
+		} else {
+			go func() { _ = fb.Serve(l) }()
+		}
+		f.Cleanup(func() { _ = l.Close() })
+		return l.Addr().String()
+	}
+	leanAddr, plainAddr := newServer(true), newServer(false)
+	answers := func(t *testing.T, addr string, in []byte) []string {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		go func() {
+			_, _ = c.Write(in)
+			_ = c.(*net.TCPConn).CloseWrite()
+		}()
+		br := bufio.NewReader(c)
+		var out []string
+		for {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatalf("%q: no answer or end within 5 s", in)
+				}
+				return out
+			}
+			b, err := io.ReadAll(resp.Body)
+			out = append(out, fmt.Sprintf("%d %q %q %v", resp.StatusCode, resp.Header.Get("X-Got"), b, err))
+			if resp.Close {
+				return out
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if bytes.HasPrefix(in, []byte("HEAD")) || bytes.Contains(in, []byte("\nHEAD")) {
+			return // a HEAD answer has no body to read: ReadResponse needs the request
+		}
+		got, want := answers(t, leanAddr, in), answers(t, plainAddr, in)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\nlean     %q\nnet/http %q", in, got, want)
+		}
+	})
+}
