@@ -51,16 +51,23 @@ func servedBy(w http.ResponseWriter) { w.Header().Set("X-Writer", fmt.Sprintf("%
 
 const leanWriter = "*proxy.h1Writer"
 
-// rawCall writes req on a new connection and reads one final answer (a
-// body cut short comes back as far as it came).
-func rawCall(t *testing.T, addr, req string) (*http.Response, []byte) {
+// dialFor connects to addr for at most d (closed when the test ends).
+func dialFor(t *testing.T, addr string, d time.Duration) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(d))
+	return c
+}
+
+// rawCall writes req on a new connection and reads one final answer (a
+// body cut short comes back as far as it came).
+func rawCall(t *testing.T, addr, req string) (*http.Response, []byte) {
+	t.Helper()
+	c := dialFor(t, addr, 10*time.Second)
 	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
 	}
@@ -267,12 +274,7 @@ func TestLeanH1Fallback(t *testing.T) {
 
 	// A connection that starts lean and needs net/http's on its second
 	// request keeps its order.
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialFor(t, addr, 10*time.Second)
 	_, _ = io.WriteString(c, "POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na"+
 		"POST /2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\n\r\n"+
 		"GET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -300,12 +302,7 @@ func TestLeanH1Pipelined(t *testing.T) {
 		_, _ = io.WriteString(w, r.URL.Path)
 	})
 	_, addr := startLeanH1(t, h, nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialFor(t, addr, 10*time.Second)
 	unread := strings.Repeat("u", 10000)
 	tooLong := 300 << 10
 	go func() {
@@ -371,12 +368,7 @@ func TestLeanH1CheckHandsBack(t *testing.T) {
 		_, _ = fmt.Fprintf(w, "%s %s", r.URL.Path, b)
 	})
 	_, addr := startLeanH1(t, h, func(s *leanH1) { s.watchAfter = time.Millisecond })
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := dialFor(t, addr, 20*time.Second)
 	br := bufio.NewReader(c)
 	for i := range 20 {
 		_, _ = io.WriteString(c, "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
@@ -406,12 +398,7 @@ func TestLeanH1Panic(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	})
 	_, addr := startLeanH1(t, h, nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialFor(t, addr, 10*time.Second)
 	_, _ = io.WriteString(c, "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n")
 	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("after a panic: read %d, %v; want the connection closed", n, err)
@@ -441,12 +428,7 @@ func TestLeanH1Shutdown(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(l) }()
 	addr := l.Addr().String()
-	idle, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idle.Close()
-	_ = idle.SetDeadline(time.Now().Add(10 * time.Second))
+	idle := dialFor(t, addr, 10*time.Second)
 	_, _ = io.WriteString(idle, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
 	ibr := bufio.NewReader(idle)
 	if resp, err := http.ReadResponse(ibr, nil); err != nil || resp.Close {
@@ -454,12 +436,7 @@ func TestLeanH1Shutdown(t *testing.T) {
 	} else {
 		_, _ = io.ReadAll(resp.Body)
 	}
-	busy, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
-	_ = busy.SetDeadline(time.Now().Add(10 * time.Second))
+	busy := dialFor(t, addr, 10*time.Second)
 	_, _ = io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
 	<-started
 	shut := make(chan error, 1)
@@ -657,12 +634,7 @@ func FuzzLeanH1(f *testing.F) {
 	}
 	leanAddr, plainAddr := newServer(true), newServer(false)
 	answers := func(t *testing.T, addr string, in []byte) []string {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		c := dialFor(t, addr, 5*time.Second)
 		go func() {
 			_, _ = c.Write(in)
 			_ = c.(*net.TCPConn).CloseWrite()
