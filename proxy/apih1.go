@@ -389,58 +389,77 @@ func parseH1Head(head []byte) (*h1Head, bool) {
 	if err != nil {
 		return nil, false
 	}
+	f, ok := parseH1Fields(s, true)
+	if !ok || f.hosts != 1 {
+		return nil, false
+	}
+	return &h1Head{method: method, target: target, url: u, header: f.header, host: f.host, contentLength: f.contentLength, close: f.close}, true
+}
+
+// h1Fields is a head's header section as parseH1Fields reads it.
+type h1Fields struct {
+	header        http.Header
+	hosts         int
+	host          string
+	contentLength int64 // 0 when absent
+	lengths       int   // Content-Length fields
+	close         bool  // Connection: close
+}
+
+// parseH1Fields parses header lines, each ending in CRLF, as net/http
+// does; ok is false for what the lean paths leave to net/http (a folded
+// or malformed line, Transfer-Encoding, Expect, Upgrade, a Content-Length
+// that is repeated or not plain digits). Values are substrings of s. A
+// request's Host is taken out of the header (dropHost), as net/http does.
+func parseH1Fields(s string, dropHost bool) (h1Fields, bool) {
 	n := strings.Count(s, "\r\n")
-	h := &h1Head{method: method, target: target, url: u, header: make(http.Header, n), contentLength: 0}
+	f := h1Fields{header: make(http.Header, n)}
 	vals := make([]string, n)
-	hosts, lengths := 0, 0
 	for i := 0; s != ""; i++ {
 		eol := strings.Index(s, "\r\n")
 		line := s[:eol]
 		s = s[eol+2:]
 		name, value, ok := strings.Cut(line, ":")
 		if !ok || !httpguts.ValidHeaderFieldName(name) {
-			return nil, false // also a folded line, which starts with a blank
+			return f, false // also a folded line, which starts with a blank
 		}
 		value = strings.Trim(value, " \t")
 		if !httpguts.ValidHeaderFieldValue(value) {
-			return nil, false
+			return f, false
 		}
 		k := http.CanonicalHeaderKey(name)
 		switch k {
 		case "Host":
-			hosts++
+			f.hosts++
 			if !httpguts.ValidHostHeader(value) {
-				return nil, false
+				return f, false
 			}
-			h.host = value
-			continue
+			f.host = value
+			if dropHost {
+				continue
+			}
 		case "Content-Length":
-			lengths++
+			f.lengths++
 			cl, ok := plainLength(value)
-			if !ok || lengths > 1 { // net/http folds equal repeats into one
-				return nil, false
+			if !ok || f.lengths > 1 { // net/http folds equal repeats into one
+				return f, false
 			}
-			h.contentLength = cl
+			f.contentLength = cl
 		case "Transfer-Encoding", "Expect", "Upgrade":
-			return nil, false
+			return f, false
 		case "Connection":
-			for tok := range strings.SplitSeq(value, ",") {
-				if strings.EqualFold(textTrim(tok), "close") {
-					h.close = true
-				}
+			if httpguts.HeaderValuesContainsToken([]string{value}, "close") {
+				f.close = true
 			}
 		}
 		vals[i] = value
-		if vv, ok := h.header[k]; ok {
-			h.header[k] = append(vv, value)
+		if vv, ok := f.header[k]; ok {
+			f.header[k] = append(vv, value)
 		} else {
-			h.header[k] = vals[i : i+1 : i+1]
+			f.header[k] = vals[i : i+1 : i+1]
 		}
 	}
-	if hosts != 1 {
-		return nil, false
-	}
-	return h, true
+	return f, true
 }
 
 // plainLength parses a Content-Length of digits only.

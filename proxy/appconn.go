@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -144,11 +146,11 @@ func (t *inlineTransport) exchange(c *inlineConn, req *http.Request, body []byte
 		}
 		return nil, err
 	}
-	resp, err := http.ReadResponse(c.br, req)
+	resp, err := readAppResponse(c.br, req)
 	// Informational answers (103 Early Hints and the like) precede the real one.
 	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 		_ = resp.Body.Close()
-		resp, err = http.ReadResponse(c.br, req)
+		resp, err = readAppResponse(c.br, req)
 	}
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		_ = resp.Body.Close()
@@ -254,3 +256,115 @@ func (b *inlineBody) Close() error {
 	b.t.done(b.c, b.stop, b.reuse && b.sawEOF)
 	return err
 }
+
+// readAppResponse reads the app's answer to req. A plain one (HTTP/1.1, a
+// final status other than 204 and 304, exactly one Content-Length, nothing
+// net/http would rewrite) is parsed from one string by parseH1Fields,
+// without net/http's allocation per header; any other is left to
+// http.ReadResponse, which reads the same bytes (FuzzAppResponse compares
+// the two).
+func readAppResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodHead {
+		return http.ReadResponse(br, req)
+	}
+	head := peekAppHead(br)
+	resp, ok := parseAppResponse(head)
+	if !ok {
+		return http.ReadResponse(br, req)
+	}
+	_, _ = br.Discard(len(head))
+	resp.Request = req
+	if resp.ContentLength == 0 {
+		resp.Body = http.NoBody
+	} else {
+		resp.Body = &appResponseBody{br: br, remain: resp.ContentLength}
+	}
+	return resp, nil
+}
+
+// peekAppHead returns the answer's head (through its blank line) without
+// consuming it, or nil when it does not fit the buffer or the reading
+// failed first (http.ReadResponse then reports that as it would have).
+func peekAppHead(br *bufio.Reader) []byte {
+	searched := 0
+	for {
+		n := br.Buffered()
+		b, _ := br.Peek(n)
+		if i := bytes.Index(b[max(searched-3, 0):], crlf2); i >= 0 {
+			return b[:max(searched-3, 0)+i+4]
+		}
+		searched = n
+		if n == br.Size() {
+			return nil
+		}
+		if _, err := br.Peek(n + 1); err != nil {
+			return nil
+		}
+	}
+}
+
+// parseAppResponse parses a plain answer's head (readAppResponse); the
+// Body is left to the caller.
+func parseAppResponse(head []byte) (*http.Response, bool) {
+	if !bytes.HasSuffix(head, crlf2) {
+		return nil, false
+	}
+	s := string(head[:len(head)-2]) // every line ends in CRLF
+	eol := strings.Index(s, "\r\n")
+	status, ok := strings.CutPrefix(s[:eol], "HTTP/1.1 ")
+	if !ok || len(status) < 3 || (len(status) > 3 && status[3] != ' ') {
+		return nil, false
+	}
+	code := 0
+	for i := range 3 {
+		if status[i] < '0' || status[i] > '9' {
+			return nil, false
+		}
+		code = code*10 + int(status[i]-'0')
+	}
+	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return nil, false
+	}
+	f, ok := parseH1Fields(s[eol+2:], false)
+	if !ok || f.lengths != 1 {
+		return nil, false
+	}
+	if _, ok := f.header["Pragma"]; ok {
+		return nil, false // net/http may add a Cache-Control
+	}
+	if f.close {
+		delete(f.header, "Connection") // as http.ReadResponse does
+	}
+	return &http.Response{
+		Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: f.header, ContentLength: f.contentLength, Close: f.close,
+	}, true
+}
+
+// appResponseBody is an answer's body of known length.
+type appResponseBody struct {
+	br     *bufio.Reader
+	remain int64
+}
+
+func (b *appResponseBody) Read(p []byte) (int, error) {
+	if b.remain == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.remain {
+		p = p[:b.remain]
+	}
+	n, err := b.br.Read(p)
+	b.remain -= int64(n)
+	if b.remain == 0 {
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// Close leaves what is unread; the connection is then not reused
+// (inlineBody).
+func (b *appResponseBody) Close() error { return nil }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -307,4 +309,53 @@ func TestInlineTransportReplaysOnlyWhatIsSafe(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzAppResponse checks the lean reading of an app's answer against
+// http.ReadResponse: an answer it takes must come out the same, body
+// included, and leave the same bytes for the next one.
+func FuzzAppResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello",
+		"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+		"HTTP/1.1 500\r\nContent-Length: 2\r\nX-A: 1\r\nX-A: 2\r\nConnection: close\r\n\r\nab",
+		"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"HTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nPragma: no-cache\r\n\r\na",
+		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		req := &http.Request{Method: http.MethodPost}
+		resp, ok := parseAppResponse(peekAppHead(bufio.NewReader(bytes.NewReader(in))))
+		if !ok {
+			return
+		}
+		br := bufio.NewReader(bytes.NewReader(in))
+		got, err := readAppResponse(br, req)
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		gotBody, gotErr := io.ReadAll(got.Body)
+		gotRest, _ := io.ReadAll(br)
+		wbr := bufio.NewReader(bytes.NewReader(in))
+		want, err := http.ReadResponse(wbr, req)
+		if err != nil {
+			t.Fatalf("lean took %q, net/http refuses it: %v", in, err)
+		}
+		wantBody, wantErr := io.ReadAll(want.Body)
+		wantRest, _ := io.ReadAll(wbr)
+		if got.Status != want.Status || got.StatusCode != want.StatusCode || got.Proto != want.Proto ||
+			got.ContentLength != want.ContentLength || got.Close != want.Close || resp.StatusCode != want.StatusCode ||
+			!reflect.DeepEqual(got.Header, want.Header) || len(want.TransferEncoding) > 0 || len(want.Trailer) > 0 {
+			t.Fatalf("%q:\nlean     %q %d %s %d close %v %v\nnet/http %q %d %s %d close %v %v te %v trailer %v", in,
+				got.Status, got.StatusCode, got.Proto, got.ContentLength, got.Close, got.Header,
+				want.Status, want.StatusCode, want.Proto, want.ContentLength, want.Close, want.Header, want.TransferEncoding, want.Trailer)
+		}
+		if !bytes.Equal(gotBody, wantBody) || (gotErr == nil) != (wantErr == nil) || !bytes.Equal(gotRest, wantRest) {
+			t.Fatalf("%q: body %q (%v), rest %q; net/http %q (%v), rest %q", in, gotBody, gotErr, gotRest, wantBody, wantErr, wantRest)
+		}
+	})
 }
