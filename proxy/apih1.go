@@ -325,26 +325,33 @@ func (c *h1Conn) readHead() ([]byte, error) {
 			_, _ = c.br.Discard(skip)
 		}
 	}
+	head, err := peekHead(c.br)
+	if err != nil && len(head) == 0 {
+		return nil, err
+	}
+	// A head cut short by an error goes to net/http's server, which
+	// answers it as it would have (400); one past the buffer too.
+	_ = c.nc.SetReadDeadline(time.Time{})
+	return head, nil
+}
+
+// peekHead waits for a head ending in a blank line and returns it without
+// consuming it. When the buffer fills first, or reading fails first, it
+// returns what is buffered (no blank line at its end) and the error.
+func peekHead(br *bufio.Reader) ([]byte, error) {
 	searched := 0
 	for {
-		n := c.br.Buffered()
-		b, _ := c.br.Peek(n)
+		n := br.Buffered()
+		b, _ := br.Peek(n)
 		if i := bytes.Index(b[max(searched-3, 0):], crlf2); i >= 0 {
-			_ = c.nc.SetReadDeadline(time.Time{})
 			return b[:max(searched-3, 0)+i+4], nil
 		}
 		searched = n
-		if n == c.br.Size() {
-			_ = c.nc.SetReadDeadline(time.Time{})
+		if n == br.Size() {
 			return b, nil
 		}
-		if _, err := c.br.Peek(n + 1); err != nil {
-			// Part of a head and then an error: net/http's server answers
-			// that as it would have (400 for a head cut short).
-			if n > 0 {
-				return b, nil
-			}
-			return nil, err
+		if _, err := br.Peek(n + 1); err != nil {
+			return b, err
 		}
 	}
 }
@@ -477,8 +484,6 @@ func plainLength(v string) (int64, bool) {
 	return n, true
 }
 
-func textTrim(s string) string { return strings.Trim(s, " \t") }
-
 func validMethod(m string) bool {
 	if m == "" {
 		return false
@@ -530,7 +535,7 @@ func (c *h1Conn) serveOne(h *h1Head) (keep, unread bool) {
 		RequestURI:    h.target,
 		Close:         h.close,
 	}).WithContext(ctx)
-	w := &h1Writer{c: c, req: r, reqBody: rb, header: make(http.Header), cl: -1, closeAfter: h.close}
+	w := &h1Writer{c: c, reqBody: rb, header: make(http.Header), cl: -1, closeAfter: h.close}
 	c.wmu.Lock()
 	c.serving, c.armed, c.gone, c.cancel = true, rb == nil, false, cancel
 	c.wmu.Unlock()
@@ -686,7 +691,6 @@ func (b *h1Body) Close() error {
 // net/http's does; a longer one goes chunked.
 type h1Writer struct {
 	c          *h1Conn
-	req        *http.Request
 	reqBody    *h1Body // nil without a body
 	header     http.Header
 	code       int
@@ -824,13 +828,7 @@ func (w *h1Writer) FlushError() error {
 func (w *h1Writer) commit(last bool, next []byte) {
 	w.committed = true
 	h := w.header
-	for _, v := range h["Trailer"] {
-		for k := range strings.SplitSeq(v, ",") {
-			if k = http.CanonicalHeaderKey(textTrim(k)); k != "" {
-				w.trailers = append(w.trailers, k)
-			}
-		}
-	}
+	w.trailers = announcedTrailers(h)
 	prefixed := false
 	for k := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) {
@@ -870,7 +868,7 @@ func (w *h1Writer) commit(last bool, next []byte) {
 	if w.reqBody != nil && w.reqBody.left.Load() > h1DiscardLimit {
 		w.closeAfter = true // too much request left to skip (as net/http)
 	}
-	if v := h["Connection"]; len(v) > 0 && hasToken(v, "close") {
+	if httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
 		w.closeAfter = true
 	}
 	bw := w.c.bw
@@ -949,18 +947,6 @@ func (w *h1Writer) finish() {
 }
 
 var errH1Done = errors.New("proxy: the answer was written after its handler returned")
-
-// hasToken reports whether a comma-separated header holds tok.
-func hasToken(vv []string, tok string) bool {
-	for _, v := range vv {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(textTrim(t), tok) {
-				return true
-			}
-		}
-	}
-	return false
-}
 
 // httpDate is the Date header's value, formatted once a second.
 func httpDate() []byte {

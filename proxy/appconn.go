@@ -267,7 +267,7 @@ func readAppResponse(br *bufio.Reader, req *http.Request) (*http.Response, error
 	if req.Method == http.MethodHead {
 		return http.ReadResponse(br, req)
 	}
-	head := peekAppHead(br)
+	head, _ := peekHead(br) // a head cut short fails parseAppResponse
 	resp, ok := parseAppResponse(head)
 	if !ok {
 		return http.ReadResponse(br, req)
@@ -280,27 +280,6 @@ func readAppResponse(br *bufio.Reader, req *http.Request) (*http.Response, error
 		resp.Body = &appResponseBody{br: br, remain: resp.ContentLength}
 	}
 	return resp, nil
-}
-
-// peekAppHead returns the answer's head (through its blank line) without
-// consuming it, or nil when it does not fit the buffer or the reading
-// failed first (http.ReadResponse then reports that as it would have).
-func peekAppHead(br *bufio.Reader) []byte {
-	searched := 0
-	for {
-		n := br.Buffered()
-		b, _ := br.Peek(n)
-		if i := bytes.Index(b[max(searched-3, 0):], crlf2); i >= 0 {
-			return b[:max(searched-3, 0)+i+4]
-		}
-		searched = n
-		if n == br.Size() {
-			return nil
-		}
-		if _, err := br.Peek(n + 1); err != nil {
-			return nil
-		}
-	}
 }
 
 // parseAppResponse parses a plain answer's head (readAppResponse); the

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -652,14 +653,7 @@ func (w *h2Writer) send(end bool) error {
 func (w *h2Writer) sendLocked(end bool) error {
 	c := w.st.c
 	if !w.sentHeaders {
-		// The trailers the head announces.
-		for _, v := range w.header["Trailer"] {
-			for _, k := range strings.Split(v, ",") {
-				if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
-					w.trailers = append(w.trailers, k)
-				}
-			}
-		}
+		w.trailers = announcedTrailers(w.header) // the trailers the head announces
 	}
 	var trailers http.Header
 	if end {
@@ -725,6 +719,19 @@ func (w *h2Writer) sendLocked(end bool) error {
 		return nil // flushed by send
 	}
 	return c.bw.Flush()
+}
+
+// announcedTrailers is the trailer names an answer's Trailer header lists.
+func announcedTrailers(h http.Header) []string {
+	var names []string
+	for _, v := range h["Trailer"] {
+		for k := range strings.SplitSeq(v, ",") {
+			if k = http.CanonicalHeaderKey(textproto.TrimString(k)); k != "" {
+				names = append(names, k)
+			}
+		}
+	}
+	return names
 }
 
 // bodyAllowed reports whether an answer with this status may have a body.
