@@ -53,7 +53,7 @@ apps:
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	run := exec.CommandContext(ctx, bin, "run", "-f", runFile)
+	run := framework.Command(ctx, bin, "run", "-f", runFile)
 	run.Env = env
 	out, err := run.CombinedOutput()
 	if err != nil {

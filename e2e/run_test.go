@@ -55,7 +55,7 @@ apps:
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	run := exec.CommandContext(ctx, bin, "run", "-f", runFile)
+	run := framework.Command(ctx, bin, "run", "-f", runFile)
 	run.Env = env
 	out, err := run.CombinedOutput()
 	log := string(out)
@@ -105,7 +105,7 @@ func TestRunExitCode(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	run := exec.CommandContext(ctx, bin, "run", "--app-id", "x", "--", "sh", "-c", "echo hi from $APP_ID; echo socket=$SPIFFE_ENDPOINT_SOCKET; exit 7")
+	run := framework.Command(ctx, bin, "run", "--app-id", "x", "--", "sh", "-c", "echo hi from $APP_ID; echo socket=$SPIFFE_ENDPOINT_SOCKET; exit 7")
 	run.Env = env
 	out, err := run.CombinedOutput()
 	ee, ok := err.(*exec.ExitError)
@@ -247,7 +247,7 @@ apps:
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	run := exec.CommandContext(ctx, bin, "run", "--transparent", "-f", runFile)
+	run := framework.Command(ctx, bin, "run", "--transparent", "-f", runFile)
 	run.Env = env
 	out, err := run.CombinedOutput()
 	log := string(out)

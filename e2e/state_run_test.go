@@ -44,7 +44,7 @@ func TestRunDefaultStateStore(t *testing.T) {
 	runCounter := func(appID string, n int) int {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		run := exec.CommandContext(ctx, bin, "run", "--app-id", appID, "--", counter, "-n", strconv.Itoa(n))
+		run := framework.Command(ctx, bin, "run", "--app-id", appID, "--", counter, "-n", strconv.Itoa(n))
 		run.Env = env
 		out, err := run.CombinedOutput()
 		if err != nil {

@@ -2,10 +2,14 @@ package framework
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // RSS returns the resident set size of process pid in bytes, from /proc.
@@ -35,4 +39,16 @@ func RSS(pid int) (int64, error) {
 		return 0, err
 	}
 	return 0, fmt.Errorf("/proc/%d/status: no VmRSS line", pid)
+}
+
+// Command is exec.CommandContext with a cancel that tells why: when ctx ends
+// before the process does, it gets SIGQUIT, which makes a Go program (an
+// outrigger binary) print every goroutine's stack to its stderr before it
+// exits, so a hung run leaves its stacks in the test's output. A process
+// still there, or still holding its output open, 15 s later is killed.
+func Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 15 * time.Second
+	return cmd
 }

@@ -205,6 +205,9 @@ func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err e
 		}
 	}
 
+	// The reading goroutine hands each response to the loop below, which
+	// also watches ctx itself: a stop that comes while a response waits for
+	// the loop ends the reader, and nothing else would tell the loop.
 	responses := make(chan *discoverygrpc.DeltaDiscoveryResponse)
 	recvErr := make(chan error, 1)
 	go func() {
@@ -223,6 +226,8 @@ func (c *Client) stream(ctx context.Context, onResponse func()) (got bool, err e
 	}()
 	for {
 		select {
+		case <-ctx.Done():
+			return got, nil
 		case err := <-recvErr:
 			if status.Code(err) == codes.Canceled && ctx.Err() != nil {
 				return got, nil
