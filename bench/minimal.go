@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/outrigger/outrigger/bench/harness"
 )
 
 // The minimal target puts two plain Go forwarders in the sidecars' place:
@@ -91,15 +92,7 @@ func parseMinimalPorts(s string) (minimalPorts, error) {
 func serveMinimal(role string, ports minimalPorts) error {
 	target := "127.0.0.1:" + strconv.Itoa(ports.target)
 	if role == relayRoleCaller || role == relayRoleCallee {
-		return serveUntilSignal(ports, nil, func(l net.Listener) error {
-			for {
-				in, err := l.Accept()
-				if err != nil {
-					return err
-				}
-				go relay(in, target)
-			}
-		})
+		return serveUntilSignal(ports, nil, func(l net.Listener) error { return harness.ServeRelay(l, target) })
 	}
 	var (
 		transport http.RoundTripper
@@ -171,24 +164,4 @@ func serveUntilSignal(ports minimalPorts, api http.Handler, mesh func(net.Listen
 	_ = front.Close()
 	_ = ml.Close()
 	return err
-}
-
-// relay copies bytes both ways between in and a new connection to target
-// until either side closes.
-func relay(in net.Conn, target string) {
-	defer in.Close()
-	out, err := net.Dial("tcp", target)
-	if err != nil {
-		return
-	}
-	defer out.Close()
-	done := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(out, in)
-		_ = out.(*net.TCPConn).CloseWrite()
-		close(done)
-	}()
-	_, _ = io.Copy(in, out)
-	_ = in.(*net.TCPConn).CloseWrite()
-	<-done
 }

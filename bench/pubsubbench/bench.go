@@ -27,6 +27,7 @@ import (
 // Targets of the publish-latency part, in the order a round runs them.
 const (
 	targetDirect        = "direct"
+	targetRelay         = "relay"
 	targetOutriggerGRPC = "outrigger-grpc"
 	targetOutriggerHTTP = "outrigger-http"
 	targetDaprdGRPC     = "daprd-grpc"
@@ -333,7 +334,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.Env.Outrigger = harness.CommandOutput(cfg.Outrigger, "version")
 
-	res.Targets = []string{targetDirect, targetOutriggerGRPC, targetOutriggerHTTP}
+	res.Targets = []string{targetDirect, targetRelay, targetOutriggerGRPC, targetOutriggerHTTP}
 	res.Sidecars = []string{sidecarOutrigger}
 	daprd, note, err := chooseDaprd(cfg.Daprd, cfg.DaprdRequired)
 	if err != nil {
@@ -373,6 +374,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		lr, err := b.latencyDirect(ctx, r)
 		if err != nil {
 			return nil, fail(r, targetDirect, err)
+		}
+		b.progressLatency(r, lr)
+		round.Latency = append(round.Latency, lr)
+		if lr, err = b.latencyRelay(ctx, r); err != nil {
+			return nil, fail(r, targetRelay, err)
 		}
 		b.progressLatency(r, lr)
 		round.Latency = append(round.Latency, lr)
@@ -444,6 +450,48 @@ func (b *bench) latencyDirect(ctx context.Context, round int) (LatencyRun, error
 	defer c.close()
 	lr.Publish, err = b.measurePublish(ctx, c, lr.Topic)
 	return lr, err
+}
+
+// latencyRelay measures direct publishes through a TCP relay in a process
+// of its own (this program again, on one thread as a sidecar runs): the
+// same client and broker as direct, with one more process on the path that
+// copies bytes and parses nothing. relay minus direct is what any process
+// between the app and the broker adds on this machine, the floor under a
+// sidecar's added latency.
+func (b *bench) latencyRelay(ctx context.Context, round int) (LatencyRun, error) {
+	lr := LatencyRun{Target: targetRelay, Topic: b.topic(round, "lat-"+targetRelay)}
+	if err := b.broker.createStream(ctx, lr.Topic); err != nil {
+		return lr, err
+	}
+	defer b.broker.deleteStream(lr.Topic)
+	exe, err := os.Executable()
+	if err != nil {
+		return lr, err
+	}
+	ports, err := harness.FreePorts(1)
+	if err != nil {
+		return lr, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	target := strings.TrimPrefix(b.broker.url, "nats://")
+	logPath := filepath.Join(b.workdir, fmt.Sprintf("r%d-relay.log", round))
+	p, err := harness.StartProcess(fmt.Sprintf("relay (round %d)", round), logPath, []string{relayEnv + "=" + addr + "," + target}, exe)
+	if err != nil {
+		return lr, err
+	}
+	defer p.Stop(stopGrace)
+	if lr.StartUp, err = harness.WaitListening(ctx, addr, 5*time.Millisecond, b.cfg.StartTimeout); err != nil {
+		return lr, p.Failure(err)
+	}
+	c, err := newDirectClient("nats://" + addr)
+	if err != nil {
+		return lr, p.Failure(err)
+	}
+	defer c.close()
+	if lr.Publish, err = b.measurePublish(ctx, c, lr.Topic); err != nil {
+		return lr, p.Failure(err)
+	}
+	return lr, nil
 }
 
 // latencySidecar starts one sidecar (no app) and measures publishes through

@@ -28,8 +28,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -39,7 +41,42 @@ import (
 )
 
 func main() {
+	if v := os.Getenv(relayEnv); v != "" {
+		os.Exit(runRelay(v))
+	}
 	os.Exit(run(os.Args[1:]))
+}
+
+// relayEnv, set to "listenAddr,targetAddr", makes this program the relay
+// of the relay target instead of the harness.
+const relayEnv = "PUBSUBBENCH_RELAY"
+
+// runRelay relays connections to spec's listen address to its target, on
+// one thread, until SIGTERM or SIGINT.
+func runRelay(spec string) int {
+	addr, target, ok := strings.Cut(spec, ",")
+	if !ok {
+		fmt.Fprintf(os.Stderr, "pubsubbench relay: %s=%q: want listenAddr,targetAddr\n", relayEnv, spec)
+		return 2
+	}
+	runtime.GOMAXPROCS(1)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pubsubbench relay: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- harness.ServeRelay(l, target) }()
+	select {
+	case <-ctx.Done():
+		_ = l.Close()
+		return 0
+	case err := <-errc:
+		fmt.Fprintf(os.Stderr, "pubsubbench relay: %v\n", err)
+		return 1
+	}
 }
 
 func run(args []string) int {

@@ -15,6 +15,15 @@ import (
 	"github.com/outrigger/outrigger/bench/harness"
 )
 
+// TestMain lets the test binary serve as the relay target's relay, as the
+// program does (latencyRelay starts os.Executable()).
+func TestMain(m *testing.M) {
+	if v := os.Getenv(relayEnv); v != "" {
+		os.Exit(runRelay(v))
+	}
+	os.Exit(m.Run())
+}
+
 // TestRunSmall runs the whole harness at a tiny size: both parts, through
 // Outrigger and, when a daprd with pubsub.jetstream is in the tools cache,
 // daprd.
@@ -45,7 +54,7 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	targets := []string{targetDirect, targetOutriggerGRPC, targetOutriggerHTTP}
+	targets := []string{targetDirect, targetRelay, targetOutriggerGRPC, targetOutriggerHTTP}
 	sidecars := []string{sidecarOutrigger}
 	if daprd != "" {
 		targets = append(targets, targetDaprdGRPC, targetDaprdHTTP)
