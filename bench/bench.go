@@ -621,9 +621,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// startProfiles starts a CPU profile of both sidecars covering the warm-up
-// and the fixed-rate scenario; the function it returns waits for them and
-// writes them to the profile folder as <name>-<app-id>.pprof.
+// startProfiles starts a CPU profile (or, with --profile-kind trace, an
+// execution trace) of both sidecars covering the warm-up and the
+// fixed-rate scenario; the function it returns waits for them and writes
+// them to the profile folder as <name>-<app-id>.pprof (or .trace).
 func (b *bench) startProfiles(ctx context.Context, name string) func() error {
 	seconds := int((b.cfg.warmup + b.cfg.fixedDuration).Seconds())
 	if seconds < 1 {
@@ -638,7 +639,11 @@ func (b *bench) startProfiles(ctx context.Context, name string) func() error {
 		ports sidecarPorts
 	}{{callerID, callerPorts}, {calleeID, calleePorts}} {
 		go func() {
-			url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", s.ports.profile, seconds)
+			endpoint, ext := "profile", ".pprof"
+			if b.cfg.profileKind == "trace" {
+				endpoint, ext = "trace", ".trace"
+			}
+			url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s?seconds=%d", s.ports.profile, endpoint, seconds)
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 			if err != nil {
 				errs <- err
@@ -658,7 +663,7 @@ func (b *bench) startProfiles(ctx context.Context, name string) func() error {
 				errs <- fmt.Errorf("profile of %s: %w", s.id, err)
 				return
 			}
-			errs <- os.WriteFile(filepath.Join(b.cfg.profile, name+"-"+s.id+".pprof"), data, 0o644)
+			errs <- os.WriteFile(filepath.Join(b.cfg.profile, name+"-"+s.id+ext), data, 0o644)
 		}()
 	}
 	return func() error {

@@ -649,6 +649,43 @@ func TestSmokeMinimalAndB(t *testing.T) {
 	}
 }
 
+// TestSmokeProfiles: --profile writes a CPU profile, and with
+// --profile-kind trace an execution trace, of each Outrigger sidecar per
+// round, each in its own format; a kind it does not know is refused.
+func TestSmokeProfiles(t *testing.T) {
+	bin, err := harness.BuildOutrigger(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ kind, ext, magic string }{
+		{"cpu", ".pprof", "\x1f\x8b"}, // gzipped protobuf
+		{"trace", ".trace", "go 1."},  // Go's execution trace header
+	} {
+		dir := t.TempDir()
+		code, stdout, stderr := runHarness(t, "--targets", "outrigger", "--outrigger", bin, "--rounds", "1",
+			"--warmup", "100ms", "--fixed-duration", "900ms", "--qps", "200", "--max-duration", "0s",
+			"--idle-settle", "100ms", "--profile", dir, "--profile-kind", tc.kind)
+		if code != exitOK {
+			t.Fatalf("%s: exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", tc.kind, code, exitOK, stdout, stderr)
+		}
+		for _, id := range []string{callerID, calleeID} {
+			name := filepath.Join(dir, "outrigger-round1-"+id+tc.ext)
+			data, err := os.ReadFile(name)
+			if err != nil {
+				t.Errorf("%s: %v", tc.kind, err)
+				continue
+			}
+			if !strings.HasPrefix(string(data), tc.magic) {
+				t.Errorf("%s: %s does not start with %q: %q", tc.kind, name, tc.magic, data[:min(len(data), 16)])
+			}
+		}
+	}
+	code, _, stderr := runHarness(t, "--targets", "direct", "--profile-kind", "heap")
+	if code == exitOK || !strings.Contains(stderr, "--profile-kind") {
+		t.Errorf("--profile-kind heap: exit status %d, stderr %q; want a refusal naming the flag", code, stderr)
+	}
+}
+
 // TestRoundOrder: over as many rounds as targets, each target takes each
 // place in a round once, and every round has every target.
 func TestRoundOrder(t *testing.T) {

@@ -98,6 +98,9 @@ type config struct {
 	// profile, when set, is the folder that receives CPU profiles of the
 	// Outrigger sidecars over each fixed-rate scenario.
 	profile string
+	// profileKind is what --profile records: a CPU profile (cpu) or Go's
+	// execution trace (trace).
+	profileKind string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -151,6 +154,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.netns, "netns", true, "run inside a fresh network namespace; false only where the machine is already isolated (daprd's mDNS multicasts)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the working folder (process logs, resources) after the run")
 	fs.BoolVar(&c.verbose, "v", false, "log progress details")
+	fs.StringVar(&c.profileKind, "profile-kind", "cpu", "what --profile records of each sidecar: cpu (a CPU profile, .pprof) or trace (Go's execution trace, .trace, for `go tool trace`: scheduling delays, system calls, GC)")
 	fs.StringVar(&c.profile, "profile", "", "write a CPU profile of each Outrigger sidecar over each fixed-rate scenario to this folder (<target>-round<N>-<app-id>.pprof); profiling is on in every Outrigger target, so compare targets from the same kind of run")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -202,6 +206,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--outrigger-resolution %q: want static or mdns", c.resolution)
 	case c.startTimeout <= 0 || c.reqTimeout <= 0:
 		return nil, errors.New("--start-timeout and --request-timeout must be positive")
+	}
+	if c.profileKind != "cpu" && c.profileKind != "trace" {
+		return nil, fmt.Errorf("--profile-kind %q: want cpu or trace", c.profileKind)
 	}
 	if c.profile != "" {
 		abs, err := filepath.Abs(c.profile)
