@@ -388,8 +388,11 @@ func (sub *Subscriber) subscribe(ctx context.Context, s Subscription) (*activeSu
 		if s.Bulk.MaxAwait <= 0 {
 			s.Bulk.MaxAwait = defaultBulkAwait
 		}
-		// A batch fills from the deliveries in flight.
-		inFlight = max(inFlight, s.Bulk.MaxMessages)
+		// A batch fills from the deliveries in flight, and the next one
+		// fills while the app has the first: with room for one batch only,
+		// the broker was asked for more only once the app had answered,
+		// and the sidecar sat idle through every pull and every delivery.
+		inFlight = max(inFlight, 2*s.Bulk.MaxMessages)
 		b := &batcher{sub: sub, s: &s, path: s.path}
 		handler = func(ctx context.Context, m *Message) error {
 			event, err := eventOf(m, &s)
