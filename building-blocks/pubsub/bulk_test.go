@@ -28,28 +28,15 @@ func TestBulkNextBatchWhileAppBusy(t *testing.T) {
 	mux.HandleFunc("GET /dapr/subscribe", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(`[{"pubsubname":"ps","topic":"batch","route":"/bulk","bulkSubscribe":{"enabled":true,"maxMessagesCount":20,"maxAwaitDurationMs":600000}}]`))
 	})
-	mux.HandleFunc("POST /bulk", func(w http.ResponseWriter, r *http.Request) {
-		var body struct {
-			Entries []struct {
-				EntryID string `json:"entryId"`
-			} `json:"entries"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
+	mux.HandleFunc("POST /bulk", answerBulk(func(int) string {
 		switch requests.Add(1) {
 		case 1:
 			<-release // the app is busy with the first batch
 		case 2:
 			close(second)
 		}
-		var st []string
-		for _, e := range body.Entries {
-			st = append(st, fmt.Sprintf(`{"entryId":%q,"status":"SUCCESS"}`, e.EntryID))
-		}
-		_, _ = w.Write([]byte(`{"statuses":[` + strings.Join(st, ",") + `]}`))
-	})
+		return "SUCCESS"
+	}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	released := false
@@ -61,22 +48,11 @@ func TestBulkNextBatchWhileAppBusy(t *testing.T) {
 	u, _ := url.Parse(srv.URL)
 
 	c := newComponent(t, func(b *inmemory.Broker) pubsub.Broker { return b })
-	subscribed := make(chan struct{})
-	sub := &pubsub.Subscriber{
+	runSubscriber(t, &pubsub.Subscriber{
 		Lookup: func(name string) (*pubsub.Component, bool) { return c, name == "ps" },
 		App:    httpApp{u.Host}, AppID: "app",
-		Retry:      pubsub.RetryPolicy{Attempts: 3, Initial: time.Millisecond},
-		Subscribed: func() { close(subscribed) },
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sub.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-subscribed:
-	case <-time.After(30 * time.Second):
-		t.Fatal("Subscribed was not called")
-	}
+		Retry: pubsub.RetryPolicy{Attempts: 3, Initial: time.Millisecond},
+	})
 	api := &pubsub.API{AppID: "app", Lookup: func(string) (*pubsub.Component, bool) { return c, true }}
 	for i := range 40 {
 		if code := publish(t, api, "/v1.0/publish/ps/batch", fmt.Sprintf(`{"n":%d}`, i)); code != http.StatusNoContent {
@@ -90,4 +66,42 @@ func TestBulkNextBatchWhileAppBusy(t *testing.T) {
 	}
 	close(release)
 	released = true
+}
+
+// answerBulk is an app's bulk route: every entry of a delivery gets the
+// status status gives for its index.
+func answerBulk(status func(i int) string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Entries []struct {
+				EntryID string `json:"entryId"`
+			} `json:"entries"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var st []string
+		for i, e := range body.Entries {
+			st = append(st, fmt.Sprintf(`{"entryId":%q,"status":%q}`, e.EntryID, status(i)))
+		}
+		_, _ = w.Write([]byte(`{"statuses":[` + strings.Join(st, ",") + `]}`))
+	}
+}
+
+// runSubscriber runs sub until the test ends and returns once its
+// subscriptions are in place (it sets sub.Subscribed).
+func runSubscriber(t *testing.T, sub *pubsub.Subscriber) {
+	t.Helper()
+	subscribed := make(chan struct{})
+	sub.Subscribed = func() { close(subscribed) }
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sub.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-subscribed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Subscribed was not called")
+	}
 }

@@ -2,7 +2,6 @@ package pubsub_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -184,51 +183,27 @@ func TestMetricsIngress(t *testing.T) {
 		}
 	})
 	mux.HandleFunc("POST /drop", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`{"status":"DROP"}`)) })
-	mux.HandleFunc("POST /bulk", func(w http.ResponseWriter, r *http.Request) {
-		var body struct {
-			Entries []struct {
-				EntryID string `json:"entryId"`
-			} `json:"entries"`
+	mux.HandleFunc("POST /bulk", answerBulk(func(i int) string {
+		if i == 1 {
+			return "DROP"
 		}
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		var st []string
-		for i, e := range body.Entries {
-			s := "SUCCESS"
-			if i == 1 {
-				s = "DROP"
-			}
-			st = append(st, fmt.Sprintf(`{"entryId":%q,"status":%q}`, e.EntryID, s))
-		}
-		_, _ = w.Write([]byte(`{"statuses":[` + strings.Join(st, ",") + `]}`))
-	})
+		return "SUCCESS"
+	}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
 
 	m := pubsub.NewMetrics("app", "ns")
 	c := newComponent(t, func(b *inmemory.Broker) pubsub.Broker { return b })
-	subscribed := make(chan struct{})
 	sub := &pubsub.Subscriber{
 		Lookup: func(name string) (*pubsub.Component, bool) { return c, name == "ps" },
 		App:    httpApp{u.Host}, AppID: "app",
-		Retry:      pubsub.RetryPolicy{Attempts: 3, Initial: time.Millisecond},
-		Ingress:    m,
-		Subscribed: func() { close(subscribed) },
+		Retry:   pubsub.RetryPolicy{Attempts: 3, Initial: time.Millisecond},
+		Ingress: m,
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sub.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(30 * time.Second)
 	// Subscribed says the first subscriptions are in place, all of them.
-	select {
-	case <-subscribed:
-	case <-time.After(30 * time.Second):
-		t.Fatal("Subscribed was not called")
-	}
+	runSubscriber(t, sub)
+	deadline := time.Now().Add(30 * time.Second)
 	if n := len(sub.Active()); n != 4 {
 		t.Fatalf("%d subscriptions when Subscribed was called, want 4: %v", n, sub.Active())
 	}
