@@ -301,7 +301,7 @@ func parseAppResponse(head []byte) (*http.Response, bool) {
 		}
 		code = code*10 + int(status[i]-'0')
 	}
-	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
+	if !bodyAllowed(code) {
 		return nil, false
 	}
 	f, ok := parseH1Fields(s[eol+2:], false)

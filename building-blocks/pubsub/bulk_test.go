@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,12 +40,8 @@ func TestBulkNextBatchWhileAppBusy(t *testing.T) {
 	}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	released := false
-	t.Cleanup(func() {
-		if !released {
-			close(release)
-		}
-	})
+	unblock := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(unblock)
 	u, _ := url.Parse(srv.URL)
 
 	c := newComponent(t, func(b *inmemory.Broker) pubsub.Broker { return b })
@@ -64,8 +61,7 @@ func TestBulkNextBatchWhileAppBusy(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the second batch did not reach the app in 30 s while it held the first (%d bulk requests)", requests.Load())
 	}
-	close(release)
-	released = true
+	unblock()
 }
 
 // answerBulk is an app's bulk route: every entry of a delivery gets the
