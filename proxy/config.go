@@ -112,6 +112,12 @@ type Config struct {
 	InternalGRPCPort int // mesh port other sidecars call (50002)
 	MetricsPort      int // Prometheus metrics (9090); 0 with MetricsDisabled
 
+	// ReservedPorts are ports a listener on a free port (0) passes over:
+	// ports other processes bind later, such as the apps' ports of a run
+	// file. The sidecar's own AppPort is always passed over, since its app
+	// may start after it.
+	ReservedPorts []int
+
 	MetricsDisabled bool
 	// Collectors are served on the metrics port beside the sidecar's own
 	// (the building blocks' and the components' metrics).

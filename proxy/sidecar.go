@@ -233,8 +233,11 @@ func (s *Sidecar) Shutdown() {
 func (s *Sidecar) Run(ctx context.Context) error {
 	start := time.Now()
 	lc := net.ListenConfig{}
+	reserved := s.reservedPorts()
 	listen := func(host string, port int, what string) (net.Listener, error) {
-		l, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		l, err := listenPassingOver(reserved, port, func() (net.Listener, error) {
+			return lc.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		})
 		if err != nil {
 			return nil, fmt.Errorf("%s listener: %w", what, err)
 		}
@@ -459,6 +462,51 @@ func (s *Sidecar) Run(ctx context.Context) error {
 // stopStackAfter is how long a stop may take before the sidecar logs its
 // goroutines' stacks (its servers get 5 s; components' Close comes after).
 const stopStackAfter = 20 * time.Second
+
+// reservedPorts are the ports no free-port listener may take: the app's
+// and Config.ReservedPorts.
+func (s *Sidecar) reservedPorts() map[int]bool {
+	reserved := map[int]bool{}
+	for _, p := range s.cfg.ReservedPorts {
+		reserved[p] = true
+	}
+	if s.cfg.AppPort > 0 {
+		reserved[s.cfg.AppPort] = true
+	}
+	return reserved
+}
+
+// maxPassedOver bounds the free ports a listener takes and gives back
+// because they are reserved.
+const maxPassedOver = 64
+
+// listenPassingOver calls listen, which binds port. For a free port (0) it
+// keeps the listener only if the kernel's choice is not reserved; a
+// reserved one stays bound until another is found, so the kernel does not
+// hand it out again, and is then closed. An app that binds its port after
+// its sidecar started would otherwise find the sidecar there.
+func listenPassingOver(reserved map[int]bool, port int, listen func() (net.Listener, error)) (net.Listener, error) {
+	if port != 0 || len(reserved) == 0 {
+		return listen()
+	}
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			_ = l.Close()
+		}
+	}()
+	for range maxPassedOver {
+		l, err := listen()
+		if err != nil {
+			return nil, err
+		}
+		if !reserved[portOf(l)] {
+			return l, nil
+		}
+		held = append(held, l)
+	}
+	return nil, fmt.Errorf("every free port the system offered was reserved (%d tries)", maxPassedOver)
+}
 
 func portOf(l net.Listener) int {
 	if a, ok := l.Addr().(*net.TCPAddr); ok {

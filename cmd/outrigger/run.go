@@ -103,22 +103,32 @@ func runApps(ctx context.Context, args []string) (int, error) {
 		if err != nil {
 			return 2, usageError{err}
 		}
-		for _, spec := range specs {
+		flags := make([]*sidecarFlags, len(specs))
+		sets := make([]*flag.FlagSet, len(specs))
+		// No sidecar takes a port one of the apps listens on: the apps
+		// start after their sidecars.
+		var appPorts []int
+		for i, spec := range specs {
 			for _, w := range spec.Warnings {
 				fmt.Fprintf(os.Stderr, "outrigger run: app %s: %s\n", spec.AppID, w)
 			}
-			af, afs, err := parseSidecarFlags("run file app "+spec.AppID, spec.SidecarArgs)
+			flags[i], sets[i], err = parseSidecarFlags("run file app "+spec.AppID, spec.SidecarArgs)
 			if err != nil {
 				return 2, usageError{fmt.Errorf("app %s: %w", spec.AppID, err)}
 			}
-			app, err := devApp(af, afs, spec.Command, spec.Dir, spec.Env, home)
+			if p := flags[i].cfg.AppPort; p > 0 {
+				appPorts = append(appPorts, p)
+			}
+		}
+		for i, spec := range specs {
+			app, err := devApp(flags[i], sets[i], spec.Command, spec.Dir, spec.Env, home, appPorts)
 			if err != nil {
 				return 2, fmt.Errorf("app %s: %w", spec.AppID, err)
 			}
 			apps = append(apps, app)
 		}
 	} else {
-		app, err := devApp(f, fs, fs.Args(), "", nil, home)
+		app, err := devApp(f, fs, fs.Args(), "", nil, home, nil)
 		if err != nil {
 			return 2, err
 		}
@@ -134,12 +144,14 @@ func runApps(ctx context.Context, args []string) (int, error) {
 // port is picked free (not daprd's fixed defaults, nor DAPR_HTTP_PORT from
 // the environment, so several apps run side by side), the mesh listener
 // binds loopback only, and name resolution goes through the development
-// control process.
-func devApp(f *sidecarFlags, fs *flag.FlagSet, command []string, dir string, env []string, home string) (devmode.App, error) {
+// control process. A port left free is never one of appPorts, the ports
+// the run's apps listen on.
+func devApp(f *sidecarFlags, fs *flag.FlagSet, command []string, dir string, env []string, home string, appPorts []int) (devmode.App, error) {
 	cfg, _, err := f.config()
 	if err != nil {
 		return devmode.App{}, err
 	}
+	cfg.ReservedPorts = appPorts
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	for name, port := range map[string]*int{
