@@ -798,17 +798,14 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, role, dir string, app
 		env []string
 	)
 	switch sidecar {
-	// No app is invoked here, and both sidecars' default name resolution,
-	// mDNS, would announce the subscriber on the machine's multicast
-	// interfaces: each gets a resolver that sends nothing.
+	// Nothing is invoked here: name resolution that sends nothing.
 	case sidecarOutrigger:
 		bin = b.cfg.Outrigger
-		resolution := filepath.Join(dir, "resolution.yaml")
-		if err := os.WriteFile(resolution, []byte("apps: []\n"), 0o644); err != nil {
+		quiet, err := harness.OutriggerQuietResolution(dir)
+		if err != nil {
 			return nil, ports, 0, err
 		}
-		args = append([]string{"sidecar"}, args...)
-		args = append(args, "--name-resolution", "static", "--static-resolution-file", resolution)
+		args = append(append([]string{"sidecar"}, args...), quiet...)
 		home := filepath.Join(dir, "home")
 		if err := os.MkdirAll(home, 0o755); err != nil {
 			return nil, ports, 0, err
@@ -816,12 +813,11 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, role, dir string, app
 		env = []string{"OUTRIGGER_HOME=" + home}
 	case sidecarDaprd:
 		bin = b.cfg.Daprd
-		// Dapr's kubernetes resolver only formats DNS names.
-		config := filepath.Join(dir, "config.yaml")
-		if err := os.WriteFile(config, []byte(daprdConfig), 0o644); err != nil {
+		quiet, err := harness.DaprdQuietResolution(dir)
+		if err != nil {
 			return nil, ports, 0, err
 		}
-		args = append(args, "--log-level", "warn", "--config", config)
+		args = append(append(args, "--log-level", "warn"), quiet...)
 		// daprd wants an address to announce and may find only loopback.
 		env = []string{"DAPR_HOST_IP=127.0.0.1"}
 	default:
@@ -834,17 +830,6 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, role, dir string, app
 	startUp, err := p.WaitStatus(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", ports.http), 204, 5*time.Millisecond, b.cfg.StartTimeout)
 	return p, ports, startUp, err
 }
-
-// daprdConfig is daprd's Configuration: name resolution by Dapr's
-// kubernetes resolver, which formats DNS names and sends nothing.
-const daprdConfig = `apiVersion: dapr.io/v1alpha1
-kind: Configuration
-metadata:
-  name: pubsubbench
-spec:
-  nameResolution:
-    component: kubernetes
-`
 
 // componentYAML is the one pub/sub component, pubsub.jetstream named
 // pubsub.

@@ -441,10 +441,15 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, backend, target, dir 
 		bin string
 		env []string
 	)
+	// Nothing is invoked here: name resolution that sends nothing.
 	switch sidecar {
 	case "outrigger":
 		bin = b.cfg.Outrigger
-		args = append([]string{"sidecar"}, args...)
+		quiet, err := harness.OutriggerQuietResolution(dir)
+		if err != nil {
+			return nil, ports, 0, err
+		}
+		args = append(append([]string{"sidecar"}, args...), quiet...)
 		home := filepath.Join(dir, "home")
 		if err := os.MkdirAll(home, 0o755); err != nil {
 			return nil, ports, 0, err
@@ -465,7 +470,11 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, backend, target, dir 
 		env = []string{minimalEnv + "=" + string(spec)}
 	case "daprd":
 		bin = b.cfg.Daprd
-		args = append(args, "--log-level", "warn")
+		quiet, err := harness.DaprdQuietResolution(dir)
+		if err != nil {
+			return nil, ports, 0, err
+		}
+		args = append(append(args, "--log-level", "warn"), quiet...)
 		// daprd wants an address to announce and may find only loopback.
 		env = []string{"DAPR_HOST_IP=127.0.0.1"}
 	default:
