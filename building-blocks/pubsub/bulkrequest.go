@@ -29,7 +29,7 @@ func decodeBulkEntries(body []byte) (entries []bulkEntry, checked bool, err erro
 	if !validJSON(body) {
 		return nil, false, errors.New("the body is not valid JSON")
 	}
-	top := gjson.ParseBytes(body)
+	top := gjson.Parse(jsonView(body))
 	switch {
 	case top.Type == gjson.Null:
 		return nil, true, nil
@@ -41,7 +41,7 @@ func decodeBulkEntries(body []byte) (entries []bulkEntry, checked bool, err erro
 		switch {
 		case v.Type == gjson.Null:
 		case v.IsObject():
-			err = readBulkEntry(v, &e)
+			err = readBulkEntry(body, v, &e)
 		default:
 			err = fmt.Errorf("entry %d is a JSON %s, not an object", len(entries), jsonKind(v))
 		}
@@ -54,9 +54,10 @@ func decodeBulkEntries(body []byte) (entries []bulkEntry, checked bool, err erro
 	return entries, true, nil
 }
 
-// readBulkEntry fills e from the object v; members are matched to fields
-// without regard to case, and a later member wins, as encoding/json does.
-func readBulkEntry(v gjson.Result, e *bulkEntry) error {
+// readBulkEntry fills e from the object v, read from jsonView(body): the
+// event stays in body. Members are matched to fields without regard to
+// case, and a later member wins, as encoding/json does.
+func readBulkEntry(body []byte, v gjson.Result, e *bulkEntry) error {
 	var err error
 	v.ForEach(func(k, m gjson.Result) bool {
 		switch name := k.Str; {
@@ -65,7 +66,7 @@ func readBulkEntry(v gjson.Result, e *bulkEntry) error {
 				err = fmt.Errorf("%s is %w", name, err)
 			}
 		case strings.EqualFold(name, "event"):
-			e.Event = []byte(m.Raw)
+			e.Event = viewed(body, m.Raw)
 		case strings.EqualFold(name, "contentType"):
 			if err = readString(m, &e.ContentType); err != nil {
 				err = fmt.Errorf("%s is %w", name, err)

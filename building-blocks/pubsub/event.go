@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 )
@@ -28,7 +29,7 @@ func parseCloudEvent(b []byte) (*cloudEvent, error) {
 	if !validJSON(b) {
 		return nil, errors.New("not valid JSON")
 	}
-	top := gjson.ParseBytes(b)
+	top := gjson.Parse(jsonView(b))
 	if !top.IsObject() {
 		return nil, errNotObject
 	}
@@ -38,6 +39,28 @@ func parseCloudEvent(b []byte) (*cloudEvent, error) {
 		return true
 	})
 	return &cloudEvent{raw: b, fields: fields}, nil
+}
+
+// jsonView is b as a string, for gjson, without the copy gjson.ParseBytes
+// makes: what gjson returns (keys, raw values) then shares b's memory, so
+// b must not change while any of it is in use. The bytes read here (a
+// request's body, a message from the broker) are never written again.
+func jsonView(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// viewed is the part of b that s views: s is a substring of jsonView(b),
+// as gjson returns them. The slice's capacity ends with s, so an append
+// to it copies rather than writing over what follows in b.
+func viewed(b []byte, s string) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	off := int(uintptr(unsafe.Pointer(unsafe.StringData(s))) - uintptr(unsafe.Pointer(unsafe.SliceData(b))))
+	if off < 0 || off > len(b)-len(s) {
+		return []byte(s) // not from b after all: a copy
+	}
+	return b[off : off+len(s) : off+len(s)]
 }
 
 // maxJSONDepth bounds the nesting of JSON the sidecar reads, as

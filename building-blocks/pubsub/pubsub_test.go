@@ -442,3 +442,30 @@ func TestReadBody(t *testing.T) {
 		t.Error("a short body was taken")
 	}
 }
+
+// TestViewed: a value gjson read from jsonView(b) is taken from b in place,
+// with no room to append over what follows it; a string from elsewhere is
+// copied.
+func TestViewed(t *testing.T) {
+	b := []byte(`[{"event":{"a":1}},{"event":"x"}]`)
+	ev := gjson.Parse(jsonView(b)).Get("0.event").Raw
+	got := viewed(b, ev)
+	if string(got) != `{"a":1}` || cap(got) != len(got) {
+		t.Fatalf("viewed = %q (cap %d)", got, cap(got))
+	}
+	got[2] = 'A'
+	if !strings.Contains(string(b), `{"A":1}`) {
+		t.Fatalf("the view is not b's memory: b = %s", b)
+	}
+	_ = append(got, '!')
+	if b[len(`[{"event":{"A":1}`)] != '}' {
+		t.Fatalf("an append to the view wrote into b: %s", b)
+	}
+	other := `{"a":1}`
+	if got := viewed(b, other); string(got) != other {
+		t.Fatalf("a string not from b: %q", got)
+	}
+	if got := viewed(b, ""); got != nil {
+		t.Fatalf("empty: %q", got)
+	}
+}
