@@ -288,6 +288,10 @@ func parseAppResponse(head []byte) (*http.Response, bool) {
 	if !bytes.HasSuffix(head, crlf2) {
 		return nil, false
 	}
+	// A bare LF ends a line for net/http: such a head is left to it.
+	if bytes.Count(head, []byte("\n")) != bytes.Count(head, []byte("\r\n")) {
+		return nil, false
+	}
 	s := string(head[:len(head)-2]) // every line ends in CRLF
 	eol := strings.Index(s, "\r\n")
 	status, ok := strings.CutPrefix(s[:eol], "HTTP/1.1 ")
