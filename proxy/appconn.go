@@ -288,14 +288,12 @@ func parseAppResponse(head []byte) (*http.Response, bool) {
 	if !bytes.HasSuffix(head, crlf2) {
 		return nil, false
 	}
-	// A bare LF ends a line for net/http: such a head is left to it.
-	if bytes.Count(head, []byte("\n")) != bytes.Count(head, []byte("\r\n")) {
-		return nil, false
-	}
 	s := string(head[:len(head)-2]) // every line ends in CRLF
 	eol := strings.Index(s, "\r\n")
 	status, ok := strings.CutPrefix(s[:eol], "HTTP/1.1 ")
-	if !ok || len(status) < 3 || (len(status) > 3 && status[3] != ' ') {
+	// A bare LF ends a line for net/http: such a head is left to it
+	// (parseH1Fields refuses one in a header line).
+	if !ok || len(status) < 3 || (len(status) > 3 && status[3] != ' ') || strings.IndexByte(status, '\n') >= 0 {
 		return nil, false
 	}
 	code := 0

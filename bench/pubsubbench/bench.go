@@ -797,8 +797,8 @@ func (b *bench) startSidecar(ctx context.Context, sidecar, role, dir string, app
 		bin string
 		env []string
 	)
-	switch sidecar {
 	// Nothing is invoked here: name resolution that sends nothing.
+	switch sidecar {
 	case sidecarOutrigger:
 		bin = b.cfg.Outrigger
 		quiet, err := harness.OutriggerQuietResolution(dir)
