@@ -190,11 +190,12 @@ type h2Conn struct {
 	handler     http.Handler
 	log         *slog.Logger
 	idleTimeout time.Duration // 0: none
-	idleArmed   bool          // the idle read deadline is set (under mu)
+	idleTimer   *time.Timer   // runs checkIdle (nil without idleTimeout)
 	tls         *tls.ConnectionState
 	remote      string // the peer's address, for every request's RemoteAddr
 
 	// Under mu.
+	idleSince time.Time // when the last stream ended
 	streams   map[uint32]*h2Stream
 	lastID    uint32
 	goingAway bool
@@ -229,17 +230,16 @@ func (c *h2Conn) serve() {
 	if err != nil {
 		return
 	}
-	c.mu.Lock()
-	c.armIdleLocked()
-	c.mu.Unlock()
+	if c.idleTimeout > 0 {
+		c.mu.Lock()
+		c.idleSince = time.Now()
+		c.idleTimer = time.AfterFunc(c.idleTimeout, c.checkIdle)
+		c.mu.Unlock()
+		defer c.idleTimer.Stop()
+	}
 	for {
 		f, err := c.fr.ReadFrame()
 		if err != nil {
-			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
-				// Only armed while no stream is open (armIdleLocked).
-				c.goAway(http2.ErrCodeNo)
-				return
-			}
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				c.resetID(se.StreamID, se.Code)
@@ -318,7 +318,7 @@ func (c *h2Conn) frame(f http2.Frame) bool {
 		if st != nil {
 			st.reset = true
 			delete(c.streams, f.StreamID)
-			c.armIdleLocked()
+			c.noteIdleLocked()
 		}
 		c.cond.Broadcast()
 		c.mu.Unlock()
@@ -343,22 +343,36 @@ func (c *h2Conn) frame(f http2.Frame) bool {
 	return true
 }
 
-// armIdleLocked keeps the read deadline of an idle connection: with no
-// stream open it is idleTimeout from now, otherwise none. It is called
-// with mu held whenever the streams change, from whichever goroutine
-// changed them, so a reader blocked in a read gets it too.
-func (c *h2Conn) armIdleLocked() {
-	if c.idleTimeout <= 0 || c.closed {
+// noteIdleLocked records when the connection became idle: called with mu
+// held whenever a stream leaves c.streams. No deadline is set per request;
+// checkIdle looks at idleSince now and then.
+func (c *h2Conn) noteIdleLocked() {
+	if c.idleTimeout > 0 && len(c.streams) == 0 {
+		c.idleSince = time.Now()
+	}
+}
+
+// checkIdle runs on c.idleTimer: a connection with no stream open for
+// idleTimeout is told to go away and closed; otherwise the check comes
+// again when it could first be due.
+func (c *h2Conn) checkIdle() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return
 	}
-	switch {
-	case len(c.streams) == 0:
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.idleTimeout))
-		c.idleArmed = true
-	case c.idleArmed:
-		_ = c.nc.SetReadDeadline(time.Time{})
-		c.idleArmed = false
+	next := c.idleTimeout
+	if len(c.streams) == 0 {
+		next -= time.Since(c.idleSince)
 	}
+	if next <= 0 {
+		c.mu.Unlock()
+		c.goAway(http2.ErrCodeNo)
+		c.close()
+		return
+	}
+	c.idleTimer.Reset(next)
+	c.mu.Unlock()
 }
 
 func (c *h2Conn) goAway(code http2.ErrCode) {
@@ -418,6 +432,7 @@ func (c *h2Conn) startStream(f *http2.MetaHeadersFrame) bool {
 	}
 	req := &http.Request{Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, len(f.Fields)), RemoteAddr: c.remote, TLS: c.tls}
 	var path, scheme string
+	vals := make([]string, 0, len(f.Fields))
 	for _, hf := range f.Fields {
 		switch hf.Name {
 		case ":method":
@@ -433,8 +448,7 @@ func (c *h2Conn) startStream(f *http2.MetaHeadersFrame) bool {
 				c.resetID(id, http2.ErrCodeProtocol)
 				return true
 			}
-			k := http.CanonicalHeaderKey(hf.Name)
-			req.Header[k] = append(req.Header[k], hf.Value)
+			addHeaderValue(req.Header, &vals, c.headerKey(hf.Name), hf.Value)
 		}
 	}
 	if req.Host == "" {
@@ -483,7 +497,6 @@ func (c *h2Conn) startStream(f *http2.MetaHeadersFrame) bool {
 	c.mu.Lock()
 	st.window = c.peerWindow
 	c.streams[id] = st
-	c.armIdleLocked()
 	c.running++
 	c.mu.Unlock()
 	go c.run(st, req)
@@ -533,7 +546,7 @@ func (c *h2Conn) reset(st *h2Stream, code http2.ErrCode) {
 	c.mu.Lock()
 	if c.streams[st.id] == st {
 		delete(c.streams, st.id)
-		c.armIdleLocked()
+		c.noteIdleLocked()
 	}
 	st.reset = true
 	c.cond.Broadcast()
@@ -624,7 +637,7 @@ func (w *h2Writer) finish() {
 	c.mu.Lock()
 	if c.streams[w.st.id] == w.st {
 		delete(c.streams, w.st.id)
-		c.armIdleLocked()
+		c.noteIdleLocked()
 	}
 	c.mu.Unlock()
 	if w.st.body != nil && w.st.body.release() && err == nil {

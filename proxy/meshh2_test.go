@@ -392,3 +392,73 @@ func TestLeanH2Defaults(t *testing.T) {
 		}
 	}
 }
+
+// TestLeanH2HeaderValues sends one name several times among others, on two
+// requests of one connection (the second reads the names from the link's
+// cache), and checks the handler sees each name canonical with its values
+// in order, and that adding to one name leaves the others as they were.
+func TestLeanH2HeaderValues(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Add("X-Multi", "added")
+		r.Header.Add("X-One", "added")
+		_, _ = io.WriteString(w, strings.Join(r.Header["X-Multi"], ",")+"|"+strings.Join(r.Header["X-One"], ",")+"|"+strings.Join(r.Header["X-Other"], ","))
+	})
+	cc, fr, write, done := leanPair(t, h)
+	defer func() { cc.Close(); <-done }()
+	cc.SetDeadline(time.Now().Add(10 * time.Second))
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	block := headerBlock(":method", "GET", ":scheme", "http", ":path", "/", ":authority", "x",
+		"x-multi", "a", "x-one", "b", "x-multi", "c", "x-other", "d", "x-multi", "e")
+	write(func() {
+		_ = fr.WriteSettings()
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndHeaders: true, EndStream: true})
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: block, EndHeaders: true, EndStream: true})
+	})
+	bodies := map[uint32]string{}
+	ended := 0
+	for ended < 2 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading: %v (bodies %v)", err, bodies)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				write(func() { _ = fr.WriteSettingsAck() })
+			}
+		case *http2.DataFrame:
+			bodies[f.StreamID] += string(f.Data())
+			if f.StreamEnded() {
+				ended++
+			}
+		case *http2.MetaHeadersFrame:
+			if f.StreamEnded() {
+				ended++
+			}
+		case *http2.RSTStreamFrame:
+			t.Fatalf("stream %d reset: %v", f.StreamID, f.ErrCode)
+		}
+	}
+	const want = "a,c,e,added|b,added|d"
+	if bodies[1] != want || bodies[3] != want {
+		t.Errorf("got %q and %q, want %q for both", bodies[1], bodies[3], want)
+	}
+}
+
+// TestHeaderKeyCacheBound checks that a link canonicalizes names beyond
+// its cache's bound without remembering them.
+func TestHeaderKeyCacheBound(t *testing.T) {
+	var l h2Link
+	for i := range 2 * h2MaxKeys {
+		name := "x-name-" + strconv.Itoa(i)
+		if got, want := l.headerKey(name), http.CanonicalHeaderKey(name); got != want {
+			t.Fatalf("headerKey(%q) = %q, want %q", name, got, want)
+		}
+	}
+	if len(l.keys) != h2MaxKeys {
+		t.Errorf("the cache holds %d names, want %d", len(l.keys), h2MaxKeys)
+	}
+	if got := l.headerKey("x-name-0"); got != "X-Name-0" {
+		t.Errorf("a cached name came back as %q", got)
+	}
+}

@@ -831,9 +831,10 @@ func (cc *h2ClientConn) headers(f *http2.MetaHeadersFrame) error {
 	}
 	regular := f.RegularFields()
 	header := make(http.Header, len(regular))
+	vals := make([]string, 0, len(regular))
 	var trailer http.Header
 	for _, hf := range regular {
-		k := http.CanonicalHeaderKey(hf.Name)
+		k := cc.headerKey(hf.Name)
 		if k == "Trailer" {
 			if trailer == nil {
 				trailer = http.Header{}
@@ -845,7 +846,7 @@ func (cc *h2ClientConn) headers(f *http2.MetaHeadersFrame) error {
 			}
 			continue
 		}
-		header[k] = append(header[k], hf.Value)
+		addHeaderValue(header, &vals, k, hf.Value)
 	}
 	if code < 200 {
 		if f.StreamEnded() {

@@ -24,6 +24,10 @@ import (
 type h2Link struct {
 	nc net.Conn
 	fr *http2.Framer
+	br *bufio.Reader // what fr reads from
+
+	// Used by the reading goroutine alone.
+	keys map[string]string // header names as read (lower case) to their canonical form
 
 	wmu        sync.Mutex
 	bw         *bufio.Writer
@@ -58,8 +62,9 @@ const (
 	h2CreditFlush = 1 << 20
 )
 
-func (l *h2Link) init(nc net.Conn, r io.Reader) {
+func (l *h2Link) init(nc net.Conn, r *bufio.Reader) {
 	l.nc = nc
+	l.br = r
 	l.sendWindow, l.peerWindow, l.peerFrame = 65535, 65535, 16384
 	l.cond = sync.NewCond(&l.mu)
 	l.bw = bufio.NewWriterSize(linkWriter{l}, 32<<10)
@@ -67,6 +72,41 @@ func (l *h2Link) init(nc net.Conn, r io.Reader) {
 	l.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	l.fr.MaxHeaderListSize = 1 << 20
 	l.henc = hpack.NewEncoder(&l.hbuf)
+}
+
+// h2MaxKeys bounds a link's cache of canonical header names: a peer that
+// sends ever new names gets them canonicalized afresh once it is full.
+const h2MaxKeys = 128
+
+// headerKey returns name in its canonical form (http.CanonicalHeaderKey),
+// remembering the names this link reads again and again so that each
+// request does not allocate them anew. Only the reading goroutine calls it.
+func (l *h2Link) headerKey(name string) string {
+	if k, ok := l.keys[name]; ok {
+		return k
+	}
+	k := http.CanonicalHeaderKey(name)
+	if len(l.keys) < h2MaxKeys {
+		if l.keys == nil {
+			l.keys = make(map[string]string, 16)
+		}
+		l.keys[strings.Clone(name)] = k
+	}
+	return k
+}
+
+// addHeaderValue appends v to h[k]. A name's first value is taken from
+// vals, one slice shared by the whole header, so that a header of n names
+// allocates once rather than n times; capped to its length, a name's slice
+// is copied when a second value comes.
+func addHeaderValue(h http.Header, vals *[]string, k, v string) {
+	if old, ok := h[k]; ok {
+		h[k] = append(old, v)
+		return
+	}
+	*vals = append(*vals, v)
+	n := len(*vals)
+	h[k] = (*vals)[n-1 : n : n]
 }
 
 // writeOurSettings writes the settings both ends advertise (plus extra)
