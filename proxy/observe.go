@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,12 +58,13 @@ type daprStats struct {
 	httpServerLatency   *prometheus.HistogramVec
 	httpServerReqBytes  prometheus.Observer
 	httpServerRespBytes prometheus.Observer
-	httpServer          sync.Map // httpKey -> httpSeries
+	httpServer          daprmetrics.Series[httpKey, httpSeries]
 
 	httpClientCount     *prometheus.CounterVec
 	httpClientLatency   *prometheus.HistogramVec
 	httpClientSentBytes *prometheus.HistogramVec
 	httpClientRecvBytes prometheus.Observer
+	appCalls            daprmetrics.Series[appCallKey, appCallSeries]
 
 	grpcServerCount     *prometheus.CounterVec
 	grpcServerLatency   *prometheus.HistogramVec
@@ -79,6 +79,24 @@ type daprStats struct {
 	siResSent        *prometheus.CounterVec
 	siResRecv        *prometheus.CounterVec
 	siResRecvLatency *prometheus.HistogramVec
+	sent             daprmetrics.Series[[2]string, prometheus.Counter]    // app, kind
+	answered         daprmetrics.Series[[3]string, answeredSeries]        // app, status, kind
+	delivers         daprmetrics.Series[[2]string, [2]prometheus.Counter] // caller, status: requests received, answers sent
+}
+
+type appCallKey struct {
+	method string
+	status int
+}
+
+type appCallSeries struct {
+	count           prometheus.Counter
+	latency, sentBy prometheus.Observer
+}
+
+type answeredSeries struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
 }
 
 type httpKey struct {
@@ -123,6 +141,31 @@ func newDaprStats(reg prometheus.Registerer, appID string) *daprStats {
 	d.siResSent = counter("dapr_service_invocation_res_sent_total", "The number of responses sent via service invocation.", "destination_app_id", "status")
 	d.siResRecv = counter("dapr_service_invocation_res_recv_total", "The number of responses received via service invocation.", "source_app_id", "status", "type")
 	d.siResRecvLatency = histogram("dapr_service_invocation_res_recv_latency_ms", "The latency of service invocation response, in milliseconds.", latencyBucketsMs, "source_app_id", "status")
+	d.httpServer.New = func(k httpKey) httpSeries {
+		st := statusLabel(k.status)
+		return httpSeries{
+			count:   d.httpServerCount.WithLabelValues(k.method, k.path, st),
+			latency: d.httpServerLatency.WithLabelValues(k.method, k.path, st),
+		}
+	}
+	d.appCalls.New = func(k appCallKey) appCallSeries {
+		st := statusLabel(k.status)
+		return appCallSeries{
+			count:   d.httpClientCount.WithLabelValues(k.method, "", st),
+			latency: d.httpClientLatency.WithLabelValues(k.method, "", st),
+			sentBy:  d.httpClientSentBytes.WithLabelValues(k.method, "", st),
+		}
+	}
+	d.sent.New = func(k [2]string) prometheus.Counter { return d.siReqSent.WithLabelValues(k[0], k[1]) }
+	d.answered.New = func(k [3]string) answeredSeries {
+		return answeredSeries{
+			count:   d.siResRecv.WithLabelValues(k[0], k[1], k[2]),
+			latency: d.siResRecvLatency.WithLabelValues(k[0], k[1]),
+		}
+	}
+	d.delivers.New = func(k [2]string) [2]prometheus.Counter {
+		return [2]prometheus.Counter{d.siReqRecv.WithLabelValues(k[0]), d.siResSent.WithLabelValues(k[0], k[1])}
+	}
 	return d
 }
 
@@ -130,16 +173,7 @@ var ms = daprmetrics.Milliseconds
 
 // httpServed records one call to the HTTP API.
 func (d *daprStats) httpServed(method, path string, code int, reqBytes, respBytes int64, took time.Duration) {
-	k := httpKey{metricMethod(method), path, code}
-	v, ok := d.httpServer.Load(k)
-	if !ok {
-		st := statusLabel(code)
-		v, _ = d.httpServer.LoadOrStore(k, httpSeries{
-			count:   d.httpServerCount.WithLabelValues(k.method, path, st),
-			latency: d.httpServerLatency.WithLabelValues(k.method, path, st),
-		})
-	}
-	series := v.(httpSeries)
+	series := d.httpServer.Get(httpKey{metricMethod(method), path, code})
 	series.count.Inc()
 	series.latency.Observe(ms(took))
 	if reqBytes > 0 {
@@ -151,11 +185,11 @@ func (d *daprStats) httpServed(method, path string, code int, reqBytes, respByte
 // appCalled records one HTTP call to the app. Its path is not a label: an
 // app's paths are the app's, unbounded, and daprd leaves it empty too.
 func (d *daprStats) appCalled(method string, code int, sent, received int64, took time.Duration) {
-	m, st := metricMethod(method), statusLabel(code)
-	d.httpClientCount.WithLabelValues(m, "", st).Inc()
-	d.httpClientLatency.WithLabelValues(m, "", st).Observe(ms(took))
+	series := d.appCalls.Get(appCallKey{metricMethod(method), code})
+	series.count.Inc()
+	series.latency.Observe(ms(took))
 	if sent > 0 {
-		d.httpClientSentBytes.WithLabelValues(m, "", st).Observe(float64(sent))
+		series.sentBy.Observe(float64(sent))
 	}
 	d.httpClientRecvBytes.Observe(float64(received))
 }
@@ -185,19 +219,21 @@ func (d *daprStats) grpcAppCalled(method string, code codes.Code, took time.Dura
 // answer's status ("" when none came) and latency.
 func (d *daprStats) invoked(dest, kind, status string, took time.Duration) {
 	app := d.apps.Label(dest)
-	d.siReqSent.WithLabelValues(app, kind).Inc()
+	d.sent.Get([2]string{app, kind}).Inc()
 	if status == "" {
 		return
 	}
-	d.siResRecv.WithLabelValues(app, status, kind).Inc()
-	d.siResRecvLatency.WithLabelValues(app, status).Observe(ms(took))
+	answer := d.answered.Get([3]string{app, status, kind})
+	answer.count.Inc()
+	answer.latency.Observe(ms(took))
 }
 
 // delivered records an invocation this sidecar delivered to its app.
 func (d *daprStats) delivered(caller, status string) {
 	app := d.apps.Label(caller)
-	d.siReqRecv.WithLabelValues(app).Inc()
-	d.siResSent.WithLabelValues(app, status).Inc()
+	c := d.delivers.Get([2]string{app, status})
+	c[0].Inc()
+	c[1].Inc()
 }
 
 // metricMethod keeps the HTTP method label to the standard verbs.

@@ -104,12 +104,14 @@ func newBoundedLabels() *daprmetrics.Bounded { return &daprmetrics.Bounded{Max: 
 
 // appCounter is a counter by app-id and status whose app-ids are bounded.
 type appCounter struct {
-	vec    *prometheus.CounterVec
-	labels *daprmetrics.Bounded
+	labels   *daprmetrics.Bounded
+	children daprmetrics.Series[[2]string, prometheus.Counter] // app label, status
 }
 
 func newAppCounter(vec *prometheus.CounterVec) *appCounter {
-	return &appCounter{vec: vec, labels: newBoundedLabels()}
+	c := &appCounter{labels: newBoundedLabels()}
+	c.children.New = func(k [2]string) prometheus.Counter { return vec.WithLabelValues(k[0], k[1]) }
+	return c
 }
 
 // WithLabelValues is the counter of app and status; an app-id that did not
@@ -118,5 +120,5 @@ func (c *appCounter) WithLabelValues(app, status string) prometheus.Counter {
 	if status == "resolve_error" {
 		app = unresolvedAppLabel
 	}
-	return c.vec.WithLabelValues(c.labels.Label(app), status)
+	return c.children.Get([2]string{c.labels.Label(app), status})
 }

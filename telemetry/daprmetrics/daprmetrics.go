@@ -1,8 +1,9 @@
 // Package daprmetrics holds what Outrigger's Dapr-named metrics share with
 // daprd's, so that dashboards made for daprd work unchanged: the namespace,
 // the default latency and size buckets and their units, the count and
-// latency pair of a kind of component's operations (Operations), and the
-// bound on label values that come from requests (Bounded).
+// latency pair of a kind of component's operations (Operations), the
+// bound on label values that come from requests (Bounded), and a cache of
+// metric vectors' children for the request path (Series).
 //
 // daprd records OpenCensus views and exports them to Prometheus under the
 // namespace "dapr": the count view component/state/count becomes the
