@@ -655,7 +655,11 @@ func (w *h2Writer) send(end bool) error {
 	}
 	err := w.sendLocked(end)
 	if err == nil && end {
-		err = w.st.c.flushSoon()
+		c := w.st.c
+		c.mu.Lock()
+		crowd := len(c.streams) > 1
+		c.mu.Unlock()
+		err = c.flushSoon(crowd)
 	}
 	if err != nil {
 		w.failed = err

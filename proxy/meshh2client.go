@@ -409,6 +409,7 @@ func (cc *h2ClientConn) roundTrip(out *h2Out) (*http.Response, error) {
 	cs.window = cc.peerWindow
 	cs.sentEnd = endWithHead
 	cc.streams[cs.id] = cs
+	crowd := len(cc.streams) > 1
 	if ctx := req.Context(); ctx.Done() != nil {
 		// Its abort waits for mu, and its RST_STREAM for wmu, so it
 		// follows the HEADERS written below.
@@ -432,7 +433,7 @@ func (cc *h2ClientConn) roundTrip(out *h2Out) (*http.Response, error) {
 	if err == nil || errors.Is(err, errStreamClosed) {
 		// A stream reset while its body waited for credit has its
 		// outcome already; the frames of others may be in the buffer.
-		if ferr := cc.flushSoon(); err == nil {
+		if ferr := cc.flushSoon(crowd); err == nil {
 			err = ferr
 		}
 	}
