@@ -24,7 +24,6 @@ import (
 type h2Link struct {
 	nc net.Conn
 	fr *http2.Framer
-	br *bufio.Reader // what fr reads from
 
 	// Used by the reading goroutine alone.
 	keys map[string]string // header names as read (lower case) to their canonical form
@@ -62,9 +61,8 @@ const (
 	h2CreditFlush = 1 << 20
 )
 
-func (l *h2Link) init(nc net.Conn, r *bufio.Reader) {
+func (l *h2Link) init(nc net.Conn, r io.Reader) {
 	l.nc = nc
-	l.br = r
 	l.sendWindow, l.peerWindow, l.peerFrame = 65535, 65535, 16384
 	l.cond = sync.NewCond(&l.mu)
 	l.bw = bufio.NewWriterSize(linkWriter{l}, 32<<10)
