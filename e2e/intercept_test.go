@@ -323,8 +323,7 @@ func TestTransparentMode(t *testing.T) {
 			t.Fatalf("a call to the app through its sidecar: %d %q", resp.StatusCode, body)
 		}
 		// The app's port is in its namespace: from outside, nothing is there.
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(appPort), 2*time.Second); err == nil {
-			c.Close()
+		if framework.DialListener("127.0.0.1:"+strconv.Itoa(appPort)) == nil {
 			t.Fatalf("the app's port answered from outside its namespace")
 		}
 	})

@@ -26,6 +26,7 @@ import (
 	daprhttp "github.com/dapr/go-sdk/service/http"
 
 	"github.com/outrigger/outrigger/e2e/framework"
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // Pub/sub under faults. The guarantees under test: a message whose publish
@@ -60,7 +61,8 @@ type privateBroker struct {
 	name    string
 	port    int
 	logPath string
-	ready   time.Duration // bound on the wait for its port to accept connections
+	ready   time.Duration           // bound on the wait for its port to accept connections
+	probe   func(addr string) error // readiness beyond the port, if set
 	mk      func() *exec.Cmd
 
 	mu     sync.Mutex
@@ -127,11 +129,10 @@ func (b *privateBroker) start() error {
 			return errBrokerExited
 		default:
 		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return err
+		if b.probe != nil {
+			return b.probe(addr)
 		}
-		return c.Close()
+		return framework.DialListener(addr)
 	})
 	if err != nil {
 		return fmt.Errorf("the private %s did not listen on %s within %v: %w (its log: %s)", b.name, addr, b.ready, err, b.logPath)
@@ -208,14 +209,15 @@ func startFaultBroker(t *testing.T, kind string) (*privateBroker, string) {
 // startPrivateRabbitMQ starts a RabbitMQ node of the test's own: its own
 // node name, AMQP and distribution ports, Mnesia and log directories, an
 // empty configuration (the machine's /etc/rabbitmq is not read) and no
-// plugins. It skips the test when no node comes up within a minute.
+// plugins. The node is ready when an AMQP handshake succeeds; the test
+// fails when none does within a minute.
 func startPrivateRabbitMQ(t *testing.T, dir string, port int) (*privateBroker, string) {
 	t.Helper()
 	// The script itself, not /usr/sbin's wrapper, which switches to the
 	// rabbitmq user.
 	script := "/usr/lib/rabbitmq/bin/rabbitmq-server"
 	if _, err := os.Stat(script); err != nil {
-		t.Skipf("no private RabbitMQ node: %s is missing: %v", script, err)
+		t.Fatalf("no private RabbitMQ node: %s is missing (.ci/run installs rabbitmq-server): %v", script, err)
 	}
 	for _, d := range []string{"mnesia", "log"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
@@ -257,8 +259,29 @@ func startPrivateRabbitMQ(t *testing.T, dir string, port int) (*privateBroker, s
 		cmd.Env = append(cmd.Env, env...)
 		return cmd
 	})
+	// Ready is an AMQP handshake that succeeds, not a port that accepts.
+	b.probe = func(addr string) error {
+		c, err := amqp.DialConfig("amqp://guest:guest@"+addr+"/", amqp.Config{Dial: amqp.DefaultDial(time.Second)})
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	// On failure the node's own log, where it writes once booted, goes
+	// with the test's output too.
+	nodeLog := filepath.Join(dir, "log", node+".log")
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		out, _ := os.ReadFile(nodeLog)
+		if len(out) > 16<<10 {
+			out = out[len(out)-16<<10:]
+		}
+		t.Logf("---- %s ----\n%s\n---- end of %s ----", nodeLog, out, nodeLog)
+	})
 	if err := b.start(); err != nil {
-		t.Skipf("no private RabbitMQ node (%s) within a minute on this machine: %v", node, err)
+		t.Fatalf("no private RabbitMQ node (%s) within a minute on this machine: %v", node, err)
 	}
 	return b, pubsubComponent("pubsub.rabbitmq",
 		"connectionString", fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port),

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/outrigger/outrigger/e2e/framework"
 )
@@ -29,11 +27,7 @@ func privateRedis(t *testing.T, port int, dir string) *exec.Cmd {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	framework.WaitFor(t, "the private redis-server to listen", func() error {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
-		if err != nil {
-			return err
-		}
-		return c.Close()
+		return framework.DialListener("127.0.0.1:" + strconv.Itoa(port))
 	})
 	return cmd
 }

@@ -2,7 +2,6 @@ package framework
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,11 +107,7 @@ func (cp *ControlPlane) start(t testing.TB) {
 		if _, err := os.Stat(cp.TrustAnchors()); err != nil {
 			return err
 		}
-		c, err := net.DialTimeout("tcp", cp.Addr, time.Second)
-		if err != nil {
-			return err
-		}
-		return c.Close()
+		return DialListener(cp.Addr)
 	})
 }
 

@@ -3,7 +3,6 @@ package framework
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"syscall"
@@ -68,9 +67,8 @@ func waitListening(port int, started <-chan error) (bool, error) {
 			return false, err
 		default:
 		}
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
+		err := DialListener("127.0.0.1:" + strconv.Itoa(port))
 		if err == nil {
-			_ = c.Close()
 			select {
 			case err := <-started:
 				return false, err // someone else's listener answered

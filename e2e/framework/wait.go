@@ -2,8 +2,10 @@ package framework
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -25,6 +27,31 @@ func WaitFor(t testing.TB, what string, cond func() error) {
 	if err := Poll(WaitTimeout, cond); err != nil {
 		t.Fatalf("e2e: waiting %v for %s: %v", WaitTimeout, what, err)
 	}
+}
+
+// ErrSelfConnect is DialListener's answer when the kernel connected the
+// probe to itself: with nothing listening yet on a port in the ephemeral
+// range, a dial from that same port meets itself (TCP simultaneous open)
+// and "succeeds", and a poll that sees it would call the listener up.
+var ErrSelfConnect = errors.New("the probe connected to itself: nothing listens there yet")
+
+// DialListener tells whether something listens on the TCP address addr: it
+// connects (waiting at most a second) and closes the connection.
+func DialListener(addr string) error {
+	return dialListener(&net.Dialer{Timeout: time.Second}, addr)
+}
+
+func dialListener(d *net.Dialer, addr string) error {
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	self := c.LocalAddr().String() == c.RemoteAddr().String()
+	_ = c.Close()
+	if self {
+		return ErrSelfConnect
+	}
+	return nil
 }
 
 // Poll calls cond every PollInterval until it returns nil or timeout passes;
