@@ -81,7 +81,10 @@ func (t *inlineTransport) roundTrip(req *http.Request, token string, direct bool
 	var body []byte
 	if req.Body != nil && req.Body != http.NoBody {
 		if req.ContentLength > 0 {
-			body = make([]byte, req.ContentLength)
+			// Written whole before the answer is read (a replay too).
+			buf := getBodyBuf(int(req.ContentLength))
+			defer putBodyBuf(buf)
+			body = *buf
 			if _, err := io.ReadFull(req.Body, body); err != nil {
 				_ = req.Body.Close()
 				return nil, err

@@ -516,6 +516,9 @@ func hasConnectionHeaders(h http.Header) bool {
 	return false
 }
 
+// errHandlerReturned fails a write to a stream whose handler has returned.
+var errHandlerReturned = errors.New("http2: the handler has returned")
+
 func (c *h2Conn) run(st *h2Stream, req *http.Request) {
 	w := &h2Writer{st: st, header: http.Header{}, head: req.Method == http.MethodHead}
 	defer func() {
@@ -565,6 +568,7 @@ type h2Writer struct {
 	sentHeaders bool
 	trailers    []string // announced in the Trailer header when the head went
 	buf         []byte
+	bufp        *[]byte // buf's buffer, lent by bodyBufs until finish
 	failed      error
 }
 
@@ -609,6 +613,10 @@ func (w *h2Writer) Write(p []byte) (int, error) {
 	if w.head {
 		return len(p), nil
 	}
+	if w.bufp == nil {
+		w.bufp = getBodyBuf(max(len(p), 4<<10))
+		w.buf = (*w.bufp)[:0]
+	}
 	w.buf = append(w.buf, p...)
 	if len(w.buf) >= 32<<10 {
 		if err := w.send(false); err != nil {
@@ -633,6 +641,16 @@ func (w *h2Writer) finish() {
 		w.code = http.StatusOK
 	}
 	err := w.send(true)
+	if w.bufp != nil {
+		// Written or given up: the buffer goes back, and a write from a
+		// goroutine the handler left behind fails instead of using it.
+		*w.bufp = w.buf
+		putBodyBuf(w.bufp)
+		w.bufp, w.buf = nil, nil
+	}
+	if w.failed == nil {
+		w.failed = errHandlerReturned
+	}
 	c := w.st.c
 	c.mu.Lock()
 	if c.streams[w.st.id] == w.st {

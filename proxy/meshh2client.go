@@ -98,6 +98,8 @@ func (t *h2Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		addr = net.JoinHostPort(addr, port)
 	}
 	out := &h2Out{req: req}
+	// Every attempt writes the inline body before it waits for an answer.
+	defer putBodyBuf(out.inlineBuf)
 	if err := out.prepare(); err != nil {
 		return nil, err
 	}
@@ -249,10 +251,11 @@ func (t *h2Client) CloseIdleConnections() {
 // when it is short enough to go with the head (read before the first
 // attempt, so that a refused request can go again).
 type h2Out struct {
-	req      *http.Request
-	inline   []byte // the whole body (hasBody and not streamed)
-	hasBody  bool
-	streamed bool // the body goes from a goroutine of its own
+	req       *http.Request
+	inline    []byte  // the whole body (hasBody and not streamed)
+	inlineBuf *[]byte // inline's buffer, lent by bodyBufs
+	hasBody   bool
+	streamed  bool // the body goes from a goroutine of its own
 	// owner says who may read a streamed body: 2k while attempt k's
 	// writer has not started (another attempt or a close may still take
 	// it), 2k+1 once it has.
@@ -269,7 +272,8 @@ func (o *h2Out) prepare() error {
 	case body == nil || body == http.NoBody:
 	case r.ContentLength > 0 && r.ContentLength <= h2InlineBody && len(r.Trailer) == 0:
 		o.hasBody = true
-		o.inline = make([]byte, r.ContentLength)
+		o.inlineBuf = getBodyBuf(int(r.ContentLength))
+		o.inline = *o.inlineBuf
 		_, err := io.ReadFull(body, o.inline)
 		_ = body.Close()
 		if err != nil {
