@@ -883,7 +883,7 @@ func (w *h1Writer) commit(last bool, next []byte) {
 	}
 	if _, ok := h["Date"]; !ok {
 		bw.WriteString("Date: ")
-		bw.Write(httpDate())
+		bw.Write(httpDate().text)
 		bw.WriteString("\r\n")
 	}
 	if w.cl >= 0 && allowed && !setCL {
@@ -949,20 +949,22 @@ func (w *h1Writer) finish() {
 var errH1Done = errors.New("proxy: the answer was written after its handler returned")
 
 // httpDate is the Date header's value, formatted once a second.
-func httpDate() []byte {
+func httpDate() *cachedDate {
 	now := time.Now()
 	sec := now.Unix()
 	if d := dateCache.Load(); d != nil && d.sec == sec {
-		return d.text
+		return d
 	}
-	d := &cachedDate{sec: sec, text: now.UTC().AppendFormat(nil, http.TimeFormat)}
+	text := now.UTC().AppendFormat(nil, http.TimeFormat)
+	d := &cachedDate{sec: sec, text: text, value: string(text)}
 	dateCache.Store(d)
-	return d.text
+	return d
 }
 
 type cachedDate struct {
-	sec  int64
-	text []byte
+	sec   int64
+	text  []byte // for HTTP/1.1's writer
+	value string // for HPACK's
 }
 
 var dateCache atomic.Pointer[cachedDate]

@@ -719,15 +719,16 @@ func (w *h2Writer) sendLocked(end bool) error {
 		if _, ok := w.header["Content-Type"]; !ok && len(data) > 0 && bodyAllowed(w.code) {
 			w.header["Content-Type"] = []string{http.DetectContentType(data[:min(len(data), 512)])}
 		}
-		if _, ok := w.header["Date"]; !ok {
-			w.header["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
-		}
+		_, hasDate := w.header["Date"]
 		c.hbuf.Reset()
 		_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(w.code)})
 		for k, vv := range w.header {
 			if !strings.HasPrefix(k, http.TrailerPrefix) && !hopByHop(k) && !w.announced(k) {
 				c.encodeField(k, vv)
 			}
+		}
+		if !hasDate {
+			_ = c.henc.WriteField(hpack.HeaderField{Name: "date", Value: httpDate().value})
 		}
 		endHeaders := end && len(data) == 0 && len(trailers) == 0
 		if err := c.writeHeaderBlock(w.st.id, endHeaders); err != nil {
