@@ -351,14 +351,13 @@ func (s *Sidecar) forwardToPeer(w http.ResponseWriter, r *http.Request) {
 		h["User-Agent"] = []string{""} // net/http adds none then
 	}
 	u := *r.URL
-	out := new(http.Request)
-	*out = *r // the context too
+	// One copy of r, with the client trace that passes on 1xx answers.
+	out := r.WithContext(httptrace.WithClientTrace(r.Context(), informational(w)))
 	out.URL, out.Header, out.Close = &u, h, false
 	if r.ContentLength == 0 {
 		out.Body = nil
 	}
 	s.addressPeer(out, inv)
-	out = out.WithContext(httptrace.WithClientTrace(r.Context(), informational(w)))
 	resp, err := peerRoundTripper{s}.RoundTrip(out)
 	if err != nil {
 		s.peerError(w, out, err)
