@@ -98,9 +98,10 @@ func (t *h2Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		addr = net.JoinHostPort(addr, port)
 	}
 	out := &h2Out{req: req}
+	err := out.prepare()
 	// Every attempt writes the inline body before it waits for an answer.
 	defer putBodyBuf(out.inlineBuf)
-	if err := out.prepare(); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	for attempt := 1; ; attempt++ {
