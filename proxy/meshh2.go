@@ -430,9 +430,10 @@ func (c *h2Conn) startStream(f *http2.MetaHeadersFrame) bool {
 		c.resetID(id, http2.ErrCodeRefusedStream)
 		return true
 	}
-	req := &http.Request{Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, len(f.Fields)), RemoteAddr: c.remote, TLS: c.tls}
+	regular := len(f.RegularFields()) // the pseudo-headers go elsewhere
+	req := &http.Request{Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, regular), RemoteAddr: c.remote, TLS: c.tls}
 	var path, scheme string
-	vals := make([]string, 0, len(f.Fields))
+	vals := make([]string, 0, regular)
 	for _, hf := range f.Fields {
 		switch hf.Name {
 		case ":method":
