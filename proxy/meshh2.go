@@ -641,16 +641,12 @@ func (w *h2Writer) finish() {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
-	err := w.send(true)
+	err := w.send(true) // the answer's last frames, in the link's buffer
 	if w.bufp != nil {
-		// Written or given up: the buffer goes back, and a write from a
-		// goroutine the handler left behind fails instead of using it.
+		// Copied or given up: the buffer goes back.
 		*w.bufp = w.buf
 		putBodyBuf(w.bufp)
 		w.bufp, w.buf = nil, nil
-	}
-	if w.failed == nil {
-		w.failed = errHandlerReturned
 	}
 	c := w.st.c
 	c.mu.Lock()
@@ -658,7 +654,17 @@ func (w *h2Writer) finish() {
 		delete(c.streams, w.st.id)
 		c.noteIdleLocked()
 	}
+	crowd := len(c.streams) > 0 // other streams are open on the link
 	c.mu.Unlock()
+	if err == nil {
+		err = c.flushSoon(crowd)
+	}
+	if err != nil {
+		w.failed = err
+	} else {
+		// A write from a goroutine the handler left behind fails.
+		w.failed = errHandlerReturned
+	}
 	if w.st.body != nil && w.st.body.release() && err == nil {
 		// The answer is complete and the caller is still sending: tell it
 		// to stop (RFC 9113, 8.1).
@@ -667,19 +673,13 @@ func (w *h2Writer) finish() {
 }
 
 // send writes the head (once) and what is held, ending the stream when
-// end is set (with trailers when the handler set any).
+// end is set (with trailers when the handler set any); the frames that end
+// it are left in the buffer for finish to flush.
 func (w *h2Writer) send(end bool) error {
 	if w.failed != nil {
 		return w.failed
 	}
 	err := w.sendLocked(end)
-	if err == nil && end {
-		c := w.st.c
-		c.mu.Lock()
-		crowd := len(c.streams) > 1
-		c.mu.Unlock()
-		err = c.flushSoon(crowd)
-	}
 	if err != nil {
 		w.failed = err
 	}
@@ -736,7 +736,7 @@ func (w *h2Writer) sendLocked(end bool) error {
 			return err
 		}
 		if endHeaders {
-			return nil // flushed by send
+			return nil // flushed by finish
 		}
 	}
 	if err := c.writeData(w.st.id, &w.st.h2Flow, data, end && len(trailers) == 0); err != nil {
@@ -753,7 +753,7 @@ func (w *h2Writer) sendLocked(end bool) error {
 		}
 	}
 	if end {
-		return nil // flushed by send
+		return nil // flushed by finish
 	}
 	return c.bw.Flush()
 }
