@@ -883,7 +883,7 @@ func (w *h1Writer) commit(last bool, next []byte) {
 	}
 	if _, ok := h["Date"]; !ok {
 		bw.WriteString("Date: ")
-		bw.Write(httpDate().text)
+		bw.WriteString(httpDate().value)
 		bw.WriteString("\r\n")
 	}
 	if w.cl >= 0 && allowed && !setCL {
@@ -955,16 +955,14 @@ func httpDate() *cachedDate {
 	if d := dateCache.Load(); d != nil && d.sec == sec {
 		return d
 	}
-	text := now.UTC().AppendFormat(nil, http.TimeFormat)
-	d := &cachedDate{sec: sec, text: text, value: string(text)}
+	d := &cachedDate{sec: sec, value: now.UTC().Format(http.TimeFormat)}
 	dateCache.Store(d)
 	return d
 }
 
 type cachedDate struct {
 	sec   int64
-	text  []byte // for HTTP/1.1's writer
-	value string // for HPACK's
+	value string
 }
 
 var dateCache atomic.Pointer[cachedDate]

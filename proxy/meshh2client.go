@@ -100,7 +100,7 @@ func (t *h2Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	out := &h2Out{req: req}
 	err := out.prepare()
 	// Every attempt writes the inline body before it waits for an answer.
-	defer putBodyBuf(out.inlineBuf)
+	defer putBodyBuf(out.inline)
 	if err != nil {
 		return nil, err
 	}
@@ -252,11 +252,10 @@ func (t *h2Client) CloseIdleConnections() {
 // when it is short enough to go with the head (read before the first
 // attempt, so that a refused request can go again).
 type h2Out struct {
-	req       *http.Request
-	inline    []byte  // the whole body (hasBody and not streamed)
-	inlineBuf *[]byte // inline's buffer, lent by bodyBufs
-	hasBody   bool
-	streamed  bool // the body goes from a goroutine of its own
+	req      *http.Request
+	inline   *[]byte // the whole body (hasBody and not streamed), lent by bodyBufs
+	hasBody  bool
+	streamed bool // the body goes from a goroutine of its own
 	// owner says who may read a streamed body: 2k while attempt k's
 	// writer has not started (another attempt or a close may still take
 	// it), 2k+1 once it has.
@@ -273,9 +272,8 @@ func (o *h2Out) prepare() error {
 	case body == nil || body == http.NoBody:
 	case r.ContentLength > 0 && r.ContentLength <= h2InlineBody && len(r.Trailer) == 0:
 		o.hasBody = true
-		o.inlineBuf = getBodyBuf(int(r.ContentLength))
-		o.inline = *o.inlineBuf
-		_, err := io.ReadFull(body, o.inline)
+		o.inline = getBodyBuf(int(r.ContentLength))
+		_, err := io.ReadFull(body, *o.inline)
 		_ = body.Close()
 		if err != nil {
 			if err == io.EOF {
@@ -426,7 +424,7 @@ func (cc *h2ClientConn) roundTrip(out *h2Out) (*http.Response, error) {
 		err = cc.writeHeaderBlock(cs.id, endWithHead)
 	}
 	if err == nil && out.hasBody && !out.streamed {
-		err = cc.writeData(cs.id, &cs.h2Flow, out.inline, true)
+		err = cc.writeData(cs.id, &cs.h2Flow, *out.inline, true)
 		if err == nil {
 			cc.mu.Lock()
 			cs.sentEnd = true
